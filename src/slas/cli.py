@@ -1,0 +1,211 @@
+"""The ``slas`` command line.
+
+Every user error (bad prompt, missing checkpoint, bad option) ends in one
+``error: ...`` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr)
+    return bar, bar.update
+
+
+def _load_model(path: str | None):
+    from .policy.toy import ToyBackbone
+
+    return ToyBackbone.from_checkpoint(path)
+
+
+def _read_prompts(args) -> list[str]:
+    prompts: list[str] = []
+    if args.prompt:
+        prompts += args.prompt
+    if args.prompts_file:
+        p = Path(args.prompts_file)
+        if not p.is_file():
+            raise CLIError(f"prompts file not found: {p}")
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("{"):  # GenEval-style metadata jsonl
+                try:
+                    line = json.loads(line)["prompt"]
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise CLIError(f"{p}: cannot read a prompt from line {line[:60]!r}: {e}") from None
+            prompts.append(line)
+    if not prompts:
+        raise CLIError("give --prompt TEXT (repeatable) or --prompts-file FILE")
+    return prompts
+
+
+def cmd_sample(args) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .toyworld import parse, verify
+    from .toyworld.evaluate import generate, grid
+
+    if args.n < 1:
+        raise CLIError(f"-n must be >= 1, got {args.n}")
+    prompts = _read_prompts(args)
+    metas = [parse(p) for p in prompts]  # fails fast, naming the bad word
+    model = _load_model(args.checkpoint)
+    plist = [m["prompt"] for m in metas for _ in range(args.n)]
+    seeds = [args.seed + i for i in range(len(plist))]
+    bar, upd = _progress(len(plist), "sampling")
+    images = generate(model, plist, seeds, steps=args.steps, progress=upd)
+    bar.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img_dir = out.with_suffix("")
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(img_dir / f"{i:04d}.png")
+    Image.fromarray(grid(images, ncol=args.n if len(prompts) > 1 else min(args.n, 8))).save(out)
+    metas_n = [m for m in metas for _ in range(args.n)]
+    correct = np.array([verify(img, m).correct for img, m in zip(images, metas_n, strict=True)])
+    print(f"wrote {out} and {len(images)} images in {img_dir}/; strict verifier: {correct.mean():.0%} correct")
+
+
+def cmd_eval(args) -> None:
+    from .toyworld import split
+    from .toyworld.evaluate import evaluate, format_table, grid
+
+    if args.n_per_prompt < 1:
+        raise CLIError(f"--n-per-prompt must be >= 1, got {args.n_per_prompt}")
+    entries = split(args.split)
+    model = _load_model(args.checkpoint)
+    bar, upd = _progress(len(entries) * args.n_per_prompt, f"eval[{args.split}]")
+    t0 = time.time()
+    summary, images, _ = evaluate(model, entries, args.n_per_prompt, steps=args.steps, progress=upd)
+    bar.close()
+    summary["split"], summary["n_per_prompt"], summary["steps"] = args.split, args.n_per_prompt, args.steps
+    summary["wall_time_s"] = round(time.time() - t0, 1)
+    print(format_table(summary))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.grid:
+        from PIL import Image
+
+        Image.fromarray(grid(images[: args.grid_n])).save(args.grid)
+        print(f"wrote {args.grid}")
+
+
+def cmd_pretrain(args) -> None:
+    from .toyworld.pretrain import pretrain
+
+    out = args.out or f"runs/pretrain_{args.size}"
+    pretrain(out, size=args.size, steps=args.steps, seed=args.seed)
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .train import train
+
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise CLIError(f"--resume {run}: no config.yaml there; is it a run directory of `slas train`?")
+        if args.config or args.overrides:
+            raise CLIError("--resume continues a run with its own config.yaml; drop --config and overrides")
+        cfg = load_config(run / "config.yaml", [f"run.out_dir={run}"])
+    else:
+        cfg = load_config(args.config, args.overrides)
+    train(cfg, resume=bool(args.resume), progress=not args.no_progress)
+
+
+def cmd_demo(args) -> None:
+    """Sample the eval set, verify, and write a grid + per-tag table."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(split="eval", n_per_prompt=args.n_per_prompt, checkpoint=args.checkpoint,
+                            steps=args.steps, json=str(out / "eval.json"), grid=str(out / "grid.png"), grid_n=64)
+    cmd_eval(ns)
+    print(f"demo outputs in {out}/ (eval.json, grid.png)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .toyworld.evaluate import EVAL_STEPS
+
+    p = argparse.ArgumentParser(prog="slas", description="RL post-training of text-to-image flow models (SLAS).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sample", help="sample images for prompts and write a grid")
+    s.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    s.add_argument("--prompts-file", help="text file, one prompt per line, or GenEval-style metadata jsonl")
+    s.add_argument("-n", type=int, default=8, help="images per prompt")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="grid.png", help="grid PNG; single images go to a folder of the same stem")
+    s.add_argument("--checkpoint", help="checkpoint directory (default: the shipped ShapesWorld model)")
+    s.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
+    s.set_defaults(fn=cmd_sample)
+
+    t = sub.add_parser("train", help="GRPO post-training (SLAS, DanceGRPO, Dr.GRPO, ...) from a YAML config")
+    t.add_argument("--config", help="YAML config (default: built-in defaults = configs/toy_slas.yaml)")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 advantage.params.gamma=0.5")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    t.set_defaults(fn=cmd_train)
+
+    tw = sub.add_parser("toyworld", help="ShapesWorld: eval, pretrain, demo").add_subparsers(dest="tw", required=True)
+    e = tw.add_parser("eval", help="GenEval-style table on a ShapesWorld split")
+    e.add_argument("--n-per-prompt", type=int, default=1)
+    e.add_argument("--split", choices=["eval", "test", "train"], default="eval")
+    e.add_argument("--json", help="also write the numbers to this JSON file")
+    e.add_argument("--grid", help="also write a grid PNG of the first samples")
+    e.add_argument("--grid-n", type=int, default=64)
+    e.add_argument("--checkpoint")
+    e.add_argument("--steps", type=int, default=EVAL_STEPS)
+    e.set_defaults(fn=cmd_eval)
+
+    pt = tw.add_parser("pretrain", help="pretrain a ShapesWorld model from scratch (reproducible)")
+    pt.add_argument("--size", choices=["M", "S"], default="M")
+    pt.add_argument("--out", help="output checkpoint directory (default runs/pretrain_SIZE); resumes if interrupted")
+    pt.add_argument("--steps", type=int, help="override the size's default number of steps")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.set_defaults(fn=cmd_pretrain)
+
+    d = tw.add_parser("demo", help="sample + evaluate the eval set; write grid and table")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--n-per-prompt", type=int, default=1)
+    d.add_argument("--checkpoint")
+    d.add_argument("--steps", type=int, default=EVAL_STEPS)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+    from .toyworld.world import PromptError
+
+    try:
+        args.fn(args)
+    except (CLIError, ConfigError, PromptError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

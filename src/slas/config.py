@@ -1,0 +1,280 @@
+"""Typed run configuration: nested dataclasses, YAML + dotted CLI overrides.
+
+Validated once at load: unknown keys and wrong types are errors, and every
+invariant says why it holds. Each field's comment is its documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and says what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "toy"  # adapter name (slas.policy): "toy" is the ShapesWorld model
+    checkpoint: str | None = None  # checkpoint dir; None = the shipped ShapesWorld model
+    train_text_encoder: bool = False  # frozen text encoder => prompt embeddings are cached
+
+
+@dataclass
+class SampleConfig:
+    family: str = "dance"  # "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))), "ode"
+    steps: int = 10  # T denoising steps per rollout
+    eta: float = 0.5  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
+    shift: float = 1.0  # sigma time shift (DanceGRPO FLUX: 3)
+    reduce: str = "mean"  # log-prob reduction over dims: "mean" (DanceGRPO parity) or "sum"
+    same_noise_in_group: bool = True  # share the initial noise within a group (never across groups)
+    batch_size: int = 0  # rollout forward batch; 0 = the whole rollout batch at once
+
+
+@dataclass
+class AdvantageConfig:
+    estimator: str = "slas"  # slas.advantages registry name: slas, grpo, grpo_global_std, drgrpo
+    adv_clip: float | None = 5.0  # clamp after shaping (DanceGRPO adv_clip_max 5); null disables
+    # estimator options; empty = the estimator's documented defaults (slas: gamma 1.0,
+    # batch_std_of centered, normalize before, recenter false), so switching
+    # `estimator` alone is always valid
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class RewardConfig:
+    weights: dict = field(default_factory=lambda: {"toy_score": 1.0})  # reward name -> weight (weighted sum)
+    batch_size: int = 256  # images per reward call
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 60  # GRPO iterations (rollout + update)
+    prompts_per_iter: int = 8  # P distinct prompts per iteration
+    group_size: int = 8  # G samples per prompt; N = P * G
+    timestep_fraction: float = 0.6  # fraction of trainable steps used per sample (random per sample)
+    train_last_step: bool = False  # DanceGRPO never trains the last transition (the image is x0_hat before it)
+    updates_per_iter: int = 2  # optimizer steps per iteration (gradient accumulation chunks)
+    micro_batch: int = 64  # (sample, timestep) pairs per forward/backward
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    lr_schedule: str = "constant"  # "constant" or "cosine" (to 10%), after warmup
+    warmup_iters: int = 0
+    clip_range: float = 1e-4  # PPO clip on the ratio (mean-over-D log-probs, ANCHORS §6.1)
+    kl_beta: float = 0.0  # KL-to-reference weight; 0 = no reference model (DanceGRPO)
+    kl_form: str = "analytic"  # "analytic" Gaussian KL or "flow_grpo" (= |dt| x analytic)
+    ema_decay: float = 0.0  # 0 = off; EMA weights are used for evaluation when on
+
+
+@dataclass
+class EvalConfig:
+    every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
+    split: str = "test"  # ShapesWorld split for the held-out evaluation
+    n_per_prompt: int = 2
+    max_prompts: int = 0  # 0 = the whole split; else a fixed tag-balanced subset of this many prompts
+    steps: int = 20  # ODE steps
+    grid_prompts: list = field(default_factory=lambda: [
+        "a photo of a blue square and a red triangle",
+        "a photo of three circles",
+        "a photo of a white circle",
+        "a photo of a triangle left of a square",
+    ])
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/toy_slas"
+    seed: int = 0
+    checkpoint_every: int = 10  # iterations; the last iteration is always checkpointed
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_mode: str = "offline"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def derived(self) -> dict:
+        """Totals worth logging at start (what one iteration does)."""
+        t = self.train
+        n = t.prompts_per_iter * t.group_size
+        trainable = self.sample.steps if t.train_last_step else self.sample.steps - 1
+        k = max(1, int(trainable * t.timestep_fraction))
+        pairs = n * k
+        return {
+            "samples_per_iter": n,
+            "trained_steps_per_sample": k,
+            "pairs_per_iter": pairs,
+            "pairs_per_update": pairs // t.updates_per_iter,
+            "micro_batches_per_update": -(-(pairs // t.updates_per_iter) // t.micro_batch),
+            "total_samples": n * t.iterations,
+        }
+
+
+# ----------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, origin or tp)
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'; {prefix.rstrip('.') or 'config'} accepts: {names}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+            continue
+        if not _type_ok(value, tp):
+            raise ConfigError(f"{prefix}{name} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+        if tp is float:
+            value = float(value)
+        if tp is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["train.lr=1e-4", "advantage.params.gamma=0.5"]`` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} must look like section.key=value, e.g. train.lr=1e-4")
+        key, raw = ov.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML (optional) plus dotted overrides, validate, and return a Config."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+    data = _merge(data, parse_overrides(overrides or []))
+    # `params` and `weights` are free-form dicts: overrides merge into them
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Invariants, each with the reason it must hold."""
+    from . import advantages
+    from .samplers import FAMILIES
+
+    s, t, a, e = cfg.sample, cfg.train, cfg.advantage, cfg.eval
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.model.backbone in ("toy",), f"model.backbone {cfg.model.backbone!r} is not available; known: ['toy']")
+    need(s.family in FAMILIES, f"sample.family must be one of {FAMILIES}, got {s.family!r}")
+    need(s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so GRPO cannot train on it")
+    need(s.steps >= 2, "sample.steps must be >= 2: the last step is decoded, at least one more must be trainable")
+    need(s.eta > 0, "sample.eta must be > 0: with no noise every rollout of a group is identical (zero advantage)")
+    need(s.shift > 0, "sample.shift must be > 0")
+    need(s.reduce in ("mean", "sum"), f"sample.reduce must be 'mean' or 'sum', got {s.reduce!r}")
+    need(s.batch_size >= 0, "sample.batch_size must be >= 0 (0 = whole batch)")
+    try:
+        advantages.validate(a.estimator, adv_clip=a.adv_clip, **a.params)
+    except ValueError as err:
+        raise ConfigError(f"advantage: {err}") from None
+    from .rewards import available as rewards_available
+
+    need(bool(cfg.reward.weights), "reward.weights must name at least one reward")
+    for name, w in cfg.reward.weights.items():
+        need(name in rewards_available(), f"reward {name!r} is not registered; known: {sorted(rewards_available())}")
+        need(isinstance(w, (int, float)) and not isinstance(w, bool), f"reward weight of {name!r} must be a number")
+    need(cfg.reward.batch_size >= 1, "reward.batch_size must be >= 1")
+    need(t.iterations >= 1, "train.iterations must be >= 1")
+    need(t.prompts_per_iter >= 1, "train.prompts_per_iter must be >= 1")
+    need(t.group_size >= 2, "train.group_size must be >= 2: advantages are relative to the other samples of a group")
+    need(0 < t.timestep_fraction <= 1, "train.timestep_fraction must be in (0, 1]")
+    d = cfg.derived()
+    need(
+        d["pairs_per_iter"] % t.updates_per_iter == 0,
+        f"train.updates_per_iter ({t.updates_per_iter}) must divide the (sample, timestep) pairs per iteration "
+        f"({d['pairs_per_iter']} = {d['samples_per_iter']} samples x {d['trained_steps_per_sample']} steps), "
+        "so that every optimizer step averages the same number of pairs",
+    )
+    need(t.micro_batch >= 1, "train.micro_batch must be >= 1")
+    need(t.lr > 0, "train.lr must be > 0")
+    need(t.max_grad_norm > 0, "train.max_grad_norm must be > 0")
+    need(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas must be two numbers in [0, 1)")
+    need(t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be 'constant' or 'cosine'")
+    need(t.warmup_iters >= 0, "train.warmup_iters must be >= 0")
+    need(0 < t.clip_range < 1, "train.clip_range must be in (0, 1): the ratio is clipped to [1 - c, 1 + c]")
+    need(t.kl_beta >= 0, "train.kl_beta must be >= 0")
+    need(t.kl_form in ("analytic", "flow_grpo"), "train.kl_form must be 'analytic' or 'flow_grpo'")
+    need(0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0 = off)")
+    need(e.every >= 0, "eval.every must be >= 0")
+    need(e.split in ("train", "test", "eval"), "eval.split must be 'train', 'test' or 'eval'")
+    need(e.n_per_prompt >= 1 and e.steps >= 1, "eval.n_per_prompt and eval.steps must be >= 1")
+    need(e.max_prompts >= 0, "eval.max_prompts must be >= 0 (0 = whole split)")
+    need(cfg.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1")
+    need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1 (resume needs one)")
+    need(cfg.run.wandb_mode in ("offline", "online", "disabled"), "run.wandb_mode must be offline/online/disabled")

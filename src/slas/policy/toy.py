@@ -1,0 +1,51 @@
+"""Adapter for the ShapesWorld model (pixel-space rectified flow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..toyworld import model as toymodel
+from ..toyworld.world import CANVAS
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
+    x = ((x.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class ToyBackbone:
+    """``Backbone`` over ``toyworld.model.ToyT2I``.
+
+    The text encoder is frozen by default (``train_text_encoder=False``), as in
+    DanceGRPO/Flow-GRPO where text embeddings are precomputed: prompt
+    embeddings are then computed once per prompt and reused.
+    """
+
+    prediction = "velocity"
+    sample_shape = (3, CANVAS, CANVAS)
+
+    def __init__(self, model: toymodel.ToyT2I, train_text_encoder: bool = False):
+        self.model = model
+        self.module: nn.Module = model
+        self.train_text_encoder = train_text_encoder
+        model.text_encoder.requires_grad_(train_text_encoder)
+
+    @classmethod
+    def from_checkpoint(cls, path=None, train_text_encoder: bool = False) -> ToyBackbone:
+        return cls(toymodel.load(path), train_text_encoder)
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
+            return self.model.encode(prompts)
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.velocity(x, sigma, cond)
+
+    def decode(self, x0: torch.Tensor) -> np.ndarray:
+        return to_uint8(x0)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]

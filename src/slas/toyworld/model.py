@@ -1,0 +1,180 @@
+"""The tiny ShapesWorld text-to-image model, built from stock library classes.
+
+- tokenizer: a word-level ``tokenizers`` model over the grammar's words,
+  wrapped as ``transformers.PreTrainedTokenizerFast`` (built in-process, no files);
+- text encoder: ``transformers.CLIPTextModel`` (2 layers);
+- denoiser: ``diffusers.UNet2DConditionModel`` in pixel space (3 x 32 x 32),
+  cross-attending to the text tokens, predicting the rectified-flow velocity
+  ``v = noise - x0`` at ``x_sigma = (1 - sigma) x0 + sigma noise``.
+
+A pixel-space convnet draws clean flat shapes after a short CPU pretraining,
+where a patch-4 DiT drew patch debris (shared/reference/FEASIBILITY.md).
+Checkpoints are ``model.safetensors`` + ``config.json``; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .world import CANVAS, VOCAB_WORDS
+
+MAX_TOKENS = 16  # longest prompt is 10 words + BOS/EOS
+SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>"]  # ids 0..3
+
+_DOWN = ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+_UP = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+SIZES: dict[str, dict] = {
+    # "M" is the shipped default; "S" is a ~3x cheaper variant for quick studies.
+    # The UNet runs on 2x2 space-to-depth pixels (12 x 16 x 16): levels 16/8/4,
+    # text cross-attention at 8x8 and 4x4. At 32x32 the same net was 3x slower
+    # on 2 CPU cores (benchmarks/model_speed.py).
+    "M": dict(block_out_channels=[32, 64, 128], down_block_types=_DOWN, up_block_types=_UP, heads=2,
+              text_hidden=64, text_layers=2),
+    "S": dict(block_out_channels=[16, 32, 64], down_block_types=_DOWN, up_block_types=_UP, heads=1,
+              text_hidden=32, text_layers=2),
+    # XS: tests only (random init, fast), never pretrained
+    "XS": dict(block_out_channels=[8, 16, 16], down_block_types=_DOWN, up_block_types=_UP, heads=1,
+               text_hidden=16, text_layers=1),
+}
+PATCH = 2  # space-to-depth factor (pixel_unshuffle) in front of the UNet
+
+
+def build_tokenizer():
+    """Word-level tokenizer over the ShapesWorld vocabulary (deterministic ids)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIAL + list(VOCAB_WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        model_max_length=MAX_TOKENS,
+    )
+
+
+class ToyT2I(nn.Module):
+    """Text encoder + pixel-space UNet. ``config`` fully determines the layout."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        self.config = dict(config)
+        h = config["text_hidden"]
+        self.tokenizer = build_tokenizer()
+        self.text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(SPECIAL) + len(VOCAB_WORDS),
+                hidden_size=h,
+                intermediate_size=2 * h,
+                num_hidden_layers=config["text_layers"],
+                num_attention_heads=4,
+                max_position_embeddings=MAX_TOKENS,
+                projection_dim=h,
+                hidden_act="gelu",
+                pad_token_id=0,
+                bos_token_id=2,
+                eos_token_id=3,
+            )
+        )
+        self.unet = UNet2DConditionModel(
+            sample_size=CANVAS // PATCH,
+            in_channels=3 * PATCH * PATCH,
+            out_channels=3 * PATCH * PATCH,
+            layers_per_block=1,
+            block_out_channels=config["block_out_channels"],
+            down_block_types=config["down_block_types"],
+            up_block_types=config["up_block_types"],
+            cross_attention_dim=h,
+            # diffusers' UNet2DConditionModel reads `attention_head_dim` as the
+            # number of heads (see its __init__ comment on the legacy naming).
+            attention_head_dim=config["heads"],
+            norm_num_groups=8,
+        )
+
+    def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Text conditioning: ``hidden`` [N, L, D] and ``mask`` [N, L]."""
+        tok = self.tokenize(prompts)
+        hidden = self.text_encoder(**tok).last_hidden_state
+        return {"hidden": hidden, "mask": tok["attention_mask"]}
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """v [N, 3, H, W] at x [N, 3, H, W], sigma [N] in [0, 1]."""
+        # diffusers UNets embed timesteps sinusoidally; 1000*sigma matches the
+        # scale their embeddings were designed for (SD3/FLUX use the same map).
+        z = nn.functional.pixel_unshuffle(x, PATCH)  # [N, 12, H/2, W/2]
+        out = self.unet(z, sigma * 1000.0, encoder_hidden_states=cond["hidden"], encoder_attention_mask=cond["mask"])
+        return nn.functional.pixel_shuffle(out.sample, PATCH)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build(size: str = "M") -> ToyT2I:
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; expected one of {list(SIZES)}")
+    return ToyT2I(SIZES[size] | {"size": size})
+
+
+def save(model: ToyT2I, path: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write ``model.safetensors`` + ``config.json`` into directory ``path``.
+
+    ``dtype=torch.float16`` halves the file (the shipped checkpoint); ``load``
+    always returns fp32 weights, because bf16/fp16 compute is slow on CPU."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    tmp = path / "model.safetensors.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, path / "model.safetensors")
+    config = model.config | {"n_params": count_parameters(model)} | (extra or {})
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def default_checkpoint() -> Path:
+    """The shipped, pretrained size-M checkpoint inside the package."""
+    return Path(__file__).parent / "checkpoints" / "toy_M"
+
+
+def load(path: str | os.PathLike | None = None) -> ToyT2I:
+    """Load a checkpoint directory (default: the shipped one). Never unpickles."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else default_checkpoint()
+    weights, cfg_file = path / "model.safetensors", path / "config.json"
+    if not weights.is_file() or not cfg_file.is_file():
+        raise FileNotFoundError(
+            f"no ShapesWorld checkpoint at {path}: expected model.safetensors and config.json "
+            "(make one with `slas toyworld pretrain --out DIR`)"
+        )
+    config = json.loads(cfg_file.read_text())
+    model = ToyT2I({k: config[k] for k in SIZES["M"]} | {"size": config.get("size", "?")})
+    model.config = config
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()

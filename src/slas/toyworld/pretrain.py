@@ -1,0 +1,138 @@
+"""Pretrain the ShapesWorld model on renders with the rectified-flow loss.
+
+Reproducible from its seed: batch ``k`` is drawn from generators seeded with
+``(seed, k)``, so the data and noise never depend on wall time, and a resumed
+run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import model as toymodel
+from .renderer import render
+from .world import TAGS, all_prompts
+
+DEFAULTS = {
+    # steps, batch, lr: chosen so that size M trains in < 90 min on 2 CPU cores
+    "M": dict(steps=5000, batch=64, lr=1.5e-3),
+    "S": dict(steps=5000, batch=64, lr=2e-3),
+}
+WARMUP = 200
+EMA_DECAY = 0.999
+SAVE_EVERY = 500
+
+
+def batch_for_step(seed: int, step: int, batch: int) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts, x0 [B, 3, H, W] in [-1, 1], noise [B, 3, H, W] and sigma [B] of one step."""
+    rng = random.Random(seed * 1_000_003 + step)
+    by_tag = {t: [m for m in all_prompts() if m["tag"] == t] for t in TAGS}
+    metas = [rng.choice(by_tag[rng.choice(TAGS)]) for _ in range(batch)]  # tag-balanced
+    imgs = np.stack([render(m, rng.getrandbits(31)) for m in metas])
+    x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    noise = torch.randn(x0.shape, generator=g)
+    # Half logit-normal (SD3), half uniform: logit-normal alone almost never
+    # draws sigma < 0.05, and the low-noise steps then leave visible grain.
+    sigma = torch.where(torch.rand(batch, generator=g) < 0.5, torch.sigmoid(torch.randn(batch, generator=g)),
+                        torch.rand(batch, generator=g))
+    return [m["prompt"] for m in metas], x0, noise, sigma
+
+
+def lr_at(step: int, lr: float) -> float:
+    """Linear warmup, then constant: the weights after k steps do not depend on
+    the planned total, so ``--steps k`` reproduces any intermediate snapshot."""
+    return lr * min(1.0, (step + 1) / WARMUP)
+
+
+def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, batch: int | None = None,
+             lr: float | None = None, seed: int = 0, save_every: int = SAVE_EVERY, stop_at: int | None = None,
+             log=print) -> Path | None:
+    """Train from scratch (or resume from ``out/state``) and write ``out`` as a checkpoint dir.
+
+    ``stop_at`` ends the run after that many steps with its state saved (a
+    planned interruption); calling again resumes. Returns ``out`` when done."""
+    d = DEFAULTS[size]
+    steps, batch, lr = steps or d["steps"], batch or d["batch"], lr or d["lr"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = toymodel.build(size)
+    ema = toymodel.build(size)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    start, elapsed0 = 0, 0.0
+    state_dir = out / "state"
+    if (state_dir / "meta.json").is_file():
+        from safetensors.torch import load_file
+
+        meta = json.loads((state_dir / "meta.json").read_text())
+        if meta["size"] != size or meta["seed"] != seed or meta["steps"] != steps:
+            raise ValueError(f"{state_dir} belongs to another run ({meta}); use a fresh --out")
+        model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
+        ema.load_state_dict(load_file(str(state_dir / "ema.safetensors")))
+        opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
+        start, elapsed0 = meta["step"], meta["elapsed_s"]
+        log(f"resuming from step {start}")
+    log(f"pretraining ShapesWorld model {size}: {toymodel.count_parameters(model):,} parameters, "
+        f"{steps} steps x batch {batch}, lr {lr}, seed {seed}")
+    t0 = time.time() - elapsed0
+    losses: list[float] = []
+    for step in range(start, steps):
+        prompts, x0, noise, sigma = batch_for_step(seed, step, batch)
+        s = sigma.view(-1, 1, 1, 1)
+        x = (1 - s) * x0 + s * noise
+        v = model.velocity(x, sigma, model.encode(prompts))
+        loss = torch.nn.functional.mse_loss(v, noise - x0)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=False):
+                pe.lerp_(pm, 1 - decay)
+        losses.append(loss.item())
+        done = step + 1
+        if done % 100 == 0 or done == steps:
+            el = time.time() - t0
+            eta = el / (done - start + 1e-9) * (steps - done) if done > start else 0
+            log(f"step {done}/{steps} loss {np.mean(losses[-100:]):.4f} lr {lr_at(step, lr):.2e} "
+                f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
+        if done == stop_at and done < steps:
+            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, steps)
+            log(f"stopped at step {done}; run again to resume")
+            return None
+        if done % save_every == 0 and done < steps:
+            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, steps)
+            toymodel.save(ema, out / "snapshots" / f"step_{done:05d}", dtype=torch.float16)
+    wall = time.time() - t0
+    toymodel.save(ema, out, dtype=torch.float16, extra={"pretrain": {"steps": steps, "batch": batch, "lr": lr, "seed": seed,
+                                                 "wall_time_s": round(wall, 1),
+                                                 "final_loss": float(np.mean(losses[-100:])) if losses else None}})
+    log(f"done in {wall / 60:.1f} min; wrote {out}")
+    return out
+
+
+def _save_state(state_dir: Path, model, ema, opt, step: int, elapsed: float, size: str, seed: int, steps: int) -> None:
+    from safetensors.torch import save_file
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(state_dir / "model.safetensors.tmp"))
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(state_dir / "ema.safetensors.tmp"))
+    torch.save(opt.state_dict(), state_dir / "optim.pt.tmp")
+    for name in ("model.safetensors", "ema.safetensors", "optim.pt"):
+        os.replace(state_dir / (name + ".tmp"), state_dir / name)
+    meta = {"step": step, "elapsed_s": elapsed, "size": size, "seed": seed, "steps": steps}
+    (state_dir / "meta.json.tmp").write_text(json.dumps(meta))
+    os.replace(state_dir / "meta.json.tmp", state_dir / "meta.json")

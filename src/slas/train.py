@@ -1,0 +1,382 @@
+"""The GRPO recipe: SAMPLE -> SCORE -> ADVANTAGE -> TRAIN -> LOG/CHECKPOINT.
+
+One loop that reads top to bottom (STYLE.md habit 1). It knows nothing about
+the backbone (``slas.policy`` adapters) or the reward (``slas.rewards``
+registry); the estimator is one config switch (``advantage.estimator``).
+
+Notation: P prompts per iteration, G samples per prompt, N = P*G, T sampler
+steps, K trained steps per sample.
+
+Determinism: every random draw of iteration ``i`` comes from a generator
+seeded with ``(seed, i)``, and the prompt order is a pure function of the
+sampler position. A checkpoint therefore holds all the state that the future
+depends on, and a resumed run reproduces the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import advantages, checkpoint, rewards
+from .config import Config, ConfigError
+from .losses import gaussian_kl, kl_loss, ppo_clip_loss
+from .policy.base import index_cond
+from .samplers import flow_sigmas, flow_step_with_logprob
+from .samplers.rollout import rollout
+
+# ----------------------------------------------------------------------------
+# Builders (the only place that maps config names to objects)
+# ----------------------------------------------------------------------------
+
+
+def build_backbone(cfg: Config):
+    if cfg.model.backbone == "toy":
+        from .policy.toy import ToyBackbone
+
+        return ToyBackbone.from_checkpoint(cfg.model.checkpoint, cfg.model.train_text_encoder)
+    raise ConfigError(f"unknown backbone {cfg.model.backbone!r}")
+
+
+class PromptSampler:
+    """Epoch-shuffled prompts; the state is one integer (the position)."""
+
+    def __init__(self, prompts: list[dict], seed: int, position: int = 0):
+        self.prompts, self.seed, self.position = prompts, seed, position
+
+    def next(self, k: int) -> list[dict]:
+        out = []
+        for _ in range(k):
+            epoch, i = divmod(self.position, len(self.prompts))
+            order = list(range(len(self.prompts)))
+            random.Random(self.seed * 7919 + epoch).shuffle(order)
+            out.append(self.prompts[order[i]])
+            self.position += 1
+        return out
+
+
+@contextlib.contextmanager
+def swapped_params(module: torch.nn.Module, params: dict[str, torch.Tensor]):
+    """Temporarily run ``module`` with other values for the named parameters
+    (the reference policy for a KL term, or EMA weights for evaluation)."""
+    named = dict(module.named_parameters())
+    saved = {k: named[k].data for k in params}
+    try:
+        for k, v in params.items():
+            named[k].data = v
+        yield
+    finally:
+        for k, v in saved.items():
+            named[k].data = v
+
+
+def lr_lambda(cfg: Config):
+    t = cfg.train
+    total = t.iterations * t.updates_per_iter
+    warm = t.warmup_iters * t.updates_per_iter
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if t.lr_schedule == "cosine":
+            frac = (step - warm) / max(1, total - warm)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        return 1.0
+
+    return f
+
+
+# ----------------------------------------------------------------------------
+# Logging helpers
+# ----------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (always) plus TensorBoard / W&B when configured."""
+
+    def __init__(self, run_dir: Path, cfg: Config, keep_upto: int | None):
+        self.path = run_dir / "metrics.jsonl"
+        if keep_upto is None:
+            self.path.write_text("")
+        else:  # resume: drop lines written after the checkpoint we resume from
+            lines = self.path.read_text().splitlines() if self.path.exists() else []
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["iteration"] <= keep_upto]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.rows = [json.loads(ln) for ln in self.path.read_text().splitlines()]
+        self.tb = self.wandb = None
+        if cfg.run.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("run.tensorboard is on but tensorboard is not installed: "
+                                  "pip install 'slas[tensorboard]'") from None
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        if cfg.run.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("run.wandb is on but wandb is not installed: pip install 'slas[wandb]'") from None
+            self.wandb = wandb.init(dir=str(run_dir), mode=cfg.run.wandb_mode, config=cfg.to_dict(), resume="allow")
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.append(row)
+        step = row["iteration"]
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "iteration":
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(row, step=step)
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [("train/reward_mean", "train reward"), ("eval/gold_accuracy", "held-out strict (gold)"),
+                  ("eval/geneval_accuracy", "held-out GenEval rules"), ("eval/exact_count", "held-out exact count")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
+        for ax, (key, title) in zip(axes, panels, strict=False):
+            pts = [(r["iteration"], r[key]) for r in self.rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=False), marker="o" if key.startswith("eval") else None, ms=3)
+            ax.set_title(title)
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+
+
+def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
+    """Held-out ODE evaluation with fixed seeds, and a sample grid."""
+    from PIL import Image
+
+    from .toyworld import split
+    from .toyworld.evaluate import balanced_subset, evaluate, generate, grid
+
+    e = cfg.eval
+    summary, _, _ = evaluate(backbone, balanced_subset(split(e.split), e.max_prompts), e.n_per_prompt, steps=e.steps)
+    prompts = [p for p in e.grid_prompts for _ in range(4)]
+    images = generate(backbone, prompts, list(range(len(prompts))), steps=e.steps)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    Image.fromarray(grid(images, ncol=8)).save(run_dir / "samples" / f"iter_{iteration:06d}.png")
+    out = {
+        "eval/gold_accuracy": summary["overall_strict"],
+        "eval/geneval_accuracy": summary["overall_geneval"],
+        "eval/exact_count": summary["exact_count"],
+        "eval/gold_score": summary["gold_score"],
+    }
+    out.update({f"eval/strict/{tag}": v["strict"] for tag, v in summary["per_tag"].items()})
+    return out
+
+
+# ----------------------------------------------------------------------------
+# The recipe
+# ----------------------------------------------------------------------------
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -> Path:
+    from tqdm import tqdm
+
+    from .toyworld import split
+
+    run_dir = Path(cfg.run.out_dir)
+    if not resume and checkpoint.latest(run_dir) is not None:
+        raise ConfigError(f"{run_dir} already holds a run; resume it with `slas train --resume {run_dir}` "
+                          "or choose another run.out_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    s, t, a = cfg.sample, cfg.train, cfg.advantage
+    seed = cfg.run.seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+    backbone = build_backbone(cfg)
+    module = backbone.module
+    named = {k: p for k, p in module.named_parameters() if p.requires_grad}
+    params = list(named.values())
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    ema = {k: p.detach().clone() for k, p in named.items()} if t.ema_decay > 0 else None
+    ref = {k: p.detach().clone() for k, p in named.items()} if t.kl_beta > 0 else None
+    score_fn = rewards.build(cfg.reward.weights, cfg.reward.batch_size)
+    sampler = PromptSampler(split("train"), seed)
+    sigmas = flow_sigmas(s.steps, s.shift)  # [T+1]
+    P, G = t.prompts_per_iter, t.group_size
+    N = P * G
+    trainable_t = s.steps if t.train_last_step else s.steps - 1
+    K = max(1, int(trainable_t * t.timestep_fraction))
+    cond_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    start = 0
+    ckpt = checkpoint.latest(run_dir) if resume else None
+    if ckpt is not None:
+        state = checkpoint.load(ckpt, module, optimizer, scheduler, ema)
+        start, sampler.position = state["iteration"], state["sampler_position"]
+        log(f"resumed {run_dir} from {ckpt.name}")
+    metrics = MetricsLog(run_dir, cfg, keep_upto=start if ckpt is not None else None)
+    n_params = sum(p.numel() for p in params)
+    log(f"run {run_dir}: {cfg.advantage.estimator} | {n_params:,} trainable params | "
+        + " | ".join(f"{k}={v}" for k, v in cfg.derived().items()))
+
+    def encode(prompts: list[str]) -> dict[str, torch.Tensor]:
+        if cfg.model.train_text_encoder:
+            return backbone.encode_prompts(prompts)
+        missing = [p for p in dict.fromkeys(prompts) if p not in cond_cache]
+        if missing:
+            enc = backbone.encode_prompts(missing)
+            for i, p in enumerate(missing):
+                cond_cache[p] = {k: v[i : i + 1].detach() for k, v in enc.items()}
+        return {k: torch.cat([cond_cache[p][k] for p in prompts]) for k in cond_cache[prompts[0]]}
+
+    def run_eval(iteration: int) -> dict:
+        module.eval()
+        with torch.no_grad(), swapped_params(module, ema or {}):
+            return _evaluate(backbone, cfg, run_dir, iteration)
+
+    if start == 0:
+        t0 = time.time()
+        row = {"iteration": 0, **run_eval(0), "time/eval_s": time.time() - t0}
+        metrics.write(row)
+        log(f"iteration 0 (base model): held-out strict {row['eval/gold_accuracy']:.1%}, "
+            f"GenEval rules {row['eval/geneval_accuracy']:.1%}, exact count {row['eval/exact_count']:.1%}")
+
+    bar = tqdm(range(start + 1, t.iterations + 1), initial=start, total=t.iterations, desc="train",
+               disable=not progress, dynamic_ncols=True)
+    for it in bar:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + it)
+        row: dict = {"iteration": it}
+
+        # ---- 1. SAMPLE: P prompts x G rollouts, batched across samples -------
+        t0 = time.time()
+        module.eval()
+        metas = sampler.next(P)
+        prompt_ids = torch.arange(P).repeat_interleave(G)  # [N]
+        group_ids = prompt_ids.clone()  # [N] one group per prompt slot
+        cond = encode([m["prompt"] for m in metas])  # [P, ...]
+        shape = backbone.sample_shape
+        if s.same_noise_in_group:  # shared within a group only (ANCHORS §6.11)
+            noise = torch.randn(P, *shape, generator=g).repeat_interleave(G, dim=0)  # [N, C, H, W]
+        else:
+            noise = torch.randn(N, *shape, generator=g)
+        latents, old_log_probs, x0 = rollout(
+            lambda x, sig, idx, cond=cond, pid=prompt_ids: backbone.predict(x, sig, index_cond(cond, pid[idx])),
+            noise, sigmas, family=s.family, eta=s.eta, reduce=s.reduce, generator=g, batch_size=s.batch_size,
+        )  # latents [N, T+1, C, H, W], old_log_probs [N, T], x0 [N, C, H, W]
+        images = backbone.decode(x0)  # uint8 [N, H, W, 3], kept in memory
+        row["time/rollout_s"] = time.time() - t0
+
+        # ---- 2. SCORE: batched, in memory ------------------------------------
+        t0 = time.time()
+        metas_n = [metas[i] for i in prompt_ids.tolist()]
+        scores = score_fn(images, [m["prompt"] for m in metas_n], metas_n)
+        r = torch.from_numpy(scores["total"])  # [N] float64
+        row["time/reward_s"] = time.time() - t0
+
+        # ---- 3. ADVANTAGE over the global batch -------------------------------
+        adv, adv_stats = advantages.compute_with_stats(a.estimator, r, group_ids, adv_clip=a.adv_clip, **a.params)
+        adv = adv.float()  # [N]
+        weight = advantages.finite_mask(r).float()  # [N]: NaN/inf rewards never reach the loss
+
+        # ---- 4. TRAIN: PPO-clip on K random steps per sample --------------------
+        t0 = time.time()
+        module.train()
+        steps_k = torch.rand(N, trainable_t, generator=g).argsort(dim=1)[:, :K]  # [N, K] per-sample subset
+        n_idx = torch.arange(N).repeat_interleave(K)  # [N*K]
+        t_idx = steps_k.reshape(-1)  # [N*K]
+        order = torch.randperm(N * K, generator=g)
+        n_idx, t_idx = n_idx[order], t_idx[order]
+        per_update = N * K // t.updates_per_iter
+        acc: dict[str, float] = {}
+        grad_norms = []
+        for u in range(t.updates_per_iter):
+            optimizer.zero_grad(set_to_none=True)
+            for lo in range(u * per_update, (u + 1) * per_update, t.micro_batch):
+                hi = min(lo + t.micro_batch, (u + 1) * per_update)
+                n, ts = n_idx[lo:hi], t_idx[lo:hi]  # [M]
+                x, x_next = latents[n, ts], latents[n, ts + 1]  # [M, C, H, W]
+                sig, sig_next = sigmas[ts], sigmas[ts + 1]  # [M]
+                c = index_cond(cond, prompt_ids[n])
+                v = backbone.predict(x, sig, c)
+                out = flow_step_with_logprob(s.family, v, x, sig, sig_next, eta=s.eta, prev_sample=x_next,
+                                             reduce=s.reduce)
+                loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=weight[n])
+                if ref is not None:
+                    with torch.no_grad(), swapped_params(module, ref):
+                        v_ref = backbone.predict(x, sig, c)
+                        ref_mean = flow_step_with_logprob(s.family, v_ref, x, sig, sig_next, eta=s.eta,
+                                                          prev_sample=x_next, reduce=s.reduce).mean
+                    dt = (sig - sig_next) if t.kl_form == "flow_grpo" else None
+                    kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
+                    kl_l, kst = kl_loss(kl, t.kl_beta, weight=weight[n])
+                    loss = loss + kl_l
+                    st = st | kst
+                (loss * (hi - lo) / per_update).backward()
+                for k, val in st.items():
+                    acc[k] = acc.get(k, 0.0) + val * (hi - lo) / (N * K)
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)))
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, p in named.items():
+                        ema[k].lerp_(p.detach(), 1 - t.ema_decay)
+        row["time/train_s"] = time.time() - t0
+
+        # ---- 5. LOG / CHECKPOINT ------------------------------------------------
+        row.update({
+            "train/reward_mean": float(r[weight.bool()].mean()) if weight.any() else float("nan"),
+            "train/reward_std": float(r[weight.bool()].std()) if weight.sum() > 1 else 0.0,
+            "train/adv_abs_mean": adv_stats["adv_abs_mean"],
+            "train/adv_clip_frac": adv_stats["clip_frac"],
+            "train/zero_std_groups": adv_stats["zero_std_groups"],
+            "train/n_nonfinite_rewards": adv_stats["n_nonfinite"],
+            "train/ratio_mean": acc["ratio_mean"],
+            "train/ratio_max_dev": acc["ratio_max_dev"],
+            "train/clipfrac": acc["clipfrac"],
+            "train/approx_kl": acc["approx_kl"],
+            "train/policy_loss": acc["policy_loss"],
+            "train/grad_norm": float(np.mean(grad_norms)),
+            "train/lr": scheduler.get_last_lr()[0],
+        })
+        if "kl_mean" in acc:
+            row["train/kl"] = acc["kl_mean"]
+        for name in cfg.reward.weights:
+            row[f"reward/{name}"] = float(np.nanmean(scores[name]))
+        last = it == t.iterations
+        if last or (cfg.eval.every and it % cfg.eval.every == 0):
+            t0 = time.time()
+            row.update(run_eval(it))
+            row["time/eval_s"] = time.time() - t0
+        metrics.write(row)
+        if "eval/gold_accuracy" in row:
+            metrics.plot(run_dir / "curves.png")
+        if last or it % cfg.run.checkpoint_every == 0:
+            checkpoint.save(run_dir, it, module, optimizer, scheduler, ema,
+                            {"sampler_position": sampler.position}, keep=cfg.run.keep_checkpoints)
+        bar.set_postfix(reward=f"{row['train/reward_mean']:.3f}",
+                        gold=f"{metrics.rows[-1].get('eval/gold_accuracy', float('nan')):.3f}")
+    bar.close()
+    metrics.plot(run_dir / "curves.png")
+    first = next((r for r in metrics.rows if "eval/gold_accuracy" in r), None)
+    final = metrics.rows[-1]
+    if first is not None and "eval/gold_accuracy" in final:
+        log(f"held-out strict gold: {first['eval/gold_accuracy']:.1%} -> {final['eval/gold_accuracy']:.1%}; "
+            f"exact count {first['eval/exact_count']:.1%} -> {final['eval/exact_count']:.1%}")
+    log(f"run directory: {run_dir} (metrics.jsonl, curves.png, samples/, checkpoints/)")
+    return run_dir

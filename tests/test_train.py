@@ -1,0 +1,203 @@
+"""Config validation, the GRPO recipe end to end, and exact resume."""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from slas import rewards
+from slas.config import Config, ConfigError, load_config
+from slas.policy.base import index_cond
+from slas.policy.toy import ToyBackbone
+from slas.samplers import flow_sigmas, flow_step_with_logprob
+from slas.samplers.rollout import rollout
+from slas.toyworld import model as toymodel
+from slas.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A random-init XS ShapesWorld model: fast, and enough to exercise every code path."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny") / "xs"
+    toymodel.save(toymodel.build("XS"), path)
+    return path
+
+
+def tiny_overrides(ckpt, out, **extra):
+    ov = {
+        "model.checkpoint": str(ckpt), "run.out_dir": str(out),
+        "train.iterations": 2, "train.prompts_per_iter": 2, "train.group_size": 3,
+        "sample.steps": 3, "train.timestep_fraction": 1.0, "train.micro_batch": 4, "train.updates_per_iter": 2,
+        "train.lr": 1e-3, "train.clip_range": 0.2,
+        "eval.every": 1, "eval.max_prompts": 6, "eval.n_per_prompt": 1, "eval.steps": 2,
+        "run.checkpoint_every": 1, "run.keep_checkpoints": 10,
+    } | extra
+    return [f"{k}={v}" for k, v in ov.items()]
+
+
+def test_shipped_configs_exist_and_validate():
+    names = {p.name for p in CONFIGS}
+    assert {"toy_slas.yaml", "toy_dancegrpo.yaml", "toy_drgrpo.yaml"} <= names
+    for p in CONFIGS:
+        load_config(p)
+
+
+def test_default_config_is_toy_slas_yaml():
+    shipped = load_config(ROOT / "configs" / "toy_slas.yaml").to_dict()
+    default = Config().to_dict()
+    assert shipped == default
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["train.lrr=1"], "unknown key 'train.lrr'"),
+        (["bogus.x=1"], "unknown key 'bogus'"),
+        (["train.group_size=1"], "relative to the other samples"),
+        (["train.lr=fast"], "train.lr must be float"),
+        (["train.updates_per_iter=7"], "must divide"),
+        (["advantage.estimator=ppo"], "registered: drgrpo, grpo, grpo_global_std, slas"),
+        (["advantage.params.gamma=-1"], "gamma"),
+        (["sample.family=ode"], "deterministic"),
+        (["sample.eta=0"], "identical"),
+        (["reward.weights={nope: 1}"], "not registered"),
+        (["train.lr"], "section.key=value"),
+    ],
+)
+def test_config_errors_are_readable(overrides, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_derived_totals():
+    d = load_config(None, ["train.prompts_per_iter=4", "train.group_size=6", "sample.steps=11",
+                           "train.timestep_fraction=0.6", "train.updates_per_iter=3"]).derived()
+    assert d["samples_per_iter"] == 24 and d["trained_steps_per_sample"] == 6  # int(10 * 0.6)
+    assert d["pairs_per_iter"] == 144 and d["pairs_per_update"] == 48
+
+
+@pytest.mark.parametrize("family", ["dance", "flow_grpo"])
+def test_recipe_rescoring_gives_ratio_one_at_unchanged_weights(tiny_ckpt, family):
+    """The recipe's rollout + re-scoring path at the recipe's batch shapes."""
+    bb = ToyBackbone.from_checkpoint(tiny_ckpt)
+    prompts = ["a photo of a red circle", "a photo of two squares"]
+    cond = bb.encode_prompts(prompts)
+    pid = torch.arange(2).repeat_interleave(4)  # N = 8
+    g = torch.Generator().manual_seed(0)
+    sig = flow_sigmas(4)
+    with torch.no_grad():
+        lat, lp, _ = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, pid[idx])), torch.randn(8, 3, 32, 32),
+                             sig, family=family, eta=0.7, reduce="mean", generator=g)
+        for t in range(4):  # same shape as the rollout: all N samples at one step
+            v = bb.predict(lat[:, t], sig[t].expand(8), index_cond(cond, pid))
+            out = flow_step_with_logprob(family, v, lat[:, t], sig[t].expand(8), sig[t + 1].expand(8), eta=0.7,
+                                         prev_sample=lat[:, t + 1])
+            assert (out.log_prob - lp[:, t]).exp().sub(1).abs().max() < 1e-6
+
+
+def _rows(run):
+    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_trains_two_iterations(config, tiny_ckpt, tmp_path):
+    cfg = load_config(config, tiny_overrides(tiny_ckpt, tmp_path / "run"))
+    before = load_file(str(tiny_ckpt / "model.safetensors"))
+    run = train(cfg, progress=False, log=lambda s: None)
+    rows = _rows(run)
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert all(math.isfinite(v) for v in r.values()), r
+    required = ["train/reward_mean", "train/reward_std", "train/adv_abs_mean", "train/ratio_mean", "train/clipfrac",
+                "train/approx_kl", "train/grad_norm", "time/rollout_s", "time/reward_s", "time/train_s",
+                "eval/gold_accuracy", "eval/geneval_accuracy", "eval/exact_count", "eval/gold_score"]
+    assert all(k in rows[-1] for k in required)
+    after = load_file(str(run / "checkpoints" / "iter_000002" / "model.safetensors"))
+    changed = [k for k in before if k.startswith("unet.") and not torch.equal(before[k].float(), after[k].float())]
+    assert changed, "no UNet parameter changed"
+    frozen = [k for k in before if k.startswith("text_encoder.") and "weight" in k]
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in frozen)  # frozen text encoder
+    assert (run / "config.yaml").is_file() and (run / "curves.png").is_file()
+    assert len(list((run / "samples").glob("*.png"))) == 3
+    assert dataclasses.asdict(load_config(run / "config.yaml")) == dataclasses.asdict(cfg)
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_ckpt, tmp_path):
+    cfg = load_config(None, tiny_overrides(tiny_ckpt, tmp_path / "run", **{"train.iterations": 1}))
+    train(cfg, progress=False, log=lambda s: None)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, progress=False, log=lambda s: None)
+
+
+def _strip_time(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def test_resume_after_deleting_checkpoints_is_exact(tiny_ckpt, tmp_path):
+    ov = tiny_overrides(tiny_ckpt, tmp_path / "a", **{"train.iterations": 4, "eval.every": 2})
+    full = train(load_config(None, ov), progress=False, log=lambda s: None)
+    b = tmp_path / "b"
+    shutil.copytree(full, b)
+    for name in ("iter_000003", "iter_000004"):  # as if killed after iteration 2's checkpoint
+        shutil.rmtree(b / "checkpoints" / name)
+    cfg_b = load_config(b / "config.yaml", [f"run.out_dir={b}"])
+    train(cfg_b, resume=True, progress=False, log=lambda s: None)
+    assert _strip_time(_rows(b)) == _strip_time(_rows(full))
+
+
+def test_resume_after_sigkill_is_exact(tiny_ckpt, tmp_path):
+    ov = tiny_overrides(tiny_ckpt, tmp_path / "a", **{"train.iterations": 5, "eval.every": 0})
+    full = train(load_config(None, ov), progress=False, log=lambda s: None)
+    b = tmp_path / "b"
+    cmd = [sys.executable, "-m", "slas.cli", "train", "--no-progress"] + tiny_overrides(
+        tiny_ckpt, b, **{"train.iterations": 5, "eval.every": 0})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (b / "checkpoints" / "iter_000002").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rc = subprocess.run([sys.executable, "-m", "slas.cli", "train", "--no-progress", "--resume", str(b)],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    assert _strip_time(_rows(b)) == _strip_time(_rows(full))
+
+
+def test_nan_rewards_never_reach_the_loss(tiny_ckpt, tmp_path):
+    name = "test_half_nan"
+    if name not in rewards.available():
+        @rewards.register(name)
+        def _factory():
+            def fn(images, prompts, metas):
+                out = images.reshape(len(images), -1).mean(1) / 255.0
+                out[::2] = np.nan
+                return out
+            return fn
+    cfg = load_config(None, tiny_overrides(tiny_ckpt, tmp_path / "run", **{"reward.weights": f"{{{name}: 1.0}}"}))
+    rows = _rows(train(cfg, progress=False, log=lambda s: None))
+    assert rows[1]["train/n_nonfinite_rewards"] == 3  # N = 6, every other sample
+    assert all(math.isfinite(v) for r in rows for v in r.values())
