@@ -84,15 +84,18 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     from .toyworld import split
-    from .toyworld.evaluate import evaluate, format_table, grid
+    from .toyworld.evaluate import evaluate, format_table, grid, plan
 
-    if args.n_per_prompt < 1:
-        raise CLIError(f"--n-per-prompt must be >= 1, got {args.n_per_prompt}")
+    if args.n_per_prompt < 1 or args.images_per_tag < 0:
+        raise CLIError(f"--n-per-prompt must be >= 1 and --images-per-tag >= 0, got {args.n_per_prompt}, "
+                       f"{args.images_per_tag}")
     entries = split(args.split)
     model = _load_model(args.checkpoint)
-    bar, upd = _progress(len(entries) * args.n_per_prompt, f"eval[{args.split}]")
+    total = len(plan(entries, args.n_per_prompt, args.images_per_tag)[0])
+    bar, upd = _progress(total, f"eval[{args.split}]")
     t0 = time.time()
-    summary, images, _ = evaluate(model, entries, args.n_per_prompt, steps=args.steps, progress=upd)
+    summary, images, _ = evaluate(model, entries, args.n_per_prompt, steps=args.steps, progress=upd,
+                                  images_per_tag=args.images_per_tag)
     bar.close()
     summary["split"], summary["n_per_prompt"], summary["steps"] = args.split, args.n_per_prompt, args.steps
     summary["wall_time_s"] = round(time.time() - t0, 1)
@@ -135,7 +138,7 @@ def cmd_demo(args) -> None:
     """Sample the eval set, verify, and write a grid + per-tag table."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ns = argparse.Namespace(split="eval", n_per_prompt=args.n_per_prompt, checkpoint=args.checkpoint,
+    ns = argparse.Namespace(split="eval", n_per_prompt=args.n_per_prompt, images_per_tag=0, checkpoint=args.checkpoint,
                             steps=args.steps, json=str(out / "eval.json"), grid=str(out / "grid.png"), grid_n=64)
     cmd_eval(ns)
     print(f"demo outputs in {out}/ (eval.json, grid.png)")
@@ -168,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = tw.add_parser("eval", help="GenEval-style table on a ShapesWorld split")
     e.add_argument("--n-per-prompt", type=int, default=1)
     e.add_argument("--split", choices=["eval", "test", "train"], default="eval")
+    e.add_argument("--images-per-tag", type=int, default=0,
+                   help="sample this many images per tag, cycling over its prompts (for unbalanced splits)")
     e.add_argument("--json", help="also write the numbers to this JSON file")
     e.add_argument("--grid", help="also write a grid PNG of the first samples")
     e.add_argument("--grid-n", type=int, default=64)

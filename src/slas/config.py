@@ -24,6 +24,9 @@ class ModelConfig:
     backbone: str = "toy"  # adapter name (slas.policy): "toy" is the ShapesWorld model
     checkpoint: str | None = None  # checkpoint dir; None = the shipped ShapesWorld model
     train_text_encoder: bool = False  # frozen text encoder => prompt embeddings are cached
+    # train only parameters whose name contains one of these substrings
+    # (e.g. [attn] = the UNet's self/cross-attention); empty = all of them
+    trainable: list = field(default_factory=list)
 
 
 @dataclass
@@ -78,7 +81,8 @@ class TrainConfig:
 class EvalConfig:
     every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
     split: str = "test"  # ShapesWorld split for the held-out evaluation
-    n_per_prompt: int = 2
+    images_per_tag: int = 48  # images per tag, cycling over its prompts (the test split is unbalanced); 0 = off
+    n_per_prompt: int = 1  # images per prompt when images_per_tag is 0
     max_prompts: int = 0  # 0 = the whole split; else a fixed tag-balanced subset of this many prompts
     steps: int = 20  # ODE steps
     grid_prompts: list = field(default_factory=lambda: [
@@ -164,6 +168,12 @@ def _build(cls, data: dict, prefix: str):
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, f"{prefix}{name}.")
             continue
+        if isinstance(value, str) and _type_ok(1.0, tp) and not _type_ok(value, tp):
+            # PyYAML (YAML 1.1) reads `3e-4` as a string: it wants `3.0e-4`. Accept both.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not _type_ok(value, tp):
             raise ConfigError(f"{prefix}{name} must be {getattr(tp, '__name__', tp)}, got {value!r}")
         if tp is float:
@@ -232,6 +242,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(msg)
 
     need(cfg.model.backbone in ("toy",), f"model.backbone {cfg.model.backbone!r} is not available; known: ['toy']")
+    need(all(isinstance(x, str) and x for x in cfg.model.trainable),
+         "model.trainable must be a list of non-empty parameter-name substrings, e.g. [attn]")
     need(s.family in FAMILIES, f"sample.family must be one of {FAMILIES}, got {s.family!r}")
     need(s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so GRPO cannot train on it")
     need(s.steps >= 2, "sample.steps must be >= 2: the last step is decoded, at least one more must be trainable")
@@ -275,6 +287,7 @@ def validate(cfg: Config) -> None:
     need(e.split in ("train", "test", "eval"), "eval.split must be 'train', 'test' or 'eval'")
     need(e.n_per_prompt >= 1 and e.steps >= 1, "eval.n_per_prompt and eval.steps must be >= 1")
     need(e.max_prompts >= 0, "eval.max_prompts must be >= 0 (0 = whole split)")
+    need(e.images_per_tag >= 0, "eval.images_per_tag must be >= 0 (0 = use eval.n_per_prompt)")
     need(cfg.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1")
     need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1 (resume needs one)")
     need(cfg.run.wandb_mode in ("offline", "online", "disabled"), "run.wandb_mode must be offline/online/disabled")

@@ -43,7 +43,7 @@ def build_backbone(cfg: Config):
     if cfg.model.backbone == "toy":
         from .policy.toy import ToyBackbone
 
-        return ToyBackbone.from_checkpoint(cfg.model.checkpoint, cfg.model.train_text_encoder)
+        return ToyBackbone.from_checkpoint(cfg.model.checkpoint, cfg.model.train_text_encoder, cfg.model.trainable)
     raise ConfigError(f"unknown backbone {cfg.model.backbone!r}")
 
 
@@ -170,7 +170,8 @@ def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
     from .toyworld.evaluate import balanced_subset, evaluate, generate, grid
 
     e = cfg.eval
-    summary, _, _ = evaluate(backbone, balanced_subset(split(e.split), e.max_prompts), e.n_per_prompt, steps=e.steps)
+    entries = balanced_subset(split(e.split), e.max_prompts)
+    summary, _, _ = evaluate(backbone, entries, e.n_per_prompt, steps=e.steps, images_per_tag=e.images_per_tag)
     prompts = [p for p in e.grid_prompts for _ in range(4)]
     images = generate(backbone, prompts, list(range(len(prompts))), steps=e.steps)
     (run_dir / "samples").mkdir(exist_ok=True)

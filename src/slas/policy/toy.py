@@ -27,15 +27,20 @@ class ToyBackbone:
     prediction = "velocity"
     sample_shape = (3, CANVAS, CANVAS)
 
-    def __init__(self, model: toymodel.ToyT2I, train_text_encoder: bool = False):
+    def __init__(self, model: toymodel.ToyT2I, train_text_encoder: bool = False, trainable: list[str] | None = None):
         self.model = model
         self.module: nn.Module = model
         self.train_text_encoder = train_text_encoder
         model.text_encoder.requires_grad_(train_text_encoder)
+        if trainable:
+            for name, p in model.unet.named_parameters():
+                p.requires_grad_(any(s in name for s in trainable))
+            if not any(p.requires_grad for p in model.unet.parameters()):
+                raise ValueError(f"model.trainable {trainable} matches no UNet parameter name")
 
     @classmethod
-    def from_checkpoint(cls, path=None, train_text_encoder: bool = False) -> ToyBackbone:
-        return cls(toymodel.load(path), train_text_encoder)
+    def from_checkpoint(cls, path=None, train_text_encoder: bool = False, trainable: list[str] | None = None) -> ToyBackbone:
+        return cls(toymodel.load(path), train_text_encoder, trainable)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):

@@ -90,20 +90,41 @@ def summarize(results, metas: list[dict]) -> dict:
     }
 
 
-def evaluate(backbone: Backbone, entries: list[dict], n_per_prompt: int = 1, steps: int = EVAL_STEPS, shift: float = 1.0,
-             batch_size: int = 128, progress=None) -> tuple[dict, np.ndarray, list[dict]]:
-    """Sample ``n_per_prompt`` images per entry with fixed seeds and verify them.
+def plan(entries: list[dict], n_per_prompt: int = 1, images_per_tag: int = 0) -> tuple[list[dict], list[int]]:
+    """The (metadata, seed) of every image to sample, deterministic.
 
-    Entry ``i`` uses seeds ``entry.get("seed", i) * 100 + k``. Returns the
-    summary, the images [N, H, W, 3] and the metadata of each image.
+    Entry ``i`` draws seeds ``entry.get("seed", i) * 100 + k``. With
+    ``images_per_tag > 0`` every tag gets exactly that many images, cycling
+    over its entries, so a tag with 1 prompt weighs as much, and is measured
+    as precisely, as a tag with 100 (the held-out `test` split is very
+    unbalanced); otherwise each entry gets ``n_per_prompt`` images.
     """
     metas, seeds = [], []
-    for i, e in enumerate(entries):
+    indexed = list(enumerate(entries))
+    if images_per_tag > 0:
+        for tag in TAGS:
+            group = [(i, e) for i, e in indexed if e["tag"] == tag]
+            for j in range(images_per_tag if group else 0):
+                i, e = group[j % len(group)]
+                metas.append(e)
+                seeds.append(int(e.get("seed", i)) * 100 + j // len(group))
+        return metas, seeds
+    for i, e in indexed:
         for k in range(n_per_prompt):
             metas.append(e)
             seeds.append(int(e.get("seed", i)) * 100 + k)
+    return metas, seeds
+
+
+def evaluate(backbone: Backbone, entries: list[dict], n_per_prompt: int = 1, steps: int = EVAL_STEPS, shift: float = 1.0,
+             batch_size: int = 128, progress=None, images_per_tag: int = 0) -> tuple[dict, np.ndarray, list[dict]]:
+    """Sample images for ``entries`` (see ``plan``) with fixed seeds and verify them.
+
+    Returns the summary, the images [N, H, W, 3] and the metadata of each image.
+    """
+    metas, seeds = plan(entries, n_per_prompt, images_per_tag)
     images = generate(backbone, [m["prompt"] for m in metas], seeds, steps, shift, batch_size, progress)
-    results = [verify(img, m) for img, m in zip(images, metas, strict=False)]
+    results = [verify(img, m) for img, m in zip(images, metas, strict=True)]
     return summarize(results, metas), images, metas
 
 
