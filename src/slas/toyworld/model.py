@@ -31,7 +31,7 @@ _UP = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
 SIZES: dict[str, dict] = {
     # "M" is the shipped default; "S" is a ~3x cheaper variant for quick studies.
     # The UNet runs on 2x2 space-to-depth pixels (12 x 16 x 16): levels 16/8/4,
-    # text cross-attention at 8x8 and 4x4. At 32x32 the same net was 3x slower
+    # text cross-attention at 8x8 and 4x4. At 32x32 the same net is 3.5x slower
     # on 2 CPU cores (benchmarks/model_speed.py).
     "M": dict(block_out_channels=[32, 64, 128], down_block_types=_DOWN, up_block_types=_UP, heads=2,
               text_hidden=64, text_layers=2),
