@@ -52,14 +52,16 @@ class PromptSampler:
 
     def __init__(self, prompts: list[dict], seed: int, position: int = 0):
         self.prompts, self.seed, self.position = prompts, seed, position
+        self._epoch, self._order = -1, []
 
     def next(self, k: int) -> list[dict]:
         out = []
         for _ in range(k):
             epoch, i = divmod(self.position, len(self.prompts))
-            order = list(range(len(self.prompts)))
-            random.Random(self.seed * 7919 + epoch).shuffle(order)
-            out.append(self.prompts[order[i]])
+            if epoch != self._epoch:  # the order of an epoch is a pure function of (seed, epoch)
+                self._epoch, self._order = epoch, list(range(len(self.prompts)))
+                random.Random(self.seed * 7919 + epoch).shuffle(self._order)
+            out.append(self.prompts[self._order[i]])
             self.position += 1
         return out
 
