@@ -40,9 +40,10 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         noise = torch.randn(args.n, *bb.sample_shape, generator=g)
         family = "dance" if eta > 0 else "ode"
-        _, _, x0 = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, idx)), noise, sig, family=family,
-                           eta=max(eta, 0.0), reduce="mean", generator=g, batch_size=128)
-        res = [verify(img, m) for img, m in zip(bb.decode(x0), metas, strict=True)]
+        ids = torch.arange(args.n)
+        ro = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, idx)), noise, sig, family=family,
+                     eta=eta, reduce="mean", generator=g, prompt_ids=ids, group_ids=ids, batch_size=128)
+        res = [verify(img, m) for img, m in zip(bb.decode(ro.x0), metas, strict=True)]
         print(f"{eta:>5.2f}{np.mean([r.correct for r in res]):>9.1%}{np.mean([r.score for r in res]):>8.3f}"
               f"{np.mean([r.exact_count for r in res]):>8.1%}")
 

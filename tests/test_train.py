@@ -118,8 +118,10 @@ def test_recipe_rescoring_gives_ratio_one_at_unchanged_weights(tiny_ckpt, family
     g = torch.Generator().manual_seed(0)
     sig = flow_sigmas(4)
     with torch.no_grad():
-        lat, lp, _ = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, pid[idx])), torch.randn(8, 3, 32, 32),
-                             sig, family=family, eta=0.7, reduce="mean", generator=g)
+        ro = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, pid[idx])), torch.randn(8, 3, 32, 32),
+                     sig, family=family, eta=0.7, reduce="mean", generator=g, prompt_ids=pid, group_ids=pid)
+        lat, lp = ro.latents, ro.log_probs  # [N, T+1, ...], [N, T]
+        assert lat.shape == (8, 5, 3, 32, 32) and lp.shape == (8, 4) and torch.equal(ro.sigmas, sig)
         for t in range(4):  # same shape as the rollout: all N samples at one step
             v = bb.predict(lat[:, t], sig[t].expand(8), index_cond(cond, pid))
             out = flow_step_with_logprob(family, v, lat[:, t], sig[t].expand(8), sig[t + 1].expand(8), eta=0.7,

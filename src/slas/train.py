@@ -277,22 +277,24 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             noise = torch.randn(P, *shape, generator=g).repeat_interleave(G, dim=0)  # [N, C, H, W]
         else:
             noise = torch.randn(N, *shape, generator=g)
-        latents, old_log_probs, x0 = rollout(
+        ro = rollout(
             lambda x, sig, idx, cond=cond, pid=prompt_ids: backbone.predict(x, sig, index_cond(cond, pid[idx])),
-            noise, sigmas, family=s.family, eta=s.eta, reduce=s.reduce, generator=g, batch_size=s.batch_size,
-        )  # latents [N, T+1, C, H, W], old_log_probs [N, T], x0 [N, C, H, W]
-        images = backbone.decode(x0)  # uint8 [N, H, W, 3], kept in memory
+            noise, sigmas, family=s.family, eta=s.eta, reduce=s.reduce, generator=g, prompt_ids=prompt_ids,
+            group_ids=group_ids, batch_size=s.batch_size,
+        )
+        latents, old_log_probs = ro.latents, ro.log_probs  # [N, T+1, C, H, W], [N, T]
+        images = backbone.decode(ro.x0)  # uint8 [N, H, W, 3], kept in memory
         row["time/rollout_s"] = time.time() - t0
 
         # ---- 2. SCORE: batched, in memory ------------------------------------
         t0 = time.time()
-        metas_n = [metas[i] for i in prompt_ids.tolist()]
+        metas_n = [metas[i] for i in ro.prompt_ids.tolist()]
         scores = score_fn(images, [m["prompt"] for m in metas_n], metas_n)
         r = torch.from_numpy(scores["total"])  # [N] float64
         row["time/reward_s"] = time.time() - t0
 
         # ---- 3. ADVANTAGE over the global batch -------------------------------
-        adv, adv_stats = advantages.compute_with_stats(a.estimator, r, group_ids, adv_clip=a.adv_clip, **a.params)
+        adv, adv_stats = advantages.compute_with_stats(a.estimator, r, ro.group_ids, adv_clip=a.adv_clip, **a.params)
         adv = adv.float()  # [N]
         weight = advantages.finite_mask(r).float()  # [N]: NaN/inf rewards never reach the loss
 
@@ -375,7 +377,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         bar.set_postfix(reward=f"{row['train/reward_mean']:.3f}",
                         gold=f"{metrics.rows[-1].get('eval/gold_accuracy', float('nan')):.3f}")
     bar.close()
-    metrics.plot(run_dir / "curves.png")
+    if start >= t.iterations:  # nothing ran (resumed a finished run): the loop's last eval drew it otherwise
+        metrics.plot(run_dir / "curves.png")
     first = next((r for r in metrics.rows if "eval/gold_accuracy" in r), None)
     final = metrics.rows[-1]
     if first is not None and "eval/gold_accuracy" in final:

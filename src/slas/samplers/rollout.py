@@ -38,17 +38,19 @@ def rollout(
     eta: float,
     reduce: str,
     generator: torch.Generator,
+    prompt_ids: Tensor,
+    group_ids: Tensor,
     batch_size: int = 0,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> Rollout:
     """Integrate ``noise`` [N, ...] along ``sigmas`` [T+1] with the stochastic
     ``family`` step. ``predict(x [B, ...], sigma [B], idx [B])`` returns the
-    velocity for samples ``idx`` of the batch.
+    velocity for samples ``idx`` of the batch; ``prompt_ids`` / ``group_ids``
+    [N] are carried into the record.
 
     The step noise of every step is drawn for all N samples at once from
     ``generator``, so the result does not depend on ``batch_size`` chunking.
-    Returns latents [N, T+1, ...], log_probs [N, T] and x0_hat [N, ...] of the
-    last step (DanceGRPO decodes it instead of x_T, so the last step's noise
-    never reaches the reward: ANCHORS_ALGO §1.A.3).
+    ``x0`` is x0_hat of the last step (DanceGRPO decodes it instead of x_T, so
+    the last step's noise never reaches the reward: ANCHORS_ALGO §1.A.3).
     """
     n, t_steps = noise.shape[0], len(sigmas) - 1
     bs = batch_size or n
@@ -68,4 +70,4 @@ def rollout(
             log_probs[idx, t] = out.log_prob
             if t == t_steps - 1:
                 x0[idx] = x - s.view(-1, *[1] * (x.ndim - 1)) * v.float()
-    return latents, log_probs, x0
+    return Rollout(latents, log_probs, sigmas, x0, prompt_ids, group_ids)

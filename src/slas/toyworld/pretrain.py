@@ -7,6 +7,7 @@ run sees exactly the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -32,10 +33,15 @@ EMA_DECAY = 0.999
 SAVE_EVERY = 500
 
 
+@functools.cache
+def _prompts_by_tag() -> dict[str, list[dict]]:
+    return {t: [m for m in all_prompts() if m["tag"] == t] for t in TAGS}
+
+
 def batch_for_step(seed: int, step: int, batch: int) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts, x0 [B, 3, H, W] in [-1, 1], noise [B, 3, H, W] and sigma [B] of one step."""
     rng = random.Random(seed * 1_000_003 + step)
-    by_tag = {t: [m for m in all_prompts() if m["tag"] == t] for t in TAGS}
+    by_tag = _prompts_by_tag()
     metas = [rng.choice(by_tag[rng.choice(TAGS)]) for _ in range(batch)]  # tag-balanced
     imgs = np.stack([render(m, rng.getrandbits(31)) for m in metas])
     x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
