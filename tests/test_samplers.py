@@ -311,3 +311,51 @@ def test_ddim_step_matches_diffusers():
         std_ref = sched._get_variance(t, t - 1000 // steps).sqrt()
         torch.testing.assert_close(out.std.flatten(), std_ref.expand(N), rtol=1e-5, atol=1e-7)
         x = ref
+
+
+@pytest.mark.parametrize("family", ["dance", "flow_grpo"])
+def test_noise_pool_block_noise_logprob_and_ratio_one(family):
+    """noise_pool f: block-constant noise, the density of the block coordinates, a projected score
+    correction, and ratio == 1 on re-scoring; f = 1 is the plain step bit for bit."""
+    f = 4
+    g = torch.Generator().manual_seed(0)
+    model = TinyModel()
+    x = torch.randn(N, *SHAPE, generator=g)  # [N, 3, 8, 8]
+    s, s_next = torch.full((N,), 0.7), torch.full((N,), 0.5)
+    v = model(x, s)
+    noise = torch.randn(N, *SHAPE, generator=g)
+    plain = flow_step_with_logprob(family, v, x, s, s_next, eta=ETA[family], noise=noise)
+    same = flow_step_with_logprob(family, v, x, s, s_next, eta=ETA[family], noise=noise, noise_pool=1)
+    assert torch.equal(plain.prev_sample, same.prev_sample) and torch.equal(plain.log_prob, same.log_prob)
+
+    out = flow_step_with_logprob(family, v, x, s, s_next, eta=ETA[family], noise=noise, reduce="sum", noise_pool=f)
+    resid = out.prev_sample - out.mean  # [N, 3, 8, 8], constant on 4 x 4 blocks
+    blocks = resid.unflatten(2, (2, 4)).unflatten(4, (2, 4))  # [N, 3, 2, 4, 2, 4]
+    assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks), atol=1e-6)
+    z = f * noise.unflatten(2, (2, 4)).unflatten(4, (2, 4)).mean((3, 5))  # [N, 3, 2, 2] the block normals
+    assert torch.allclose(blocks[:, :, :, 0, :, 0], out.std.view(N, 1, 1, 1) * z, atol=1e-6)
+    std = out.std.flatten()
+    by_hand = (-(z**2) / 2).flatten(1).sum(1) - 12 * (torch.log(std) + 0.5 * math.log(2 * math.pi))
+    assert torch.allclose(out.log_prob, by_hand, atol=1e-4)
+    # the score correction is projected: mean - ode_mean is block-constant
+    ode = x + (s_next - s).view(-1, 1, 1, 1) * v
+    corr = (out.mean - ode).unflatten(2, (2, 4)).unflatten(4, (2, 4))
+    assert torch.allclose(corr, corr[:, :, :, :1, :, :1].expand_as(corr), atol=1e-6)
+    assert not torch.allclose(out.mean, plain.mean)
+    rescored = flow_step_with_logprob(family, v, x, s, s_next, eta=ETA[family], prev_sample=out.prev_sample,
+                                      reduce="sum", noise_pool=f)
+    assert (torch.exp(rescored.log_prob - out.log_prob) - 1).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="divisible"):
+        flow_step_with_logprob(family, v, x, s, s_next, eta=ETA[family], noise_pool=3)
+    with pytest.raises(ValueError, match="noise_pool must be an int"):
+        flow_step_with_logprob(family, v, x, s, s_next, eta=ETA[family], noise_pool=0)
+
+
+def test_noise_pool_empirical_std_per_block():
+    x = torch.zeros(4000, 1, 8, 8)
+    v = torch.zeros_like(x)
+    out = flow_step_with_logprob("dance", v, x, 0.8, 0.6, eta=0.5, generator=torch.Generator().manual_seed(0),
+                                 noise_pool=8)
+    resid = (out.prev_sample - out.mean)[:, 0]  # [4000, 8, 8], one value per sample
+    assert torch.allclose(resid, resid[:, :1, :1].expand_as(resid), atol=1e-6)
+    assert abs(float(resid[:, 0, 0].std()) / (0.5 * math.sqrt(0.2)) - 1) < 0.05

@@ -236,3 +236,40 @@ def test_engine_raises_an_easy_reward(tiny_ckpt, tmp_path):
     rows = _rows(train(load_config(None, ov), progress=False, log=lambda s: None))[1:]
     first, last = np.mean([r["train/reward_mean"] for r in rows[:2]]), np.mean([r["train/reward_mean"] for r in rows[-2:]])
     assert last > first + 0.02, (first, last)
+
+
+def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(tiny_ckpt):
+    """Steps outside sample.sde_window are deterministic ODE steps with log-prob 0; inside, the
+    stored transitions re-score to ratio 1 (Flow-GRPO-Fast / MixGRPO windows)."""
+    cfg = load_config(None, ["sample.steps=5", "sample.sde_window=[1,3]", "sample.eta=0.7"])
+    assert cfg.step_etas() == [0.0, 0.7, 0.7, 0.0, 0.0] and cfg.trainable_steps() == [1, 2]
+    assert cfg.derived()["trained_steps_per_sample"] == 1  # int(2 * 0.6)
+    bb = ToyBackbone.from_checkpoint(tiny_ckpt)
+    cond = bb.encode_prompts(["a photo of a red circle"])
+    pid = torch.zeros(4, dtype=torch.long)
+    sig = flow_sigmas(5)
+    noise = torch.randn(1, 3, 32, 32).expand(4, -1, -1, -1)  # one shared start: spread only from the window
+    with torch.no_grad():
+        ro = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, pid[idx])), noise, sig, family="dance",
+                     eta=cfg.step_etas(), reduce="mean", generator=torch.Generator().manual_seed(0),
+                     prompt_ids=pid, group_ids=pid)
+        lat, lp = ro.latents, ro.log_probs
+        assert torch.equal(lp[:, [0, 3, 4]], torch.zeros(4, 3))
+        assert torch.equal(lat[0, 1], lat[3, 1])  # step 0 is an ODE step: the group is still identical
+        assert (lat[0, 2] - lat[3, 2]).abs().max() > 1e-3  # step 1 is stochastic
+        assert (lp[:, 1:3] != 0).all()
+        for t in (1, 2):
+            v = bb.predict(lat[:, t], sig[t].expand(4), index_cond(cond, pid))
+            out = flow_step_with_logprob("dance", v, lat[:, t], sig[t].expand(4), sig[t + 1].expand(4), eta=0.7,
+                                         prev_sample=lat[:, t + 1])
+            assert (out.log_prob - lp[:, t]).exp().sub(1).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="one value per step"):
+        rollout(lambda x, s, idx: x, noise, sig, family="dance", eta=[0.5, 0.5], reduce="mean",
+                generator=torch.Generator(), prompt_ids=pid, group_ids=pid)
+
+
+@pytest.mark.parametrize("window, msg", [("[3,2]", "start < end"), ("[0,9]", "start < end"),
+                                         ("[4,5]", "only the last step"), ("[1]", "start, end")])
+def test_bad_sde_window_is_a_readable_error(window, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_config(None, ["sample.steps=5", f"sample.sde_window={window}"])

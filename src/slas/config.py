@@ -38,6 +38,12 @@ class SampleConfig:
     reduce: str = "mean"  # log-prob reduction over dims: "mean" (DanceGRPO parity) or "sum"
     same_noise_in_group: bool = True  # share the initial noise within a group (never across groups)
     batch_size: int = 0  # rollout forward batch; 0 = the whole rollout batch at once
+    # [start, end) step indices that are stochastic and trained; the other steps are deterministic ODE
+    # steps, so a group's spread comes only from the window's noise (Flow-GRPO-Fast / MixGRPO,
+    # arXiv 2507.21802). Empty = every step is an SDE step (DanceGRPO, Flow-GRPO).
+    sde_window: list = field(default_factory=list)
+    # f x f block-constant step noise (low-frequency exploration, a slas extension; 1 = DanceGRPO/Flow-GRPO)
+    noise_pool: int = 1
 
 
 @dataclass
@@ -117,11 +123,25 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def trainable_steps(self) -> list[int]:
+        """Step indices whose transitions may be trained: the SDE window, minus the last step unless
+        train.train_last_step (DanceGRPO decodes x0_hat of the last step, so its noise never reaches the reward)."""
+        s = self.sample
+        lo, hi = s.sde_window if s.sde_window else (0, s.steps)
+        last_ok = self.train.train_last_step
+        return [i for i in range(lo, hi) if i < s.steps - 1 or last_ok]
+
+    def step_etas(self) -> list[float]:
+        """Per-step SDE noise scale [T]: eta inside the SDE window, 0 (an ODE step) outside."""
+        s = self.sample
+        lo, hi = s.sde_window if s.sde_window else (0, s.steps)
+        return [s.eta if lo <= i < hi else 0.0 for i in range(s.steps)]
+
     def derived(self) -> dict:
         """Totals worth logging at start (what one iteration does)."""
         t = self.train
         n = t.prompts_per_iter * t.group_size
-        trainable = self.sample.steps if t.train_last_step else self.sample.steps - 1
+        trainable = len(self.trainable_steps())
         k = max(1, int(trainable * t.timestep_fraction))
         pairs = n * k
         return {
@@ -251,6 +271,17 @@ def validate(cfg: Config) -> None:
     need(s.shift > 0, "sample.shift must be > 0")
     need(s.reduce in ("mean", "sum"), f"sample.reduce must be 'mean' or 'sum', got {s.reduce!r}")
     need(s.batch_size >= 0, "sample.batch_size must be >= 0 (0 = whole batch)")
+    need(s.noise_pool >= 1 and 32 % s.noise_pool == 0,
+         f"sample.noise_pool must be >= 1 and divide the ShapesWorld image side 32, got {s.noise_pool}")
+    if s.sde_window:
+        w = s.sde_window
+        need(len(w) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in w)
+             and 0 <= w[0] < w[1] <= s.steps,
+             f"sample.sde_window must be [start, end) step indices with 0 <= start < end <= sample.steps "
+             f"({s.steps}), got {w!r}")
+        need(bool(cfg.trainable_steps()),
+             f"sample.sde_window {w!r} holds only the last step, which is not trained unless "
+             "train.train_last_step: widen the window")
     try:
         advantages.validate(a.estimator, adv_clip=a.adv_clip, **a.params)
     except ValueError as err:

@@ -222,8 +222,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     sigmas = flow_sigmas(s.steps, s.shift)  # [T+1]
     P, G = t.prompts_per_iter, t.group_size
     N = P * G
-    trainable_t = s.steps if t.train_last_step else s.steps - 1
-    K = max(1, int(trainable_t * t.timestep_fraction))
+    trainable = torch.tensor(cfg.trainable_steps())  # [S] step indices with a log-prob to train
+    K = max(1, int(len(trainable) * t.timestep_fraction))
     cond_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     start = 0
@@ -279,8 +279,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             noise = torch.randn(N, *shape, generator=g)
         ro = rollout(
             lambda x, sig, idx, cond=cond, pid=prompt_ids: backbone.predict(x, sig, index_cond(cond, pid[idx])),
-            noise, sigmas, family=s.family, eta=s.eta, reduce=s.reduce, generator=g, prompt_ids=prompt_ids,
-            group_ids=group_ids, batch_size=s.batch_size,
+            noise, sigmas, family=s.family, eta=cfg.step_etas(), reduce=s.reduce, generator=g, prompt_ids=prompt_ids,
+            group_ids=group_ids, batch_size=s.batch_size, noise_pool=s.noise_pool,
         )
         latents, old_log_probs = ro.latents, ro.log_probs  # [N, T+1, C, H, W], [N, T]
         images = backbone.decode(ro.x0)  # uint8 [N, H, W, 3], kept in memory
@@ -301,7 +301,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         # ---- 4. TRAIN: PPO-clip on K random steps per sample --------------------
         t0 = time.time()
         module.train()
-        steps_k = torch.rand(N, trainable_t, generator=g).argsort(dim=1)[:, :K]  # [N, K] per-sample subset
+        steps_k = trainable[torch.rand(N, len(trainable), generator=g).argsort(dim=1)[:, :K]]  # [N, K] per sample
         n_idx = torch.arange(N).repeat_interleave(K)  # [N*K]
         t_idx = steps_k.reshape(-1)  # [N*K]
         order = torch.randperm(N * K, generator=g)
@@ -319,13 +319,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
                 c = index_cond(cond, prompt_ids[n])
                 v = backbone.predict(x, sig, c)
                 out = flow_step_with_logprob(s.family, v, x, sig, sig_next, eta=s.eta, prev_sample=x_next,
-                                             reduce=s.reduce)
+                                             reduce=s.reduce, noise_pool=s.noise_pool)
                 loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=weight[n])
                 if ref is not None:
                     with torch.no_grad(), swapped_params(module, ref):
                         v_ref = backbone.predict(x, sig, c)
                         ref_mean = flow_step_with_logprob(s.family, v_ref, x, sig, sig_next, eta=s.eta,
-                                                          prev_sample=x_next, reduce=s.reduce).mean
+                                                          prev_sample=x_next, reduce=s.reduce, noise_pool=s.noise_pool).mean
                     dt = (sig - sig_next) if t.kl_form == "flow_grpo" else None
                     kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
                     kl_l, kst = kl_loss(kl, t.kl_beta, weight=weight[n])

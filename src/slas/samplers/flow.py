@@ -73,18 +73,34 @@ def _check_common(x: Tensor, model_out: Tensor, model_out_name: str, eta: float,
         raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
 
 
+def _pool(y: Tensor, f: int) -> Tensor:
+    """Block average over f x f spatial blocks: [N, C, H, W] -> [N, C, H/f, W/f]."""
+    return torch.nn.functional.avg_pool2d(y, f)
+
+
+def _project(y: Tensor, f: int) -> Tensor:
+    """Orthogonal projection onto images that are constant on f x f blocks (block average, then repeat)."""
+    return y if f == 1 else torch.nn.functional.interpolate(_pool(y, f), scale_factor=f, mode="nearest")
+
+
 def _gaussian_step(mean: Tensor, std: Tensor, prev_sample: Tensor | None, generator: torch.Generator | None,
-                   noise: Tensor | None, reduce: str) -> StepOutput:
+                   noise: Tensor | None, reduce: str, noise_pool: int = 1) -> StepOutput:
     """Sample (or take) prev ~ N(mean, std^2 I) and return its log-density reduced over non-batch dims.
 
     mean [N, ...] fp32, std [N, 1, ..., 1] fp32. A sample whose std is 0 (eta = 0) is a deterministic step:
     prev = mean and log_prob = 0, as the "ode" family, instead of a NaN/inf density.
+    With ``noise_pool`` f > 1 the noise is constant on f x f blocks: prev = mean + std * up(z),
+    z ~ N(0, I) of shape [N, C, H/f, W/f], and log_prob is the density of z = pool(prev - mean) / std,
+    reduced over those D/f^2 elements.
     """
     n = mean.shape[0]
     if prev_sample is None:
         if noise is None:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
-        prev_sample = mean + std * noise.float()  # [N, ...]
+        noise = noise.float()
+        if noise_pool > 1:  # f * block mean of i.i.d. N(0, 1) is N(0, 1): one standard normal per block
+            noise = _project(noise, noise_pool) * noise_pool
+        prev_sample = mean + std * noise  # [N, ...]
         prev = prev_sample
     else:
         prev = prev_sample.float()
@@ -93,7 +109,10 @@ def _gaussian_step(mean: Tensor, std: Tensor, prev_sample: Tensor | None, genera
     std_safe = torch.where(deterministic, torch.ones_like(std), std)
     # prev is detached as DanceGRPO (train_grpo_flux.py:159-167) and Flow-GRPO (sd3_sde_with_logprob.py:61-68):
     # the policy gradient flows through the mean only, never through the sample itself.
-    log_prob = -((prev.detach() - mean) ** 2) / (2 * std_safe**2) - torch.log(std_safe) - _HALF_LOG_2PI  # [N, ...]
+    resid = prev.detach() - mean  # [N, ...]
+    if noise_pool > 1:
+        resid = _pool(resid, noise_pool)  # [N, C, H/f, W/f]: the coordinates the noise lives in
+    log_prob = -(resid**2) / (2 * std_safe**2) - torch.log(std_safe) - _HALF_LOG_2PI  # [N, ...]
     log_prob = log_prob.masked_fill(deterministic, 0.0).reshape(n, -1)  # [N, D]
     log_prob = log_prob.mean(dim=1) if reduce == "mean" else log_prob.sum(dim=1)  # [N]
     return StepOutput(prev_sample=prev_sample, log_prob=log_prob, mean=mean, std=std)
@@ -111,6 +130,7 @@ def flow_step_with_logprob(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     reduce: str = "mean",
+    noise_pool: int = 1,
 ) -> StepOutput:
     """One step sigma -> sigma_next of a flow-matching sampler, with the Gaussian log-prob of the result.
 
@@ -150,6 +170,13 @@ def flow_step_with_logprob(
             FLUX 720^2 D=129,600: eps=1e-4 -> ~13 nats). ``"sum"`` is the true log-density of the step; the
             clip range then bounds the real probability ratio independently of resolution, but needs an
             eps about D times smaller for the same behaviour.
+        noise_pool: f >= 1. f > 1 injects noise that is constant on f x f pixel blocks of x [N, C, H, W]
+            (low-frequency exploration: D/f^2 random coordinates per step instead of D), and projects the
+            SDE's score correction onto the same block-constant subspace, so the step is the same SDE
+            with its diffusion restricted to that subspace (the correction is what keeps the marginals).
+            The policy gradient then carries no noise from the high-frequency coordinates that decide no
+            reward (slas extension; f = 1 is DanceGRPO / Flow-GRPO exactly). ``noise`` stays [N, ...] at
+            full resolution: it is block-averaged (and rescaled to unit variance) inside.
 
     Returns:
         StepOutput with fp32 ``mean`` [N, ...], ``std`` [N, 1, ..., 1] and ``log_prob`` [N].
@@ -157,6 +184,11 @@ def flow_step_with_logprob(
     if family not in FAMILIES:
         raise ValueError(f"unknown flow sampler family {family!r}; expected one of {FAMILIES}")
     _check_common(x, v, "v", eta, reduce, prev_sample, noise)
+    if not (isinstance(noise_pool, int) and noise_pool >= 1):
+        raise ValueError(f"noise_pool must be an int >= 1, got {noise_pool!r}")
+    if noise_pool > 1 and (x.ndim != 4 or x.shape[-1] % noise_pool or x.shape[-2] % noise_pool):
+        raise ValueError(f"noise_pool {noise_pool} needs x [N, C, H, W] with H and W divisible by it, "
+                         f"got {tuple(x.shape)}")
     # Everything in fp32 (ANCHORS_ALGO §6.3): the rollout may run the model in bf16/fp16, but the step must
     # see the same fp32 inputs in the sampling and the re-scoring pass, or ratio != 1 before any update.
     # Flow-GRPO also notes bf16 overflows in the mean (sd3_sde_with_logprob.py:34-38).
@@ -182,14 +214,17 @@ def flow_step_with_logprob(
         # DanceGRPO train_grpo_flux.py:143-153, kept in its operation order for numerical parity.
         x0_hat = x - s * v
         score = -(x - (1 - s) * x0_hat) / s**2  # s > 0 by the check above
-        mean = x + dt * v + (-0.5 * eta**2 * score) * dt
+        mean = x + dt * v + (-0.5 * eta**2 * _project(score, noise_pool)) * dt
         std = eta * torch.sqrt(s - s_next)
     else:  # flow_grpo, sd3_sde_with_logprob.py:47-50
         s_den = torch.where(s == 1, s_next, s)  # sigma == 1 -> sigmas[1]; s_next < 1 so 1 - s_den > 0
         g = eta * torch.sqrt(s / (1 - s_den))
-        mean = x * (1 + g**2 / (2 * s) * dt) + v * (1 + g**2 * (1 - s) / (2 * s)) * dt
+        if noise_pool == 1:
+            mean = x * (1 + g**2 / (2 * s) * dt) + v * (1 + g**2 * (1 - s) / (2 * s)) * dt
+        else:  # the same, with the g^2 (score) term projected onto the noise subspace
+            mean = x + dt * v + dt * g**2 / (2 * s) * _project(x + (1 - s) * v, noise_pool)
         std = g * torch.sqrt(-dt)
-    return _gaussian_step(mean, std, prev_sample, generator, noise, reduce)
+    return _gaussian_step(mean, std, prev_sample, generator, noise, reduce, noise_pool)
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,12 +35,13 @@ def rollout(
     sigmas: Tensor,
     *,
     family: str,
-    eta: float,
+    eta: float | Sequence[float],
     reduce: str,
     generator: torch.Generator,
     prompt_ids: Tensor,
     group_ids: Tensor,
     batch_size: int = 0,
+    noise_pool: int = 1,
 ) -> Rollout:
     """Integrate ``noise`` [N, ...] along ``sigmas`` [T+1] with the stochastic
     ``family`` step. ``predict(x [B, ...], sigma [B], idx [B])`` returns the
@@ -49,11 +50,17 @@ def rollout(
 
     The step noise of every step is drawn for all N samples at once from
     ``generator``, so the result does not depend on ``batch_size`` chunking.
+    ``eta`` is one noise scale or one per step [T]; a step with eta 0 is a deterministic
+    ODE step with log-prob 0 (an SDE window, Flow-GRPO-Fast / MixGRPO).
+    ``noise_pool`` > 1 draws block-constant (low-frequency) step noise (see ``flow_step_with_logprob``).
     ``x0`` is x0_hat of the last step (DanceGRPO decodes it instead of x_T, so
     the last step's noise never reaches the reward: ANCHORS_ALGO §1.A.3).
     """
     n, t_steps = noise.shape[0], len(sigmas) - 1
     bs = batch_size or n
+    etas = [float(eta)] * t_steps if isinstance(eta, (int, float)) else [float(e) for e in eta]
+    if len(etas) != t_steps:
+        raise ValueError(f"eta needs one value per step ({t_steps}), got {len(etas)}")
     latents = torch.empty(n, t_steps + 1, *noise.shape[1:], dtype=torch.float32)
     log_probs = torch.empty(n, t_steps, dtype=torch.float32)
     latents[:, 0] = noise.float()
@@ -65,7 +72,8 @@ def rollout(
             x = latents[idx, t]
             s, s_next = sigmas[t].expand(len(idx)), sigmas[t + 1].expand(len(idx))
             v = predict(x, s, idx)
-            out = flow_step_with_logprob(family, v, x, s, s_next, eta=eta, noise=step_noise[idx], reduce=reduce)
+            out = flow_step_with_logprob(family, v, x, s, s_next, eta=etas[t], noise=step_noise[idx], reduce=reduce,
+                                         noise_pool=noise_pool)
             latents[idx, t + 1] = out.prev_sample
             log_probs[idx, t] = out.log_prob
             if t == t_steps - 1:
