@@ -1,0 +1,1 @@
+"""Evaluation protocols (GenEval scoring rules, ...): pure functions over detections and results."""
