@@ -5,7 +5,8 @@ at a time), then prints a table of held-out strict gold accuracy (base, final,
 best), exact count and GenEval-rule accuracy, as mean +- 95% t-interval over
 seeds. Existing finished runs are reused, so an interrupted comparison resumes.
 
-    .venv/bin/python benchmarks/compare_estimators.py --seeds 0 1 2 [--out runs/compare] [overrides...]
+    .venv/bin/python benchmarks/compare_estimators.py --seeds 0 1 2 [--out runs/compare] [--md docs/compare_toy.md] \
+        [overrides...]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
     ap.add_argument("--out", default="runs/compare")
+    ap.add_argument("--md", default=None, help="also write the tables as markdown to this path")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     results: dict[str, list[dict]] = {}
@@ -57,15 +59,25 @@ def main() -> None:
                 "best": max(r["eval/gold_accuracy"] for r in ev),
                 "count_base": ev[0]["eval/exact_count"], "count_final": ev[-1]["eval/exact_count"],
                 "geneval_final": ev[-1]["eval/geneval_accuracy"],
+                "curve": {r["iteration"]: r["eval/gold_accuracy"] for r in ev},
                 "minutes": sum(r.get("time/rollout_s", 0) + r.get("time/reward_s", 0) + r.get("time/train_s", 0)
                                + r.get("time/eval_s", 0) for r in rows) / 60,
             })
     keys = ["base", "final", "best", "count_base", "count_final", "geneval_final"]
-    print(f"held-out `test` split, {len(args.seeds)} seeds, mean +- 95% CI (percent)")
-    print(f"{'config':<16}" + "".join(f"{k:>18}" for k in keys) + f"{'min/run':>9}")
+    lines = [f"held-out `test` split, strict gold unless named, seeds {args.seeds}, mean +- 95% t-interval (percent)",
+             "", "| config | " + " | ".join(keys) + " | min/run |", "|---" * (len(keys) + 2) + "|"]
     for name, rs in results.items():
-        print(f"{name:<16}" + "".join(f"{ci([r[k] for r in rs]):>18}" for k in keys)
-              + f"{np.mean([r['minutes'] for r in rs]):>9.1f}")
+        lines.append(f"| {name} | " + " | ".join(ci([r[k] for r in rs]) for k in keys)
+                     + f" | {np.mean([r['minutes'] for r in rs]):.1f} |")
+    its = sorted(set.intersection(*(set(r["curve"]) for rs in results.values() for r in rs)))
+    lines += ["", "strict gold at each evaluation (mean over seeds, percent)", "",
+              "| config | " + " | ".join(f"it {i}" for i in its) + " |", "|---" * (len(its) + 1) + "|"]
+    for name, rs in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * np.mean([r['curve'][i] for r in rs]):.1f}" for i in its)
+                     + " |")
+    print("\n".join(lines))
+    if args.md:
+        Path(args.md).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -209,3 +209,32 @@ def test_relative_position_matches_geneval_examples():
 def test_verifier_rejects_bad_images(image, needle):
     with pytest.raises((ValueError, TypeError), match=needle):
         verify(image, parse("a photo of a circle"))
+
+
+def test_toy_rewards_match_the_verifier_and_clean_is_dense():
+    """The registry's toy rewards equal the verifier's fields; toy_clean is 1 on clean renders and falls
+    smoothly (not in steps) as in-between colours appear."""
+    from slas import rewards
+
+    metas = split("train")[:12]
+    images = np.stack([render(m, seed=i) for i, m in enumerate(metas)])  # [12, 32, 32, 3]
+    noisy = np.clip(images.astype(np.int16) + np.random.default_rng(0).integers(-40, 41, images.shape), 0, 255)
+    noisy = noisy.astype(np.uint8)
+    fn = rewards.build({"toy_score": 1.0, "toy_correct": 2.0, "toy_clean": 0.5})
+    for imgs in (images, noisy):
+        out = fn(imgs, [m["prompt"] for m in metas], metas)
+        res = [verify(i, m) for i, m in zip(imgs, metas, strict=True)]
+        assert np.array_equal(out["toy_score"], [r.score for r in res])
+        assert np.array_equal(out["toy_correct"], [float(r.correct) for r in res])
+        assert np.allclose(out["total"], out["toy_score"] + 2 * out["toy_correct"] + 0.5 * out["toy_clean"])
+    build = rewards.build({"toy_clean": 1.0})
+    prompts = [m["prompt"] for m in metas]
+
+    def clean(imgs):
+        return build(imgs, prompts, metas)["toy_clean"]
+
+    c0 = clean(images)
+    assert np.allclose(c0, 1.0, atol=0.05)  # renders are flat palette colours (a thin anti-aliased edge)
+    levels = [float(clean(np.clip(images.astype(np.int16) + k, 0, 255).astype(np.uint8)).mean())
+              for k in (0, 5, 10, 15)]
+    assert levels[0] > levels[1] > levels[2] > levels[3] > 0.4  # a uniform shift lowers it step by step

@@ -273,3 +273,33 @@ def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(t
 def test_bad_sde_window_is_a_readable_error(window, msg):
     with pytest.raises(ConfigError, match=msg):
         load_config(None, ["sample.steps=5", f"sample.sde_window={window}"])
+
+
+def test_lora_trains_only_the_factors_and_starts_at_the_base_model(tiny_ckpt, tmp_path):
+    base = ToyBackbone.from_checkpoint(tiny_ckpt)
+    bb = ToyBackbone.from_checkpoint(tiny_ckpt, lora={"rank": 2, "alpha": 4, "targets": ["to_q", "to_v", "conv1"]})
+    trainable = [n for n, p in bb.module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("conv1.lora_A" in n for n in trainable) and not any("to_k" in n for n in trainable)
+    x, sig = torch.randn(2, 3, 32, 32), torch.tensor([0.7, 0.3])
+    cond = base.encode_prompts(["a photo of a red circle", "a photo of two squares"])
+    with torch.no_grad():  # B = 0 at the start: the adapted model is the base model
+        assert torch.equal(bb.predict(x, sig, cond), base.predict(x, sig, cond))
+    with pytest.raises(ValueError, match="match no module"):
+        ToyBackbone.from_checkpoint(tiny_ckpt, lora={"rank": 2, "alpha": 2, "targets": ["nope"]})
+
+    cfg = load_config(None, tiny_overrides(tiny_ckpt, tmp_path / "run", **{"train.iterations": 1,
+                                                                          "model.lora_rank": 2}))
+    run = train(cfg, progress=False, log=lambda s: None)
+    after = load_file(str(run / "checkpoints" / "iter_000001" / "model.safetensors"))
+    before = load_file(str(tiny_ckpt / "model.safetensors"))
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in before if k in after)
+    assert any("lora_B" in k and after[k].abs().max() > 0 for k in after)
+
+
+@pytest.mark.parametrize("override, msg", [("model.lora_rank=-1", "lora_rank must be >= 0"),
+                                           ("model.lora_targets=[]", "lora_targets must be a non-empty"),
+                                           ("model.trainable=[attn]", "only the LoRA factors train")])
+def test_lora_config_errors(override, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_config(None, ["model.lora_rank=4", override] if "lora_rank=-1" not in override else [override])

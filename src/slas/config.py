@@ -27,6 +27,11 @@ class ModelConfig:
     # train only parameters whose name contains one of these substrings
     # (e.g. [attn] = the UNet's self/cross-attention); empty = all of them
     trainable: list = field(default_factory=list)
+    # LoRA (peft) on the UNet: rank 0 = full fine-tuning. The base weights are frozen and only the
+    # low-rank factors train (Flow-GRPO: r 32, alpha 64 on SD3.5's attention).
+    lora_rank: int = 0
+    lora_alpha: float = 0.0  # scale = alpha / rank; 0 = alpha equals the rank (scale 1)
+    lora_targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
 
 
 @dataclass
@@ -264,6 +269,13 @@ def validate(cfg: Config) -> None:
     need(cfg.model.backbone in ("toy",), f"model.backbone {cfg.model.backbone!r} is not available; known: ['toy']")
     need(all(isinstance(x, str) and x for x in cfg.model.trainable),
          "model.trainable must be a list of non-empty parameter-name substrings, e.g. [attn]")
+    need(cfg.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)")
+    need(cfg.model.lora_alpha >= 0, "model.lora_alpha must be >= 0 (0 = equal to the rank)")
+    need(not (cfg.model.lora_rank and cfg.model.trainable),
+         "model.trainable selects base parameters for full fine-tuning; with model.lora_rank > 0 only the LoRA "
+         "factors train (choose their modules with model.lora_targets)")
+    need(bool(cfg.model.lora_targets) and all(isinstance(x, str) and x for x in cfg.model.lora_targets),
+         "model.lora_targets must be a non-empty list of module-name suffixes, e.g. [to_q, to_k, to_v, to_out.0]")
     need(s.family in FAMILIES, f"sample.family must be one of {FAMILIES}, got {s.family!r}")
     need(s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so GRPO cannot train on it")
     need(s.steps >= 2, "sample.steps must be >= 2: the last step is decoded, at least one more must be trainable")

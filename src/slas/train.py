@@ -43,7 +43,9 @@ def build_backbone(cfg: Config):
     if cfg.model.backbone == "toy":
         from .policy.toy import ToyBackbone
 
-        return ToyBackbone.from_checkpoint(cfg.model.checkpoint, cfg.model.train_text_encoder, cfg.model.trainable)
+        m = cfg.model
+        lora = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank, "targets": m.lora_targets} if m.lora_rank else None
+        return ToyBackbone.from_checkpoint(m.checkpoint, m.train_text_encoder, m.trainable, lora=lora)
     raise ConfigError(f"unknown backbone {cfg.model.backbone!r}")
 
 

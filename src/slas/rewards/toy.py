@@ -39,3 +39,20 @@ register("toy_score")(_field("score"))
 register("toy_geneval_score")(_field("geneval_score"))
 # The binary gold itself (sparse).
 register("toy_correct")(_field("correct"))
+
+
+def clean_score(images: np.ndarray) -> np.ndarray:
+    """Dense cleanliness in [0, 1] per image [N]: the mean over pixels of ``max(0, 1 - d / ASSIGN_DIST)``,
+    where ``d`` is the RGB distance to the nearest palette colour or the background. Flat, crisp colours
+    score 1; the in-between colours that become debris, ambiguous blobs and misread shapes score less.
+    Unlike ``score`` it changes smoothly with every pixel, so small exploration noise moves it."""
+    from ..toyworld.verifier import _COLORS_ARR, ASSIGN_DIST
+
+    img = images.astype(np.float32)  # [N, H, W, 3]
+    d = np.linalg.norm(img[..., None, :] - _COLORS_ARR, axis=-1).min(-1)  # [N, H, W]
+    return np.clip(1.0 - d / ASSIGN_DIST, 0.0, 1.0).mean(axis=(1, 2)).astype(np.float64)
+
+
+# Dense, prompt-agnostic image cleanliness (not a gold judge: an empty canvas scores 1). Use it with
+# toy_score, never alone.
+register("toy_clean")(lambda: lambda images, prompts, metas: clean_score(images))
