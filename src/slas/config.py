@@ -128,19 +128,21 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def sde_steps(self) -> range:
+        """Step indices that are stochastic: sample.sde_window, or every step when it is empty."""
+        s = self.sample
+        return range(*s.sde_window) if s.sde_window else range(s.steps)
+
     def trainable_steps(self) -> list[int]:
         """Step indices whose transitions may be trained: the SDE window, minus the last step unless
         train.train_last_step (DanceGRPO decodes x0_hat of the last step, so its noise never reaches the reward)."""
-        s = self.sample
-        lo, hi = s.sde_window if s.sde_window else (0, s.steps)
-        last_ok = self.train.train_last_step
-        return [i for i in range(lo, hi) if i < s.steps - 1 or last_ok]
+        last = self.sample.steps - 1
+        return [i for i in self.sde_steps() if i < last or self.train.train_last_step]
 
     def step_etas(self) -> list[float]:
         """Per-step SDE noise scale [T]: eta inside the SDE window, 0 (an ODE step) outside."""
-        s = self.sample
-        lo, hi = s.sde_window if s.sde_window else (0, s.steps)
-        return [s.eta if lo <= i < hi else 0.0 for i in range(s.steps)]
+        window = self.sde_steps()
+        return [self.sample.eta if i in window else 0.0 for i in range(self.sample.steps)]
 
     def derived(self) -> dict:
         """Totals worth logging at start (what one iteration does)."""
@@ -283,8 +285,10 @@ def validate(cfg: Config) -> None:
     need(s.shift > 0, "sample.shift must be > 0")
     need(s.reduce in ("mean", "sum"), f"sample.reduce must be 'mean' or 'sum', got {s.reduce!r}")
     need(s.batch_size >= 0, "sample.batch_size must be >= 0 (0 = whole batch)")
-    need(s.noise_pool >= 1 and 32 % s.noise_pool == 0,
-         f"sample.noise_pool must be >= 1 and divide the ShapesWorld image side 32, got {s.noise_pool}")
+    from .toyworld.world import CANVAS
+
+    need(s.noise_pool >= 1 and CANVAS % s.noise_pool == 0,
+         f"sample.noise_pool must be >= 1 and divide the ShapesWorld image side {CANVAS}, got {s.noise_pool}")
     if s.sde_window:
         w = s.sde_window
         need(len(w) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in w)

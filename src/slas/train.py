@@ -225,7 +225,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     P, G = t.prompts_per_iter, t.group_size
     N = P * G
     trainable = torch.tensor(cfg.trainable_steps())  # [S] step indices with a log-prob to train
-    K = max(1, int(len(trainable) * t.timestep_fraction))
+    K = cfg.derived()["trained_steps_per_sample"]
+    etas = cfg.step_etas()  # [T] eta inside the SDE window, 0 outside
     cond_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     start = 0
@@ -281,7 +282,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             noise = torch.randn(N, *shape, generator=g)
         ro = rollout(
             lambda x, sig, idx, cond=cond, pid=prompt_ids: backbone.predict(x, sig, index_cond(cond, pid[idx])),
-            noise, sigmas, family=s.family, eta=cfg.step_etas(), reduce=s.reduce, generator=g, prompt_ids=prompt_ids,
+            noise, sigmas, family=s.family, eta=etas, reduce=s.reduce, generator=g, prompt_ids=prompt_ids,
             group_ids=group_ids, batch_size=s.batch_size, noise_pool=s.noise_pool,
         )
         latents, old_log_probs = ro.latents, ro.log_probs  # [N, T+1, C, H, W], [N, T]

@@ -164,6 +164,20 @@ def _check_class(item: dict, where: str) -> str:
     return classname
 
 
+def _check_requirement(req: Any, where: str, allowed: set, expected: str) -> None:
+    """The checks include and exclude items share: a dict of known keys with a class and a count >= 1."""
+    if not isinstance(req, dict):
+        raise ValueError(f"{where}: must be a dict, got {req!r}")
+    unknown = set(req) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected {expected}{sorted(allowed)}")
+    _check_class(req, where)
+    if "count" not in req:
+        raise ValueError(f"{where}: missing key 'count'")
+    if not _is_int(req["count"]) or req["count"] < 1:
+        raise ValueError(f"{where}: 'count' must be an int >= 1, got {req['count']!r}")
+
+
 def _check_metadata(metadata: Any) -> None:
     """GenEval metadata: {tag, include: [{class, count, color?, position?: [relation, index]}], exclude?, prompt?}."""
     if not isinstance(metadata, dict):
@@ -177,16 +191,7 @@ def _check_metadata(metadata: Any) -> None:
             raise ValueError(f"metadata: {key!r} must be a list, got {type(metadata[key]).__name__}")
     for i, req in enumerate(metadata.get("include", [])):
         where = f"metadata include[{i}]"
-        if not isinstance(req, dict):
-            raise ValueError(f"{where}: must be a dict, got {req!r}")
-        unknown = set(req) - _INCLUDE_KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected a subset of {sorted(_INCLUDE_KEYS)}")
-        _check_class(req, where)
-        if "count" not in req:
-            raise ValueError(f"{where}: missing key 'count'")
-        if not _is_int(req["count"]) or req["count"] < 1:
-            raise ValueError(f"{where}: 'count' must be an int >= 1, got {req['count']!r}")
+        _check_requirement(req, where, _INCLUDE_KEYS, "a subset of ")
         if "color" in req and req["color"] not in COLORS:
             raise ValueError(f"{where}: 'color' must be one of {COLORS}, got {req['color']!r}")
         if "position" in req:
@@ -202,16 +207,7 @@ def _check_metadata(metadata: Any) -> None:
                 raise ValueError(f"{where}: position index must be an int in [0, {i}) (an earlier include), got {target!r}")
     for i, req in enumerate(metadata.get("exclude", [])):
         where = f"metadata exclude[{i}]"
-        if not isinstance(req, dict):
-            raise ValueError(f"{where}: must be a dict, got {req!r}")
-        unknown = set(req) - _EXCLUDE_KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected {sorted(_EXCLUDE_KEYS)}")
-        _check_class(req, where)
-        if "count" not in req:
-            raise ValueError(f"{where}: missing key 'count'")
-        if not _is_int(req["count"]) or req["count"] < 1:
-            raise ValueError(f"{where}: 'count' must be an int >= 1, got {req['count']!r}")
+        _check_requirement(req, where, _EXCLUDE_KEYS, "")
 
 
 def _check_detection(det: Any, index: int, h: int, w: int) -> dict:

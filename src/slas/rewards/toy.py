@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..toyworld.verifier import VerifyResult, verify
+from ..toyworld.verifier import _COLORS_ARR, ASSIGN_DIST, VerifyResult, verify
 from . import register
 
 # One verifier pass serves every toy reward of a batch: when a config weights
@@ -46,8 +46,6 @@ def clean_score(images: np.ndarray) -> np.ndarray:
     where ``d`` is the RGB distance to the nearest palette colour or the background. Flat, crisp colours
     score 1; the in-between colours that become debris, ambiguous blobs and misread shapes score less.
     Unlike ``score`` it changes smoothly with every pixel, so small exploration noise moves it."""
-    from ..toyworld.verifier import _COLORS_ARR, ASSIGN_DIST
-
     img = images.astype(np.float32)  # [N, H, W, 3]
     d = np.linalg.norm(img[..., None, :] - _COLORS_ARR, axis=-1).min(-1)  # [N, H, W]
     return np.clip(1.0 - d / ASSIGN_DIST, 0.0, 1.0).mean(axis=(1, 2)).astype(np.float64)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# GenEval's relation rule has one implementation: the cited upstream port.
+from ..evals.geneval import relative_position
 from .world import BACKGROUND, CANVAS, COLORS, GAP, MAX_OBJECTS, PALETTE, SIZE_RANGE, SIZE_RANGE_CROWDED
 
 
@@ -41,30 +43,6 @@ def shape_mask(cls: str, size: int) -> np.ndarray:
     if cls == "triangle":  # upward, apex at top centre, base on the bottom row
         return np.abs(c - size / 2) <= r / 2 + 1e-9
     raise ValueError(f"unknown shape {cls!r}")
-
-
-def relative_position(box_a, box_b, threshold: float = 0.1) -> set[str]:
-    """GenEval's relation of box A to box B (``evaluation/evaluate_images.py``):
-    centre offsets shrunk by ``threshold * (dim_a + dim_b)`` and classified by
-    the direction of the remaining offset. Boxes are (x0, y0, x1, y1)."""
-    a = np.asarray(box_a, dtype=float).reshape(2, 2)
-    b = np.asarray(box_b, dtype=float).reshape(2, 2)
-    offset = a.mean(0) - b.mean(0)
-    dims = np.abs(np.diff(a, axis=0))[0] + np.abs(np.diff(b, axis=0))[0]
-    revised = np.maximum(np.abs(offset) - threshold * dims, 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    rels = set()
-    if dx < -0.5:
-        rels.add("left of")
-    if dx > 0.5:
-        rels.add("right of")
-    if dy < -0.5:
-        rels.add("above")
-    if dy > 0.5:
-        rels.add("below")
-    return rels
 
 
 def _separated(a: Obj, b: Obj) -> bool:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .renderer import relative_position
+from ..evals.geneval import relative_position
 from .world import BACKGROUND, CANVAS, COLORS, PALETTE
 
 # --- Thresholds (documented in the module docstring; the tests read them) ---
