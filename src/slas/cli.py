@@ -144,6 +144,35 @@ def cmd_demo(args) -> None:
     print(f"demo outputs in {out}/ (eval.json, grid.png)")
 
 
+def cmd_reward_server(args) -> None:
+    import yaml
+
+    from .rewards.server import serve
+
+    options: dict = {}
+    for item in args.option or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--option {item!r} must look like KEY=VALUE, e.g. --option processor_path=/ckpt/clip")
+        options[key.strip()] = yaml.safe_load(raw)
+    if args.model_path is not None:
+        options["model_path"] = args.model_path
+    if args.max_bytes < 1 or args.batch_size < 1:
+        raise CLIError(f"--max-bytes and --batch-size must be >= 1, got {args.max_bytes} and {args.batch_size}")
+    try:
+        serve(args.reward, options, args.host, args.port, args.max_bytes, args.batch_size)
+    except (ImportError, OSError) as e:  # a missing optional package, a busy port
+        raise CLIError(str(e)) from None
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    runs = [Path(p) for p in args.run_dirs]
+    out = Path(args.out) if args.out else runs[0] / "report.html" if len(runs) == 1 else Path("report.html")
+    print(f"wrote {write_report(runs, out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .toyworld.evaluate import EVAL_STEPS
 
@@ -166,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     t.set_defaults(fn=cmd_train)
+
+    from .rewards.server import DEFAULT_MAX_BYTES, DEFAULT_PORT
+
+    r = sub.add_parser("reward-server", help="serve a registered reward over HTTP (the `remote` reward calls it)")
+    r.add_argument("--reward", required=True, help="registered reward name, e.g. pickscore, hps, toy_score")
+    r.add_argument("--model-path", help="the reward's model_path option (a local checkpoint)")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="another option of the reward (repeatable; YAML value), e.g. processor_path=/ckpt/clip")
+    r.add_argument("--host", default="127.0.0.1", help="bind address; the server has no authentication")
+    r.add_argument("--port", type=int, default=DEFAULT_PORT)
+    r.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="request body limit (413 above it)")
+    r.add_argument("--batch-size", type=int, default=256, help="images per reward-model call")
+    r.set_defaults(fn=cmd_reward_server)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of runs: config, curves, sample grids, evals")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of `slas train` (several: overlaid)")
+    rp.add_argument("--out", help="HTML file (default RUN_DIR/report.html for one run, else ./report.html)")
+    rp.set_defaults(fn=cmd_report)
 
     tw = sub.add_parser("toyworld", help="ShapesWorld: eval, pretrain, demo").add_subparsers(dest="tw", required=True)
     e = tw.add_parser("eval", help="GenEval-style table on a ShapesWorld split")

@@ -65,6 +65,9 @@ class AdvantageConfig:
 class RewardConfig:
     weights: dict = field(default_factory=lambda: {"toy_score": 1.0})  # reward name -> weight (weighted sum)
     batch_size: int = 256  # images per reward call
+    # reward name -> options of its factory (local model paths, device, ...), e.g.
+    # {pickscore: {model_path: /ckpt/PickScore_v1, processor_path: /ckpt/CLIP-ViT-H-14}}; docs/rewards.md
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -303,12 +306,20 @@ def validate(cfg: Config) -> None:
     except ValueError as err:
         raise ConfigError(f"advantage: {err}") from None
     from .rewards import available as rewards_available
+    from .rewards import check_options as check_reward_options
 
     need(bool(cfg.reward.weights), "reward.weights must name at least one reward")
     for name, w in cfg.reward.weights.items():
         need(name in rewards_available(), f"reward {name!r} is not registered; known: {sorted(rewards_available())}")
         need(isinstance(w, (int, float)) and not isinstance(w, bool), f"reward weight of {name!r} must be a number")
     need(cfg.reward.batch_size >= 1, "reward.batch_size must be >= 1")
+    stray = [n for n in cfg.reward.options if n not in cfg.reward.weights]
+    need(not stray, f"reward.options names {stray}, which have no entry in reward.weights {list(cfg.reward.weights)}")
+    for name in cfg.reward.weights:  # unknown and missing options fail here, before any model loads
+        try:
+            check_reward_options(name, cfg.reward.options.get(name, {}))
+        except ValueError as err:
+            raise ConfigError(f"reward.options.{name}: {err}") from None
     need(t.iterations >= 1, "train.iterations must be >= 1")
     need(t.prompts_per_iter >= 1, "train.prompts_per_iter must be >= 1")
     need(t.group_size >= 2, "train.group_size must be >= 2: advantages are relative to the other samples of a group")

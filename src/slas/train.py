@@ -219,7 +219,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema = {k: p.detach().clone() for k, p in named.items()} if t.ema_decay > 0 else None
     ref = {k: p.detach().clone() for k, p in named.items()} if t.kl_beta > 0 else None
-    score_fn = rewards.build(cfg.reward.weights, cfg.reward.batch_size)
+    score_fn = rewards.build(cfg.reward.weights, cfg.reward.batch_size, cfg.reward.options)
     sampler = PromptSampler(split("train"), seed)
     sigmas = flow_sigmas(s.steps, s.shift)  # [T+1]
     P, G = t.prompts_per_iter, t.group_size

@@ -3,24 +3,34 @@
 ``images`` are uint8 [N, H, W, 3] in memory (never written to disk and re-read:
 JPEG round trips change the reward input, ANCHORS_ALGO §5.5). ``build`` turns a
 ``{name: weight}`` mapping into one scorer that returns every component and
-their weighted sum under ``"total"``. Heavy reward models (open_clip, HPS,
-ImageReward) register lazily and import their packages only when built.
+their weighted sum under ``"total"``.
+
+A reward is registered as a factory: ``factory(**options) -> fn``. Options are
+keyword arguments (a local model path, a device, ...), checked by name before
+anything is loaded, so a typo fails at config time and not after a rollout.
+Heavy reward models (``clip``: CLIP score, PickScore, aesthetic, HPS;
+ImageReward) import transformers or their packages only inside the factory.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 
 RewardFn = Callable[[np.ndarray, list[str], list[dict]], np.ndarray]
-_REGISTRY: dict[str, Callable[[], RewardFn]] = {}
+RewardFactory = Callable[..., RewardFn]
+_REGISTRY: dict[str, RewardFactory] = {}
 
 
 def register(name: str):
-    """Register a reward factory: ``@register("x") def x(): return fn``."""
+    """Register a reward factory: ``@register("x") def x(*, model_path: str, device: str = "cpu"): return fn``.
 
-    def deco(factory: Callable[[], RewardFn]):
+    The factory's keyword parameters are the reward's options; a zero-argument factory takes none.
+    """
+
+    def deco(factory: RewardFactory):
         if name in _REGISTRY:
             raise ValueError(f"reward {name!r} is already registered")
         _REGISTRY[name] = factory
@@ -33,15 +43,47 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(weights: dict[str, float], batch_size: int = 256):
+def accepted_options(name: str) -> dict[str, object]:
+    """Option name -> default of reward ``name`` (``inspect.Parameter.empty`` marks a required option)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown reward {name!r}; registered: {available()}")
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_options(name: str, options: dict) -> None:
+    """Raise ValueError, naming the reward and what it accepts, if ``options`` cannot be passed to its factory."""
+    if not isinstance(options, dict):
+        raise ValueError(f"options of reward {name!r} must be a mapping of option name to value, got {options!r}")
+    accepted = accepted_options(name)
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(_REGISTRY[name]).parameters.values())
+    described = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in accepted.items()) or "none"
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise ValueError(f"unknown option(s) {unknown} for reward {name!r}; it accepts: {described}")
+    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
+    if missing:
+        raise ValueError(f"reward {name!r} needs option(s) {missing}; it accepts: {described}")
+
+
+def build(weights: dict[str, float], batch_size: int = 256, options: dict[str, dict] | None = None):
     """One scorer for a weighted sum of registered rewards.
 
+    ``options[name]`` holds the keyword arguments of reward ``name``'s factory (e.g.
+    ``{"pickscore": {"model_path": "/ckpt/PickScore_v1"}}``); rewards without an entry get none.
     Returns ``score(images, prompts, metas) -> {name: float64 [N], ..., "total": float64 [N]}``.
     """
+    options = options or {}
     unknown = [n for n in weights if n not in _REGISTRY]
     if unknown:
         raise ValueError(f"unknown reward {unknown[0]!r}; registered: {available()}")
-    fns = {n: _REGISTRY[n]() for n in weights}
+    stray = [n for n in options if n not in weights]
+    if stray:
+        # a misspelt name here would otherwise silently leave a reward at its defaults
+        raise ValueError(f"options given for reward {stray[0]!r}, which has no weight; weighted: {list(weights)}")
+    for name in weights:
+        check_options(name, options.get(name, {}))
+    fns = {n: _REGISTRY[n](**options.get(n, {})) for n in weights}
 
     def score(images: np.ndarray, prompts: list[str], metas: list[dict]) -> dict[str, np.ndarray]:
         n = len(images)
@@ -60,4 +102,6 @@ def build(weights: dict[str, float], batch_size: int = 256):
     return score
 
 
-from . import toy  # noqa: E402,F401  (registers the ShapesWorld rewards)
+# Registration imports: toy (the ShapesWorld verifier rewards), clip (CLIP-family
+# reward models and ImageReward, loaded lazily) and server (the `remote` client).
+from . import clip, server, toy  # noqa: E402,F401
