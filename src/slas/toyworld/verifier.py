@@ -23,7 +23,8 @@ Two judges read the detections:
 Partial credit (Flow-GRPO's GenEval reward, ``reward-server`` ``gen_eval.py``):
 the mean over requirements of count credit ``max(0, 1 - |n - found| / n)``, the
 fraction of the right colour, and position 0/1. ``score`` is the strict version
-(exact counts, plus a cleanliness requirement ``1 / (1 + extras + debris)``), so
+(exact counts, colour credit ``good / max(n, found)`` so that an extra object
+costs colour credit, plus a cleanliness requirement ``1 / (1 + extras + debris)``), so
 ``score == 1`` exactly when ``correct``. ``geneval_score`` is the lenient one:
 it ignores unprompted objects and debris, which makes it the natural hackable
 proxy.
@@ -154,7 +155,10 @@ def _strict(dets: list[Detection], n_ambiguous: int, meta: dict) -> tuple[list[f
             reasons.append(f"expected exactly {n} {cls}, found {len(found)}")
         if "color" in item:
             good = sum(t.color == item["color"] for t in found)
-            credits.append(min(good, n) / n)
+            # good / max(n, found), not min(good, n) / n: with the latter an extra object of the
+            # prompted class keeps the colour credit, so drawing two circles for "a red circle"
+            # out-scores drawing one misshapen one, and RL learns to hedge by over-generating.
+            credits.append(good / max(n, len(found)))
             if good != n or len(found) != n:
                 reasons.append(f"expected {n} {item['color']} {cls}, found {good}")
         if "position" in item:
