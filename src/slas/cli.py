@@ -84,12 +84,12 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     from .toyworld import split
-    from .toyworld.evaluate import evaluate, format_table, grid, plan
+    from .toyworld.evaluate import balanced_subset, evaluate, format_table, grid, plan
 
-    if args.n_per_prompt < 1 or args.images_per_tag < 0:
-        raise CLIError(f"--n-per-prompt must be >= 1 and --images-per-tag >= 0, got {args.n_per_prompt}, "
-                       f"{args.images_per_tag}")
-    entries = split(args.split)
+    if args.n_per_prompt < 1 or args.images_per_tag < 0 or args.max_prompts < 0:
+        raise CLIError(f"--n-per-prompt must be >= 1, --images-per-tag and --max-prompts >= 0, got "
+                       f"{args.n_per_prompt}, {args.images_per_tag}, {args.max_prompts}")
+    entries = balanced_subset(split(args.split), args.max_prompts)
     model = _load_model(args.checkpoint)
     total = len(plan(entries, args.n_per_prompt, args.images_per_tag)[0])
     bar, upd = _progress(total, f"eval[{args.split}]")
@@ -109,6 +109,77 @@ def cmd_eval(args) -> None:
 
         Image.fromarray(grid(images[: args.grid_n])).save(args.grid)
         print(f"wrote {args.grid}")
+
+
+def _eval_options(args, model: str | None, out: Path):
+    import yaml
+
+    from .evals.harness import EvalOptions
+
+    options: dict = {}
+    for item in args.reward_option or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--reward-option {item!r} must look like KEY=VALUE, e.g. --reward-option model_path=/ckpt/pick")
+        options[key.strip()] = yaml.safe_load(raw)
+    return EvalOptions(
+        suite=args.suite, out=out, model=model, images=Path(args.images) if args.images else None, split=args.split,
+        prompts=Path(args.prompts) if args.prompts else None, max_prompts=args.max_prompts,
+        n_per_prompt=args.n_per_prompt, images_per_tag=args.images_per_tag, steps=args.steps,
+        batch_size=args.batch_size, shift=args.shift, resolution=args.resolution, ema=not args.no_ema,
+        save_images=not args.no_images, detector=args.detector,
+        detector_path=args.detector_path, clip_path=args.clip_path, device=args.device, reward=args.reward,
+        reward_options=options, unigenbench_split=args.unigenbench_split, data_dir=args.data_dir,
+        judge_concurrency=args.judge_concurrency,
+    )
+
+
+def _progress_bar(total: int, desc: str):
+    return _progress(total, desc)[0]
+
+
+def cmd_evaluate(args) -> None:
+    """`slas eval`: one suite on one model (or on existing images), or --compare two results."""
+    from .evals.unigenbench import JudgeError
+
+    try:
+        _evaluate(args)
+    except (JudgeError, OSError) as e:  # a judge refusing every request, a model directory transformers cannot read
+        raise CLIError(str(e)) from None
+
+
+def _evaluate(args) -> None:
+    from .evals import harness
+
+    if args.compare:
+        if args.model or args.images:
+            raise CLIError("--compare takes two result directories, or two models with --suite and --out; "
+                           "drop --model/--images")
+        sides = []
+        for label, spec in zip("AB", args.compare, strict=True):
+            if (Path(spec) / harness.SUMMARY_FILE).is_file():
+                sides.append(Path(spec))
+                continue
+            if not args.suite or not args.out:
+                raise CLIError(f"--compare {spec}: not a `slas eval` output directory (no {harness.SUMMARY_FILE}); to "
+                               "evaluate two models first, give --suite and --out")
+            out = Path(args.out) / label
+            print(harness.format_summary(harness.run_suite(_eval_options(args, spec, out), progress=_progress_bar)))
+            print(f"wrote {out}/ ({label} = {spec})\n")
+            sides.append(out)
+        cmp = harness.compare_results(sides[0], sides[1], n_boot=args.n_boot)
+        print(harness.format_compare(cmp))
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "compare.json").write_text(json.dumps(cmp, indent=2) + "\n")
+            print(f"wrote {Path(args.out) / 'compare.json'}")
+        return
+    if not args.suite or not args.out:
+        raise CLIError("give --suite SUITE and --out DIR (or --compare A B)")
+    summary = harness.run_suite(_eval_options(args, args.model, Path(args.out)), progress=_progress_bar)
+    print(harness.format_summary(summary))
+    print(f"wrote {args.out}/ ({harness.RESULTS_FILE}, {harness.SUMMARY_FILE}"
+          f"{', ' + harness.IMAGES_DIR + '/' if not args.no_images and not args.images else ''})")
 
 
 def cmd_pretrain(args) -> None:
@@ -134,11 +205,49 @@ def cmd_train(args) -> None:
     train(cfg, resume=bool(args.resume), progress=not args.no_progress)
 
 
+def cmd_export(args) -> None:
+    """Write a run's trained weights in a format stock diffusers pipelines load."""
+    from safetensors.torch import load_file
+
+    from . import checkpoint
+    from .config import load_config
+    from .policy import adapter_class
+    from .train import build_backbone
+
+    run, out = Path(args.run_dir), Path(args.out)
+    if not (run / "config.yaml").is_file():
+        raise CLIError(f"{run}: no config.yaml there; is it a run directory of `slas train`?")
+    ckpt = checkpoint.latest(run)
+    if ckpt is None:
+        raise CLIError(f"{run} holds no checkpoint yet (checkpoints/iter_*)")
+    if out.exists() and any(out.iterdir()):
+        raise CLIError(f"--out {out} is not empty; choose a new directory")
+    cfg = load_config(run / "config.yaml", [f"run.out_dir={run}", f"model.device={args.device}"])
+    if not hasattr(adapter_class(cfg.model.backbone), "export"):
+        raise CLIError(f"backbone {cfg.model.backbone!r} has no diffusers export; its checkpoints "
+                       "(checkpoints/iter_*/model.safetensors) are its format")
+    if args.ema and not (ckpt / "ema.safetensors").is_file():
+        raise CLIError(f"--ema: {ckpt} holds no EMA weights (train.ema_decay was 0)")
+    backbone = build_backbone(cfg)
+    module = backbone.module
+    module.load_state_dict({k: v.to(backbone.device) for k, v in load_file(str(ckpt / "model.safetensors")).items()})
+    if args.ema:
+        named = dict(module.named_parameters())
+        for k, v in load_file(str(ckpt / "ema.safetensors")).items():
+            named[k].data.copy_(v)
+    state = json.loads((ckpt / "state.json").read_text())
+    info = {"run_dir": str(run.resolve()), "checkpoint": ckpt.name, "iteration": state["iteration"],
+            "backbone": cfg.model.backbone, "base_model": cfg.model.path, "weights": "ema" if args.ema else "policy"}
+    for path in backbone.export(out, info):
+        print(f"wrote {path}")
+
+
 def cmd_demo(args) -> None:
     """Sample the eval set, verify, and write a grid + per-tag table."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ns = argparse.Namespace(split="eval", n_per_prompt=args.n_per_prompt, images_per_tag=0, checkpoint=args.checkpoint,
+    ns = argparse.Namespace(split="eval", n_per_prompt=args.n_per_prompt, images_per_tag=0, max_prompts=0,
+                            checkpoint=args.checkpoint,
                             steps=args.steps, json=str(out / "eval.json"), grid=str(out / "grid.png"), grid_n=64)
     cmd_eval(ns)
     print(f"demo outputs in {out}/ (eval.json, grid.png)")
@@ -196,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     t.set_defaults(fn=cmd_train)
 
+    x = sub.add_parser("export", help="write a run's weights for stock diffusers pipelines (LoRA or full model)")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="run directory of `slas train` (its last checkpoint is exported)")
+    x.add_argument("--out", required=True, help="new directory: pytorch_lora_weights.safetensors for "
+                   "pipeline.load_lora_weights(OUT), or OUT/transformer (OUT/unet) for a full fine-tune")
+    x.add_argument("--ema", action="store_true", help="export the EMA weights instead of the policy's")
+    x.add_argument("--device", default="cpu", help="where to load the model for the export (default cpu)")
+    x.set_defaults(fn=cmd_export)
+
     from .rewards.server import DEFAULT_MAX_BYTES, DEFAULT_PORT
 
     r = sub.add_parser("reward-server", help="serve a registered reward over HTTP (the `remote` reward calls it)")
@@ -214,12 +331,53 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="HTML file (default RUN_DIR/report.html for one run, else ./report.html)")
     rp.set_defaults(fn=cmd_report)
 
+    from .evals.harness import SUITES
+
+    ev = sub.add_parser("eval", help="evaluate a run, a pipeline or the base model on a suite; --compare two results",
+                        description="Sample with the deterministic ODE sampler, score, write results.jsonl + "
+                                    "summary.json (+ images/) into --out, print a table. docs/evaluation.md")
+    ev.add_argument("--suite", choices=SUITES)
+    ev.add_argument("--model", metavar="RUN_DIR|PIPELINE_DIR|CKPT_DIR|base",
+                    help="a run of `slas train` (latest checkpoint), a ShapesWorld checkpoint, a diffusers pipeline, "
+                         "or base (the shipped ShapesWorld model)")
+    ev.add_argument("--out", metavar="DIR", help="output directory")
+    ev.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                    help="B versus A with 95%% CIs: two output directories of `slas eval`, or two models (then "
+                         "--suite and --out, and both are evaluated into OUT/A and OUT/B)")
+    ev.add_argument("--images", metavar="DIR", help="geneval: score existing images in GenEval's folder layout")
+    ev.add_argument("--split", choices=["eval", "test", "train"], default="eval", help="ShapesWorld prompt split")
+    ev.add_argument("--prompts", metavar="FILE", help="prompts file (text lines or GenEval metadata JSONL)")
+    ev.add_argument("--max-prompts", type=int, default=0, help="a fixed tag-balanced subset of this many prompts")
+    ev.add_argument("--n-per-prompt", type=int, help="images per prompt (default 1; unigenbench 4)")
+    ev.add_argument("--images-per-tag", type=int, default=0, help="images per tag, cycling over its prompts")
+    ev.add_argument("--steps", type=int, help=f"ODE steps (default: the run's eval.steps, else {EVAL_STEPS})")
+    ev.add_argument("--batch-size", type=int, help="images per sampler forward (default 128 ShapesWorld, 8 diffusers)")
+    ev.add_argument("--shift", type=float, help="flow time shift of a diffusers velocity model's ODE (default: the "
+                                                "run's sample.shift, or the pipeline scheduler's shift)")
+    ev.add_argument("--resolution", type=int, default=0, help="image side of a diffusers pipeline (0 = its default)")
+    ev.add_argument("--no-ema", action="store_true", help="use a run's raw weights even when it keeps an EMA")
+    ev.add_argument("--no-images", action="store_true", help="do not write the images")
+    ev.add_argument("--detector", choices=["shapesworld", "mask2former"],
+                    help="geneval detector (default: shapesworld for ShapesWorld models, else mask2former)")
+    ev.add_argument("--detector-path", metavar="DIR", help="mask2former: local Mask2Former instance checkpoint")
+    ev.add_argument("--clip-path", metavar="DIR", help="mask2former: local CLIPModel for the colour classifier")
+    ev.add_argument("--device", default="auto", help="device of a diffusers pipeline and of the detector models")
+    ev.add_argument("--reward", help="reward suite: registered reward name")
+    ev.add_argument("--reward-option", action="append", metavar="KEY=VALUE", help="reward option (repeatable)")
+    ev.add_argument("--unigenbench-split", choices=["short", "long"], default="short")
+    ev.add_argument("--data-dir", help="unigenbench data folder (default $SLAS_DATA/unigenbench)")
+    ev.add_argument("--judge-concurrency", type=int, default=8)
+    ev.add_argument("--n-boot", type=int, default=10_000, help="--compare: bootstrap replicates")
+    ev.set_defaults(fn=cmd_evaluate)
+
     tw = sub.add_parser("toyworld", help="ShapesWorld: eval, pretrain, demo").add_subparsers(dest="tw", required=True)
     e = tw.add_parser("eval", help="GenEval-style table on a ShapesWorld split")
     e.add_argument("--n-per-prompt", type=int, default=1)
     e.add_argument("--split", choices=["eval", "test", "train"], default="eval")
     e.add_argument("--images-per-tag", type=int, default=0,
                    help="sample this many images per tag, cycling over its prompts (for unbalanced splits)")
+    e.add_argument("--max-prompts", type=int, default=0,
+                   help="a fixed tag-balanced subset of this many prompts (0 = the whole split)")
     e.add_argument("--json", help="also write the numbers to this JSON file")
     e.add_argument("--grid", help="also write a grid PNG of the first samples")
     e.add_argument("--grid-n", type=int, default=64)

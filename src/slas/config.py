@@ -32,11 +32,38 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: float = 0.0  # scale = alpha / rank; 0 = alpha equals the rank (scale 1)
     lora_targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    # Real backbones (flux, sd3, sd; docs/real-models.md). Weights load only from a local diffusers folder;
+    # a missing folder is an error when the model loads, not at config validation.
+    path: str | None = None  # local diffusers folder (model_index.json, transformer/ or unet/, vae/, ...)
+    resolution: int = 0  # image side in pixels; 0 = the backbone's default (FLUX 1024, SD3.5 1024, SD1.x 512)
+    # FLUX.1-dev: the guidance-embedding value (no CFG batch); SD3 / SD1.x: the CFG scale (<= 1: no CFG).
+    # null = the backbone's default (FLUX 3.5 DanceGRPO, SD3 4.5 Flow-GRPO, SD1.x 5.0 DanceGRPO/DDPO)
+    guidance_scale: float | None = None
+    # CFG in training: true = the unconditional branch is detached and runs under no_grad (Flow-GRPO
+    # train_sd3.py:190); false = gradients through both branches (DanceGRPO-SD train_grpo_sd.py:594-678)
+    cfg_detach_uncond: bool = False
+    max_sequence_length: int = 0  # T5 tokens; 0 = the backbone's default (FLUX 512, SD3 256)
+    gradient_checkpointing: bool = False  # recompute the denoiser's activations in backward (memory for time)
+    dtype: str = "bfloat16"  # autocast dtype on a GPU (bfloat16, float16, float32); the CPU always runs float32
+    device: str = "auto"  # "auto" = cuda if available, else cpu; or e.g. "cuda:1"
+    embed_cache: str | None = None  # directory for prompt embeddings on disk (keyed by hash); null = none
+
+
+@dataclass
+class DataConfig:
+    # training prompts: a .txt file (one prompt per line) or .jsonl (one record with a "prompt" field per
+    # line; the record is the reward's metadata, e.g. GenEval's include/exclude); null = the ShapesWorld train split
+    prompts: str | None = None
+    # held-out prompts (same formats), sampled deterministically and scored with the training reward at every
+    # evaluation; null = the ShapesWorld evaluation (verifier, toy backbone only)
+    eval_prompts: str | None = None
 
 
 @dataclass
 class SampleConfig:
-    family: str = "dance"  # "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))), "ode"
+    # "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))) for velocity backbones;
+    # "ddim" (DDIM with eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
+    family: str = "dance"
     steps: int = 10  # T denoising steps per rollout
     eta: float = 0.5  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
     shift: float = 1.0  # sigma time shift (DanceGRPO FLUX: 3)
@@ -96,8 +123,9 @@ class EvalConfig:
     every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
     split: str = "test"  # ShapesWorld split for the held-out evaluation
     images_per_tag: int = 48  # images per tag, cycling over its prompts (the test split is unbalanced); 0 = off
-    n_per_prompt: int = 1  # images per prompt when images_per_tag is 0
-    max_prompts: int = 0  # 0 = the whole split; else a fixed tag-balanced subset of this many prompts
+    n_per_prompt: int = 1  # images per prompt when images_per_tag is 0 (or with data.eval_prompts)
+    # 0 = the whole split; else a fixed tag-balanced subset of this many prompts (data.eval_prompts: the first ones)
+    max_prompts: int = 0
     steps: int = 20  # ODE steps
     grid_prompts: list = field(default_factory=lambda: [
         "a photo of a blue square and a red triangle",
@@ -121,6 +149,7 @@ class RunConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
@@ -263,15 +292,37 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def validate(cfg: Config) -> None:
     """Invariants, each with the reason it must hold."""
     from . import advantages
-    from .samplers import FAMILIES
+    from .policy import ADAPTERS
+    from .samplers import SAMPLER_FAMILIES
 
-    s, t, a, e = cfg.sample, cfg.train, cfg.advantage, cfg.eval
+    s, t, a, e, m = cfg.sample, cfg.train, cfg.advantage, cfg.eval, cfg.model
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise ConfigError(msg)
 
-    need(cfg.model.backbone in ("toy",), f"model.backbone {cfg.model.backbone!r} is not available; known: ['toy']")
+    need(m.backbone in ADAPTERS, f"model.backbone {m.backbone!r} is not available; known: {sorted(ADAPTERS)}")
+    real = m.backbone != "toy"
+    if real:  # the weights themselves are only looked for when the model loads
+        need(bool(m.path), f"model.path must name the local diffusers folder of backbone {m.backbone!r} "
+             "(docs/real-models.md)")
+        need(m.checkpoint is None, f"model.checkpoint is the ShapesWorld model's; backbone {m.backbone!r} loads "
+             "model.path")
+        need(not m.train_text_encoder, f"model.train_text_encoder: backbone {m.backbone!r} keeps its text encoders "
+             "frozen (prompt embeddings are cached, as DanceGRPO / Flow-GRPO precompute them)")
+        need(cfg.data.prompts is not None, f"data.prompts must name a prompt file for backbone {m.backbone!r} "
+             "(ShapesWorld prompts are for the toy backbone)")
+        need(cfg.data.eval_prompts is not None, f"data.eval_prompts must name held-out prompts for backbone "
+             f"{m.backbone!r}: the ShapesWorld verifier only judges ShapesWorld images")
+    need(m.resolution >= 0 and m.max_sequence_length >= 0, "model.resolution and model.max_sequence_length must be "
+         ">= 0 (0 = the backbone's default)")
+    need(m.guidance_scale is None or m.guidance_scale >= 0, "model.guidance_scale must be >= 0 (or null = default)")
+    need(m.dtype in ("bfloat16", "float16", "float32"), f"model.dtype must be bfloat16, float16 or float32, got {m.dtype!r}")
+    need(bool(m.device), "model.device must be 'auto' or a torch device such as 'cuda:0'")
+    need(not (m.backbone == "toy" and m.guidance_scale is not None), "model.guidance_scale: the toy backbone has no "
+         "guidance (leave it null)")
+    need(not (m.cfg_detach_uncond and m.backbone in ("toy", "flux")), f"model.cfg_detach_uncond: backbone "
+         f"{m.backbone!r} has no CFG branch (FLUX.1-dev's guidance is an embedding)")
     need(all(isinstance(x, str) and x for x in cfg.model.trainable),
          "model.trainable must be a list of non-empty parameter-name substrings, e.g. [attn]")
     need(cfg.model.lora_rank >= 0, "model.lora_rank must be >= 0 (0 = full fine-tuning)")
@@ -281,7 +332,16 @@ def validate(cfg: Config) -> None:
          "factors train (choose their modules with model.lora_targets)")
     need(bool(cfg.model.lora_targets) and all(isinstance(x, str) and x for x in cfg.model.lora_targets),
          "model.lora_targets must be a non-empty list of module-name suffixes, e.g. [to_q, to_k, to_v, to_out.0]")
-    need(s.family in FAMILIES, f"sample.family must be one of {FAMILIES}, got {s.family!r}")
+    need(s.family in SAMPLER_FAMILIES, f"sample.family must be one of {SAMPLER_FAMILIES}, got {s.family!r}")
+    epsilon = ADAPTERS[m.backbone][1] == "epsilon"
+    need((s.family == "ddim") == epsilon,
+         f"sample.family {s.family!r} does not fit backbone {m.backbone!r}, which predicts "
+         f"{ADAPTERS[m.backbone][1]}: epsilon backbones sample with 'ddim', velocity ones with a flow family")
+    need(not epsilon or (s.shift == 1.0 and s.noise_pool == 1 and s.eta <= 1),
+         "sample.family 'ddim' takes eta in (0, 1] (1 = DDPM-like, DanceGRPO-SD) and no shift or noise_pool "
+         "(leave them at 1)")
+    need(not (epsilon and t.kl_form == "flow_grpo"), "train.kl_form 'flow_grpo' scales the KL by a flow step's "
+         "|dt|; DDIM has none: use 'analytic'")
     need(s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so GRPO cannot train on it")
     need(s.steps >= 2, "sample.steps must be >= 2: the last step is decoded, at least one more must be trainable")
     need(s.eta > 0, "sample.eta must be > 0: with no noise every rollout of a group is identical (zero advantage)")
@@ -290,8 +350,12 @@ def validate(cfg: Config) -> None:
     need(s.batch_size >= 0, "sample.batch_size must be >= 0 (0 = whole batch)")
     from .toyworld.world import CANVAS
 
-    need(s.noise_pool >= 1 and CANVAS % s.noise_pool == 0,
-         f"sample.noise_pool must be >= 1 and divide the ShapesWorld image side {CANVAS}, got {s.noise_pool}")
+    if not real:
+        need(s.noise_pool >= 1 and CANVAS % s.noise_pool == 0,
+             f"sample.noise_pool must be >= 1 and divide the ShapesWorld image side {CANVAS}, got {s.noise_pool}")
+    else:  # the latent side is resolution / 8 (the sampler checks the actual latent shape)
+        need(s.noise_pool >= 1 and (m.resolution == 0 or (m.resolution // 8) % s.noise_pool == 0),
+             f"sample.noise_pool must be >= 1 and divide the latent side model.resolution / 8, got {s.noise_pool}")
     if s.sde_window:
         w = s.sde_window
         need(len(w) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in w)

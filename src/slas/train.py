@@ -30,23 +30,40 @@ import yaml
 from . import advantages, checkpoint, rewards
 from .config import Config, ConfigError
 from .losses import gaussian_kl, kl_loss, ppo_clip_loss
+from .policy import adapter_class
 from .policy.base import index_cond
-from .samplers import flow_sigmas, flow_step_with_logprob
+from .prompts import load_prompts
+from .samplers import sampler_for
 from .samplers.rollout import rollout
 
 # ----------------------------------------------------------------------------
 # Builders (the only place that maps config names to objects)
 # ----------------------------------------------------------------------------
 
+# prompt embeddings kept in memory (on the CPU) across iterations; FLUX's T5 at 512 tokens is 4-8 MB a prompt
+COND_CACHE_PROMPTS = 1024
+
 
 def build_backbone(cfg: Config):
-    if cfg.model.backbone == "toy":
-        from .policy.toy import ToyBackbone
+    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section."""
+    return adapter_class(cfg.model.backbone).from_config(cfg.model)
 
-        m = cfg.model
-        lora = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank, "targets": m.lora_targets} if m.lora_rank else None
-        return ToyBackbone.from_checkpoint(m.checkpoint, m.train_text_encoder, m.trainable, lora=lora)
-    raise ConfigError(f"unknown backbone {cfg.model.backbone!r}")
+
+def build_sampler(cfg: Config, backbone, steps: int):
+    """The backbone's sampler (flow SDE for velocity, DDIM for epsilon): schedule + the one step function
+    that rollout and re-scoring share."""
+    s = cfg.sample
+    return sampler_for(backbone.prediction, steps, family=s.family, shift=s.shift, reduce=s.reduce,
+                       noise_pool=s.noise_pool, alphas_cumprod=getattr(backbone, "alphas_cumprod", None))
+
+
+def train_prompts(cfg: Config) -> list[dict]:
+    """data.prompts, or the ShapesWorld train split when it is null."""
+    if cfg.data.prompts is None:
+        from .toyworld import split
+
+        return split("train")
+    return load_prompts(cfg.data.prompts)
 
 
 class PromptSampler:
@@ -152,9 +169,11 @@ class MetricsLog:
         import matplotlib.pyplot as plt
 
         panels = [("train/reward_mean", "train reward"), ("eval/gold_accuracy", "held-out strict (gold)"),
-                  ("eval/geneval_accuracy", "held-out GenEval rules"), ("eval/exact_count", "held-out exact count")]
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
-        for ax, (key, title) in zip(axes, panels, strict=False):
+                  ("eval/geneval_accuracy", "held-out GenEval rules"), ("eval/exact_count", "held-out exact count"),
+                  ("eval/reward_mean", "held-out reward (deterministic)")]
+        panels = [(k, title) for k, title in panels if any(k in r for r in self.rows)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+        for ax, (key, title) in zip(axes[0], panels, strict=False):
             pts = [(r["iteration"], r[key]) for r in self.rows if key in r]
             if pts:
                 ax.plot(*zip(*pts, strict=False), marker="o" if key.startswith("eval") else None, ms=3)
@@ -190,6 +209,39 @@ def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
     return out
 
 
+@torch.no_grad()
+def _evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict], encode,
+                     score_fn) -> dict:
+    """Held-out deterministic samples (eta = 0: the ODE / DDIM sampler) of data.eval_prompts with fixed noise,
+    scored with the training reward, and a grid of the first ones."""
+    from PIL import Image
+
+    from .toyworld.evaluate import grid, seeded_noise
+
+    e = cfg.eval
+    metas = [m for m in (entries[: e.max_prompts] if e.max_prompts else entries) for _ in range(e.n_per_prompt)]
+    sampler = build_sampler(cfg, backbone, e.steps)
+    bs = cfg.sample.batch_size or 16  # chunks bound the stored trajectories [B, T+1, ...]
+    images = []
+    for lo in range(0, len(metas), bs):
+        chunk = metas[lo : lo + bs]
+        cond = encode([m["prompt"] for m in chunk])  # [B, ...]
+        noise = seeded_noise(list(range(lo, lo + len(chunk))), backbone.sample_shape).to(backbone.device)
+        ids = torch.arange(len(chunk))
+        ro = rollout(lambda x, t, idx, cond=cond: backbone.predict(x, t, index_cond(cond, idx)), noise, sampler,
+                     eta=0.0, generator=torch.Generator().manual_seed(0), prompt_ids=ids, group_ids=ids)
+        images.append(backbone.decode(ro.x0))
+    images = np.concatenate(images)  # uint8 [M, H, W, 3]
+    scores = score_fn(images, [m["prompt"] for m in metas], metas)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    shown = images[:32]
+    Image.fromarray(grid(shown, ncol=8, scale=2 if shown.shape[1] < 128 else 1)).save(
+        run_dir / "samples" / f"iter_{iteration:06d}.png")
+    out = {"eval/reward_mean": float(np.nanmean(scores["total"]))}
+    out.update({f"eval/reward/{name}": float(np.nanmean(scores[name])) for name in cfg.reward.weights})
+    return out
+
+
 # ----------------------------------------------------------------------------
 # The recipe
 # ----------------------------------------------------------------------------
@@ -197,8 +249,6 @@ def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
 
 def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -> Path:
     from tqdm import tqdm
-
-    from .toyworld import split
 
     run_dir = Path(cfg.run.out_dir)
     if not resume and checkpoint.latest(run_dir) is not None:
@@ -212,16 +262,18 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     random.seed(seed)
 
     backbone = build_backbone(cfg)
-    module = backbone.module
+    module, device = backbone.module, backbone.device
     named = {k: p for k, p in module.named_parameters() if p.requires_grad}
     params = list(named.values())
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema = {k: p.detach().clone() for k, p in named.items()} if t.ema_decay > 0 else None
-    ref = {k: p.detach().clone() for k, p in named.items()} if t.kl_beta > 0 else None
+    # KL reference: the adapter's own (LoRA switched off, no second copy), else a frozen copy of the start
+    ref = {k: p.detach().clone() for k, p in named.items()} if t.kl_beta > 0 and backbone.reference() is None else None
     score_fn = rewards.build(cfg.reward.weights, cfg.reward.batch_size, cfg.reward.options)
-    sampler = PromptSampler(split("train"), seed)
-    sigmas = flow_sigmas(s.steps, s.shift)  # [T+1]
+    sampler = PromptSampler(train_prompts(cfg), seed)
+    eval_entries = load_prompts(cfg.data.eval_prompts) if cfg.data.eval_prompts else None
+    step_fn = build_sampler(cfg, backbone, s.steps)  # schedule + the step shared by rollout and re-scoring
     P, G = t.prompts_per_iter, t.group_size
     N = P * G
     trainable = torch.tensor(cfg.trainable_steps())  # [S] step indices with a log-prob to train
@@ -247,20 +299,31 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         if missing:
             enc = backbone.encode_prompts(missing)
             for i, p in enumerate(missing):
-                cond_cache[p] = {k: v[i : i + 1].detach() for k, v in enc.items()}
-        return {k: torch.cat([cond_cache[p][k] for p in prompts]) for k in cond_cache[prompts[0]]}
+                cond_cache[p] = {k: v[i : i + 1].detach().cpu() for k, v in enc.items()}
+        out = {k: torch.cat([cond_cache[p][k] for p in prompts]).to(device) for k in cond_cache[prompts[0]]}
+        while len(cond_cache) > COND_CACHE_PROMPTS:  # oldest first (dicts keep insertion order)
+            cond_cache.pop(next(iter(cond_cache)))
+        return out
 
     def run_eval(iteration: int) -> dict:
         module.eval()
         with torch.no_grad(), swapped_params(module, ema or {}):
+            if eval_entries is not None:
+                return _evaluate_reward(backbone, cfg, run_dir, iteration, eval_entries, encode, score_fn)
             return _evaluate(backbone, cfg, run_dir, iteration)
+
+    def reference():
+        return backbone.reference() or swapped_params(module, ref)
 
     if start == 0:
         t0 = time.time()
         row = {"iteration": 0, **run_eval(0), "time/eval_s": time.time() - t0}
         metrics.write(row)
-        log(f"iteration 0 (base model): held-out strict {row['eval/gold_accuracy']:.1%}, "
-            f"GenEval rules {row['eval/geneval_accuracy']:.1%}, exact count {row['eval/exact_count']:.1%}")
+        if "eval/gold_accuracy" in row:
+            log(f"iteration 0 (base model): held-out strict {row['eval/gold_accuracy']:.1%}, "
+                f"GenEval rules {row['eval/geneval_accuracy']:.1%}, exact count {row['eval/exact_count']:.1%}")
+        else:
+            log(f"iteration 0 (base model): held-out reward {row['eval/reward_mean']:.4f}")
 
     bar = tqdm(range(start + 1, t.iterations + 1), initial=start, total=t.iterations, desc="train",
                disable=not progress, dynamic_ncols=True)
@@ -281,9 +344,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         else:
             noise = torch.randn(N, *shape, generator=g)
         ro = rollout(
-            lambda x, sig, idx, cond=cond, pid=prompt_ids: backbone.predict(x, sig, index_cond(cond, pid[idx])),
-            noise, sigmas, family=s.family, eta=etas, reduce=s.reduce, generator=g, prompt_ids=prompt_ids,
-            group_ids=group_ids, batch_size=s.batch_size, noise_pool=s.noise_pool,
+            lambda x, tm, idx, cond=cond, pid=prompt_ids: backbone.predict(x, tm, index_cond(cond, pid[idx])),
+            noise.to(device), step_fn, eta=etas, generator=g, prompt_ids=prompt_ids, group_ids=group_ids,
+            batch_size=s.batch_size,
         )
         latents, old_log_probs = ro.latents, ro.log_probs  # [N, T+1, C, H, W], [N, T]
         images = backbone.decode(ro.x0)  # uint8 [N, H, W, 3], kept in memory
@@ -298,8 +361,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
 
         # ---- 3. ADVANTAGE over the global batch -------------------------------
         adv, adv_stats = advantages.compute_with_stats(a.estimator, r, ro.group_ids, adv_clip=a.adv_clip, **a.params)
-        adv = adv.float()  # [N]
-        weight = advantages.finite_mask(r).float()  # [N]: NaN/inf rewards never reach the loss
+        adv = adv.float().to(device)  # [N]
+        weight = advantages.finite_mask(r).float().to(device)  # [N]: NaN/inf rewards never reach the loss
 
         # ---- 4. TRAIN: PPO-clip on K random steps per sample --------------------
         t0 = time.time()
@@ -318,18 +381,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
                 hi = min(lo + t.micro_batch, (u + 1) * per_update)
                 n, ts = n_idx[lo:hi], t_idx[lo:hi]  # [M]
                 x, x_next = latents[n, ts], latents[n, ts + 1]  # [M, C, H, W]
-                sig, sig_next = sigmas[ts], sigmas[ts + 1]  # [M]
+                tm = step_fn.model_time(ts)  # [M] the backbone's time input (sigma, or DDPM timestep)
                 c = index_cond(cond, prompt_ids[n])
-                v = backbone.predict(x, sig, c)
-                out = flow_step_with_logprob(s.family, v, x, sig, sig_next, eta=s.eta, prev_sample=x_next,
-                                             reduce=s.reduce, noise_pool=s.noise_pool)
+                out = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next)
                 loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=weight[n])
-                if ref is not None:
-                    with torch.no_grad(), swapped_params(module, ref):
-                        v_ref = backbone.predict(x, sig, c)
-                        ref_mean = flow_step_with_logprob(s.family, v_ref, x, sig, sig_next, eta=s.eta,
-                                                          prev_sample=x_next, reduce=s.reduce, noise_pool=s.noise_pool).mean
-                    dt = (sig - sig_next) if t.kl_form == "flow_grpo" else None
+                if t.kl_beta > 0:
+                    with torch.no_grad(), reference():
+                        ref_mean = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next).mean
+                    dt = -step_fn.dt(ts).to(device) if t.kl_form == "flow_grpo" else None
                     kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
                     kl_l, kst = kl_loss(kl, t.kl_beta, weight=weight[n])
                     loss = loss + kl_l
@@ -372,7 +431,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             row.update(run_eval(it))
             row["time/eval_s"] = time.time() - t0
         metrics.write(row)
-        if "eval/gold_accuracy" in row:
+        if any(k.startswith("eval/") for k in row):
             metrics.plot(run_dir / "curves.png")
         if last or it % cfg.run.checkpoint_every == 0:
             checkpoint.save(run_dir, it, module, optimizer, scheduler, ema,

@@ -8,29 +8,7 @@ from torch import nn
 
 from ..toyworld import model as toymodel
 from ..toyworld.world import CANVAS
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
-    x = ((x.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def add_lora(unet: nn.Module, rank: int, alpha: float, targets: list[str]) -> None:
-    """Inject peft LoRA factors into ``unet`` and freeze everything else. B starts at 0, so the
-    adapted model is the base model until the first update (the KL reference is that start)."""
-    try:
-        from peft import LoraConfig
-    except ImportError:
-        raise ImportError("model.lora_rank > 0 needs peft: pip install peft") from None
-    names = [n for n, _ in unet.named_modules()]
-    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if missing:
-        raise ValueError(f"model.lora_targets {missing} match no module of the UNet")
-    unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True))
-    for n, p in unet.named_parameters():
-        p.requires_grad_("lora_" in n)
+from .common import add_lora, lora_options, reference, to_uint8
 
 
 class ToyBackbone:
@@ -43,6 +21,7 @@ class ToyBackbone:
 
     prediction = "velocity"
     sample_shape = (3, CANVAS, CANVAS)
+    device = torch.device("cpu")
 
     def __init__(self, model: toymodel.ToyT2I, train_text_encoder: bool = False, trainable: list[str] | None = None,
                  lora: dict | None = None):
@@ -63,6 +42,11 @@ class ToyBackbone:
                         lora: dict | None = None) -> ToyBackbone:
         return cls(toymodel.load(path), train_text_encoder, trainable, lora)
 
+    @classmethod
+    def from_config(cls, m) -> ToyBackbone:
+        """From the ``model`` config section (``slas.train.build_backbone``)."""
+        return cls.from_checkpoint(m.checkpoint, m.train_text_encoder, m.trainable, lora=lora_options(m))
+
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
             return self.model.encode(prompts)
@@ -75,3 +59,7 @@ class ToyBackbone:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def reference(self):
+        """The KL reference without a copy: LoRA switched off; None for full fine-tuning."""
+        return reference(self.model.unet)

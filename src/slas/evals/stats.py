@@ -1,0 +1,100 @@
+"""Confidence intervals for evaluation results: a mean over images, and the difference of two paired evaluations.
+
+Images of one prompt are not independent samples of the benchmark (they share the prompt's difficulty), so both
+intervals treat the *prompt* as the unit of resampling (a cluster), not the image. With one image per prompt this is
+the ordinary i.i.d. interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+__all__ = ["Z95", "mean_ci", "paired_bootstrap"]
+
+Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+
+def mean_ci(values: Sequence[float], clusters: Sequence[Hashable] | None = None, z: float = Z95) -> dict:
+    """Mean of ``values`` with a normal-approximation confidence interval (95% by default).
+
+    With clusters (e.g. the prompt of each image) the standard error is the cluster-robust one of a mean,
+    ``SE^2 = P / (P - 1) * sum_c (S_c - n_c * mean)^2 / N^2`` (``S_c``, ``n_c``: sum and size of cluster c, ``P``
+    clusters, ``N`` values); with equal cluster sizes it is ``sd(cluster means) / sqrt(P)``, and with one value per
+    cluster the usual ``sd / sqrt(N)``. Fewer than two clusters give a NaN interval.
+
+    Returns ``{"mean", "se", "ci95": [lo, hi], "sd", "n", "n_clusters"}`` (``ci95`` holds the ``z`` interval).
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError("values must be a non-empty 1-d sequence of numbers")
+    if not np.isfinite(y).all():
+        raise ValueError(f"values hold {int((~np.isfinite(y)).sum())} NaN or infinite entries")
+    labels = list(range(len(y))) if clusters is None else list(clusters)
+    if len(labels) != len(y):
+        raise ValueError(f"{len(y)} values but {len(labels)} cluster labels")
+    index: dict[Hashable, int] = {}
+    ids = np.array([index.setdefault(c, len(index)) for c in labels])
+    P, N = len(index), len(y)
+    mean = float(y.mean())
+    sums = np.bincount(ids, weights=y, minlength=P)
+    sizes = np.bincount(ids, minlength=P)
+    se = math.sqrt(P / (P - 1) * float(((sums - sizes * mean) ** 2).sum()) / N**2) if P > 1 else math.nan
+    return {"mean": mean, "se": se, "ci95": [mean - z * se, mean + z * se], "sd": float(y.std(ddof=1)) if N > 1 else math.nan,
+            "n": N, "n_clusters": P}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[Hashable],
+                     strata: Sequence[Hashable] | None = None, n_boot: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Paired, stratified cluster bootstrap of ``B - A`` for a score that is a mean of per-stratum means.
+
+    ``a[i]`` and ``b[i]`` score the same image (same prompt and seed) under two models. The score of a model is the
+    unweighted mean over strata (GenEval: tags) of the mean over that stratum's images; without strata, the mean over
+    all images. Each replicate resamples, within every stratum, its clusters (prompts) with replacement and keeps
+    every image of a drawn prompt under both models, so the pairing (and the correlation it removes) is kept. The
+    interval is the percentile interval of the replicates; the seed makes it reproducible.
+
+    Returns ``{"a", "b", "diff", "ci95": [lo, hi], "per_stratum": {s: {"a", "b", "diff", "ci95", "n", "n_clusters"}},
+    "n_boot", "seed", "level"}``; ``ci95`` holds the ``level`` interval.
+    """
+    va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = len(va)
+    if va.shape != (n,) or vb.shape != (n,) or n == 0:
+        raise ValueError(f"a and b must be non-empty 1-d sequences of the same length, got {va.shape} and {vb.shape}")
+    if not (np.isfinite(va).all() and np.isfinite(vb).all()):
+        raise ValueError("a and b must be finite")
+    if len(clusters) != n or (strata is not None and len(strata) != n):
+        raise ValueError(f"{n} pairs but {len(clusters)} cluster labels and {n if strata is None else len(strata)} strata")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"n_boot must be >= 1 and level in (0, 1), got {n_boot}, {level}")
+    strata = ["all"] * n if strata is None else list(strata)
+    rng = np.random.default_rng(seed)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    per: dict[Hashable, dict] = {}
+    reps = []  # per stratum: [n_boot] replicate differences
+    means_a, means_b = [], []
+    for s in dict.fromkeys(strata):  # first-appearance order
+        rows = [i for i in range(n) if strata[i] == s]
+        index: dict[Hashable, int] = {}
+        ids = np.array([index.setdefault(clusters[i], len(index)) for i in rows])
+        P = len(index)
+        sa = np.bincount(ids, weights=va[rows], minlength=P)  # [P] per-cluster sums
+        sb = np.bincount(ids, weights=vb[rows], minlength=P)
+        cnt = np.bincount(ids, minlength=P).astype(np.float64)
+        draw = rng.integers(0, P, size=(n_boot, P))  # [n_boot, P] cluster indices
+        tot = cnt[draw].sum(1)
+        rep = (sb[draw].sum(1) - sa[draw].sum(1)) / tot  # [n_boot]
+        ma, mb = float(sa.sum() / cnt.sum()), float(sb.sum() / cnt.sum())
+        lo, hi = np.percentile(rep, q)
+        per[s] = {"a": ma, "b": mb, "diff": mb - ma, "ci95": [float(lo), float(hi)], "n": len(rows), "n_clusters": P}
+        reps.append(rep)
+        means_a.append(ma)
+        means_b.append(mb)
+    overall = np.mean(reps, axis=0)
+    lo, hi = np.percentile(overall, q)
+    ma, mb = float(np.mean(means_a)), float(np.mean(means_b))
+    return {"a": ma, "b": mb, "diff": mb - ma, "ci95": [float(lo), float(hi)], "per_stratum": per, "n_boot": n_boot,
+            "seed": seed, "level": level}

@@ -1,0 +1,258 @@
+"""What the backbone adapters share: LoRA / full fine-tuning setup, device and precision, the KL reference
+without a second copy, VAE decoding, an on-disk prompt-embedding cache and the diffusers export.
+
+Functions, not a base class: each adapter (toy.py, flux.py, sd3.py, sd.py) stays one readable file behind the
+``Backbone`` protocol and calls what it needs from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# where the weights of each real backbone come from (docs/real-models.md); only used in error messages
+HUB_IDS = {
+    "flux": "black-forest-labs/FLUX.1-dev",
+    "sd3": "stabilityai/stable-diffusion-3.5-medium",
+    "sd": "CompVis/stable-diffusion-v1-4",
+}
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------
+# Loading, device, precision
+# ----------------------------------------------------------------------------
+
+
+def local_dir(backbone: str, path: str | None) -> Path:
+    """The local diffusers folder of ``model.path``; a missing path is an error that says what to do."""
+    if not path:
+        raise ValueError(f"model.path is not set: backbone {backbone!r} loads its weights from a local diffusers folder "
+                         "(docs/real-models.md)")
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        hint = f", e.g. `huggingface-cli download {HUB_IDS[backbone]} --local-dir {p}`" if backbone in HUB_IDS else ""
+        raise FileNotFoundError(f"model.path {str(p)!r} is not a directory: backbone {backbone!r} loads only from a "
+                                f"local diffusers folder (model_index.json, transformer/ or unet/, vae/, ...); "
+                                f"download it first{hint} (docs/real-models.md)")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    """``model.device``: "auto" = the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model.device {name!r} asked for, but torch sees no CUDA device")
+    return dev
+
+
+def compute_dtype(device: torch.device, name: str) -> torch.dtype:
+    """The autocast dtype (``model.dtype``) on a GPU; always float32 on the CPU, which has no fast bf16/fp16 matmul
+    (5-15x slower than fp32, TINY_MODELS.md)."""
+    return _DTYPES[name] if device.type == "cuda" else torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision for the forward passes (DanceGRPO: bf16 autocast over fp32 master weights, ANCHORS_ALGO
+    §1.A.14); a no-op in fp32."""
+    if device.type == "cuda" and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------
+# What trains: LoRA or (a subset of) the full model
+# ----------------------------------------------------------------------------
+
+
+def add_lora(module: nn.Module, rank: int, alpha: float, targets: list[str]) -> None:
+    """Inject peft LoRA factors into ``module`` and freeze everything else. B starts at 0, so the
+    adapted model is the base model until the first update (the KL reference is that start)."""
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise ImportError("model.lora_rank > 0 needs peft: pip install peft") from None
+    names = [n for n, _ in module.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ValueError(f"model.lora_targets {missing} match no module of the {type(module).__name__}")
+    module.requires_grad_(False)
+    module.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True))
+    for n, p in module.named_parameters():
+        p.requires_grad_("lora_" in n)
+
+
+def lora_options(model_cfg) -> dict | None:
+    """``add_lora`` keyword arguments from the ``model`` config section; None for full fine-tuning."""
+    m = model_cfg
+    return {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank, "targets": list(m.lora_targets)} if m.lora_rank else None
+
+
+def setup_denoiser(module: nn.Module, *, lora: dict | None, trainable: list[str], gradient_checkpointing: bool,
+                   device: torch.device, dtype: torch.dtype) -> None:
+    """Make ``module`` (a diffusers transformer or UNet) the trained policy, in place.
+
+    LoRA: base frozen, factors trained; full fine-tuning: every parameter (or those whose name contains one of
+    ``trainable``). Trained parameters stay float32 (the optimizer's master weights); with LoRA on a GPU the
+    frozen base is stored in the autocast ``dtype`` (half the memory; autocast computes in it anyway).
+    """
+    if lora:
+        add_lora(module, **lora)
+    else:
+        module.requires_grad_(not trainable)
+        for name, p in module.named_parameters():
+            if trainable and any(s in name for s in trainable):
+                p.requires_grad_(True)
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError(f"model.trainable {trainable} matches no parameter name of the {type(module).__name__}")
+    if gradient_checkpointing:
+        module.enable_gradient_checkpointing()  # recompute activations in backward (diffusers ModelMixin)
+    module.to(device)
+    for p in module.parameters():
+        p.data = p.data.to(torch.float32 if p.requires_grad or not lora else dtype)
+
+
+def frozen(module: nn.Module | None, device: torch.device, dtype: torch.dtype) -> nn.Module | None:
+    """A frozen component (text encoder, VAE) in eval mode on ``device``, stored in ``dtype``."""
+    if module is None:
+        return None
+    module.to(device)
+    if any(p.dtype != dtype for p in module.parameters()):
+        module.to(dtype)
+    return module.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def adapters_disabled(module: nn.Module):
+    """Run ``module`` with its peft LoRA adapters switched off: the base model, i.e. the KL reference policy,
+    with no second copy of the weights (Flow-GRPO ``disable_adapter()``, train_sd3.py:875-878). Restores the
+    adapters (and their requires_grad) on exit."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
+def has_lora(module: nn.Module) -> bool:
+    return bool(getattr(module, "peft_config", None))
+
+
+def reference(module: nn.Module):
+    """``Backbone.reference()``: a context manager running the KL reference (LoRA off), or None for full
+    fine-tuning, where the recipe keeps a frozen copy of the starting weights instead."""
+    return adapters_disabled(module) if has_lora(module) else None
+
+
+# ----------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def vae_decode(vae, latents: torch.Tensor, dtype: torch.dtype, batch_size: int = 4) -> np.ndarray:
+    """Latents [N, C, h, w] in the denoiser's space -> uint8 [N, H, W, 3]: undo the VAE's scaling and shift
+    (``latents / scaling_factor + shift_factor``, as the diffusers pipelines do) and decode in chunks (the VAE
+    decoder's activations at 1024 px are the largest tensors of a rollout)."""
+    cfg = vae.config
+    shift = cfg.shift_factor if getattr(cfg, "shift_factor", None) is not None else 0.0
+    out = []
+    for lo in range(0, latents.shape[0], batch_size):
+        z = latents[lo : lo + batch_size].to(vae.device) / cfg.scaling_factor + shift
+        with autocast(vae.device, dtype):
+            out.append(to_uint8(vae.decode(z.to(vae.dtype), return_dict=False)[0]))
+    return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------
+# Prompt embeddings on disk
+# ----------------------------------------------------------------------------
+
+
+class EmbedCache:
+    """Prompt embeddings on disk, one safetensors file per prompt, named by sha256 of the encoder's identity and
+    the prompt. DanceGRPO precomputes FLUX's T5/CLIP embeddings for its whole prompt file before training
+    (preprocess_flux_embedding.py:93-124, ANCHORS_ALGO §1.A.1); here the cache fills in on first use, so the text
+    encoders run once per prompt across runs. ``identity`` must change whenever the embeddings would (model path,
+    sequence length, ...). Files are written atomically (temporary name, then rename)."""
+
+    def __init__(self, root: str | Path, identity: dict):
+        self.root = Path(root).expanduser()
+        self.identity = json.dumps(identity, sort_keys=True)
+
+    def path(self, prompt: str) -> Path:
+        key = hashlib.sha256(f"{self.identity}\0{prompt}".encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def __call__(self, prompts: list[str], encode: Callable[[list[str]], dict[str, torch.Tensor]],
+                 device: torch.device) -> dict[str, torch.Tensor]:
+        """``encode``'s output for ``prompts`` ([N, ...] per key), computing only prompts not on disk yet."""
+        from safetensors.torch import load_file, save_file
+
+        uniq = list(dict.fromkeys(prompts))
+        missing = [p for p in uniq if not self.path(p).is_file()]
+        if missing:
+            enc = encode(missing)
+            for i, p in enumerate(missing):
+                f = self.path(p)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_suffix(f".tmp{os.getpid()}")
+                save_file({k: v[i].detach().contiguous().cpu() for k, v in enc.items()}, str(tmp))
+                os.replace(tmp, f)
+        loaded = {p: load_file(str(self.path(p))) for p in uniq}
+        keys = loaded[uniq[0]].keys()
+        return {k: torch.stack([loaded[p][k] for p in prompts]).to(device) for k in keys}
+
+
+# ----------------------------------------------------------------------------
+# Export for stock diffusers pipelines
+# ----------------------------------------------------------------------------
+
+
+def export(module: nn.Module, out: str | Path, *, pipeline_cls, lora_arg: str, subfolder: str,
+           info: dict) -> list[Path]:
+    """Write what a stock diffusers pipeline loads: for LoRA runs ``pytorch_lora_weights.safetensors`` (with the
+    LoraConfig as adapter metadata, so a lora_alpha != rank loads with the right scale) for
+    ``pipeline.load_lora_weights(out)``; for full fine-tuning ``out/<subfolder>/`` by ``save_pretrained`` (load
+    it with ``<Model>.from_pretrained(out, subfolder=...)`` and pass it to the pipeline). ``info`` goes to
+    ``out/slas_export.json``. Returns the written paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if has_lora(module):
+        from peft.utils import get_peft_model_state_dict
+
+        layers = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(module).items()}
+        meta = module.peft_config["default"].to_dict()
+        pipeline_cls.save_lora_weights(out, **{f"{lora_arg}_lora_layers": layers,
+                                               f"{lora_arg}_lora_adapter_metadata": meta})
+        written = [out / "pytorch_lora_weights.safetensors"]
+        kind = "lora"
+    else:
+        module.save_pretrained(out / subfolder)
+        written = [out / subfolder]
+        kind = "full"
+    (out / "slas_export.json").write_text(json.dumps(dict(info, kind=kind, pipeline=pipeline_cls.__name__,
+                                                          subfolder=subfolder), indent=2) + "\n")
+    return [*written, out / "slas_export.json"]

@@ -1,0 +1,135 @@
+"""Stable Diffusion 1.x adapter: an epsilon-prediction UNet (diffusers ``UNet2DConditionModel``) with
+classifier-free guidance, sampled with DDIM-eta (DanceGRPO's SD1.4 path, DDPO-derived, ANCHORS_ALGO §1.B).
+
+- Text: CLIP-L's last hidden states [N, 77, 768], as ``StableDiffusionPipeline.encode_prompt`` (diffusers 0.42;
+  no clip skip; the attention mask only when the text encoder's config asks for it).
+- Time input: the DDPM timestep of the DDIM schedule (``slas.samplers.ddim_alphas``: leading spacing with
+  steps_offset 1, SD1.x's scheduler config); the schedule's alpha-bars come from the folder's scheduler betas,
+  read into a ``DDIMScheduler`` as DanceGRPO does (train_grpo_sd.py:140).
+- CFG with an empty negative prompt (DanceGRPO-SD: 5.0, both branches with gradients, train_grpo_sd.py:594-678);
+  ``cfg_detach_uncond`` runs the unconditional branch under ``no_grad`` as its own forward (see sd3.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import common
+
+DEFAULT_GUIDANCE = 5.0  # DanceGRPO config_sd/base.py (sample.guidance_scale), DDPO config/base.py
+
+
+class SDBackbone:
+    """``Backbone`` over diffusers SD1.x components (a local folder via ``from_config``, or the components)."""
+
+    prediction = "epsilon"
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, *, resolution: int | None = None,
+                 guidance_scale: float | None = None, cfg_detach_uncond: bool = False, lora: dict | None = None,
+                 trainable: list[str] | None = None, gradient_checkpointing: bool = False, device: str = "auto",
+                 dtype: str = "bfloat16", embed_cache: str | None = None, identity: dict | None = None):
+        pred = scheduler.config.get("prediction_type", "epsilon")
+        if pred != "epsilon":
+            raise ValueError(f"the scheduler config says prediction_type {pred!r}; the SD1.x adapter and its DDIM "
+                             "sampler need epsilon prediction (SD 2.x 768-v models predict v)")
+        self.device = common.resolve_device(device)
+        self.dtype = common.compute_dtype(self.device, dtype)
+        vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        resolution = resolution or unet.config.sample_size * vae_scale  # SD1.4: 64 x 8 = 512
+        if resolution % vae_scale:
+            raise ValueError(f"model.resolution {resolution} must be a multiple of the VAE downsampling {vae_scale}")
+        self.sample_shape = (unet.config.in_channels, resolution // vae_scale, resolution // vae_scale)
+        self.alphas_cumprod = scheduler.alphas_cumprod.float()  # [L] the DDIM schedule (sampler_for)
+        self.guidance = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
+        self.cfg_detach_uncond = cfg_detach_uncond
+        common.setup_denoiser(unet, lora=lora, trainable=list(trainable or []),
+                              gradient_checkpointing=gradient_checkpointing, device=self.device, dtype=self.dtype)
+        self.unet = self.module = unet
+        self.vae = common.frozen(vae, self.device, self.dtype)
+        self.text_encoder = common.frozen(text_encoder, self.device, self.dtype)
+        self.tokenizer = tokenizer
+        self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="sd", dtype=str(self.dtype))
+                                       ) if embed_cache else None
+        self._negative: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def from_config(cls, m) -> SDBackbone:
+        """From the ``model`` config section: components from the local diffusers folder ``model.path``."""
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        path = common.local_dir("sd", m.path)
+        device = common.resolve_device(m.device)
+        base_dtype = common.compute_dtype(device, m.dtype) if m.lora_rank else torch.float32
+        return cls(
+            UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=base_dtype, local_files_only=True),
+            AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True),
+            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
+            AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
+            DDIMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True),
+            resolution=m.resolution or None, guidance_scale=m.guidance_scale, cfg_detach_uncond=m.cfg_detach_uncond,
+            lora=common.lora_options(m), trainable=m.trainable, gradient_checkpointing=m.gradient_checkpointing,
+            device=m.device, dtype=m.dtype, embed_cache=m.embed_cache, identity={"path": str(path.resolve())},
+        )
+
+    # ---- Backbone protocol --------------------------------------------------------------------------
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """{"prompt_embeds": [N, 77, 768]} in the compute dtype."""
+        if self.cache is not None:
+            return self.cache(prompts, self._encode, self.device)
+        return self._encode(prompts)
+
+    @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt")
+        mask = tok.attention_mask.to(self.device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        with common.autocast(self.device, self.dtype):
+            emb = self.text_encoder(tok.input_ids.to(self.device), attention_mask=mask)[0]  # [N, 77, 768]
+        return {"prompt_embeds": emb.to(self.dtype)}
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        with common.autocast(self.device, self.dtype):
+            out = self.unet(x, t, encoder_hidden_states=cond["prompt_embeds"], return_dict=False)[0]
+        return out.float()
+
+    def negative(self, n: int) -> dict[str, torch.Tensor]:
+        """Conditioning of the empty negative prompt, [n, ...] (encoded once)."""
+        if self._negative is None:
+            self._negative = self._encode([""])
+        return {k: v.expand(n, *v.shape[1:]) for k, v in self._negative.items()}
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Epsilon [N, C, h, w] fp32 at latents x [N, C, h, w] and DDPM timesteps t [N], after CFG."""
+        N = x.shape[0]
+        x, t = x.to(self.device), t.to(self.device)
+        if self.guidance <= 1:
+            return self._forward(x, t, cond)
+        uncond = self.negative(N)
+        if self.cfg_detach_uncond:
+            with torch.no_grad():
+                e_u = self._forward(x, t, uncond)
+            e_c = self._forward(x, t, cond)
+        else:
+            both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+            e_u, e_c = self._forward(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)  # [N, ...] each
+        return e_u + self.guidance * (e_c - e_u)
+
+    def decode(self, x0: torch.Tensor) -> np.ndarray:
+        return common.vae_decode(self.vae, x0, self.dtype)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
+    def reference(self):
+        return common.reference(self.unet)
+
+    def export(self, out, info: dict):
+        """A diffusers LoRA for ``StableDiffusionPipeline.load_lora_weights(out)``, or a full ``out/unet/``."""
+        from diffusers import StableDiffusionPipeline
+
+        return common.export(self.unet, out, pipeline_cls=StableDiffusionPipeline, lora_arg="unet", subfolder="unet",
+                             info=info)

@@ -1,0 +1,165 @@
+"""Stable Diffusion 3 / 3.5 adapter: an MMDiT rectified-flow transformer (diffusers ``SD3Transformer2DModel``)
+with classifier-free guidance, sampled with the flow SDEs of ``slas.samplers`` (Flow-GRPO's SD3.5-M path,
+ANCHORS_ALGO §1.C).
+
+- Text: three encoders, as ``StableDiffusion3Pipeline.encode_prompt`` (diffusers 0.42): CLIP-L and CLIP-G
+  penultimate hidden states concatenated on channels [N, 77, 768 + 1280] and zero-padded to T5's width, then
+  T5-XXL's hidden states appended on the sequence axis -> ``prompt_embeds`` [N, 77 + L, 4096]; the two CLIP
+  projections concatenated -> ``pooled_prompt_embeds`` [N, 2048]. Without T5 (``text_encoder_3`` None) its part is
+  zeros, as the pipeline does.
+- Time input: the pipeline's timestep, sigma * 1000.
+- CFG with an empty negative prompt, in rollout and in training (Flow-GRPO train_sd3.py:180-215, guidance 4.5):
+  ``v = v_u + w (v_c - v_u)``. ``cfg_detach_uncond`` (Flow-GRPO: ``noise_pred_uncond.detach()``, train_sd3.py:190)
+  runs the unconditional branch as its own forward under ``no_grad`` (no activations kept for it), in rollout too,
+  so both passes compute the same batches and re-scoring still gives ratio 1; otherwise one forward on the
+  concatenated [uncond; cond] batch with gradients through both (DanceGRPO-SD, ANCHORS_ALGO §1.B.6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import common
+
+DEFAULT_GUIDANCE = 4.5  # Flow-GRPO config/grpo.py (all SD3.5-M recipes, ANCHORS_ALGO §2.3)
+DEFAULT_MAX_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default (Flow-GRPO uses 128)
+
+
+class SD3Backbone:
+    """``Backbone`` over diffusers SD3 components (a local folder via ``from_config``, or the components)."""
+
+    prediction = "velocity"
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3=None,
+                 tokenizer_3=None, *, resolution: int | None = None, guidance_scale: float | None = None,
+                 cfg_detach_uncond: bool = False, max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
+                 lora: dict | None = None, trainable: list[str] | None = None, gradient_checkpointing: bool = False,
+                 device: str = "auto", dtype: str = "bfloat16", embed_cache: str | None = None,
+                 identity: dict | None = None):
+        self.device = common.resolve_device(device)
+        self.dtype = common.compute_dtype(self.device, dtype)
+        vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        patch = transformer.config.patch_size
+        resolution = resolution or transformer.config.sample_size * vae_scale  # SD3.5-M: 128 x 8 = 1024
+        if resolution % (vae_scale * patch):
+            raise ValueError(f"model.resolution {resolution} must be a multiple of {vae_scale * patch} for SD3 "
+                             f"(VAE downsampling {vae_scale} x patch size {patch})")
+        self.sample_shape = (transformer.config.in_channels, resolution // vae_scale, resolution // vae_scale)
+        self.guidance = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
+        self.cfg_detach_uncond = cfg_detach_uncond
+        common.setup_denoiser(transformer, lora=lora, trainable=list(trainable or []),
+                              gradient_checkpointing=gradient_checkpointing, device=self.device, dtype=self.dtype)
+        self.transformer = self.module = transformer
+        self.vae = common.frozen(vae, self.device, self.dtype)
+        self.text_encoders = [common.frozen(e, self.device, self.dtype) for e in (text_encoder, text_encoder_2)]
+        self.text_encoder_3 = common.frozen(text_encoder_3, self.device, self.dtype)
+        self.tokenizers = [tokenizer, tokenizer_2]
+        self.tokenizer_3 = tokenizer_3
+        self.max_sequence_length = max_sequence_length
+        self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="sd3", dtype=str(self.dtype),
+                                                         max_sequence_length=max_sequence_length)) if embed_cache else None
+        self._negative: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def from_config(cls, m) -> SD3Backbone:
+        """From the ``model`` config section: components from the local diffusers folder ``model.path`` (a folder
+        without ``text_encoder_3/`` runs without T5, as diffusers allows)."""
+        from diffusers import AutoencoderKL, SD3Transformer2DModel
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+        path = common.local_dir("sd3", m.path)
+        device = common.resolve_device(m.device)
+        base_dtype = common.compute_dtype(device, m.dtype) if m.lora_rank else torch.float32
+        has_t5 = (path / "text_encoder_3").is_dir()
+        return cls(
+            SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=base_dtype,
+                                                  local_files_only=True),
+            AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True),
+            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
+            AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
+            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", local_files_only=True),
+            AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
+            T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", local_files_only=True) if has_t5 else None,
+            AutoTokenizer.from_pretrained(path, subfolder="tokenizer_3", local_files_only=True) if has_t5 else None,
+            resolution=m.resolution or None, guidance_scale=m.guidance_scale, cfg_detach_uncond=m.cfg_detach_uncond,
+            max_sequence_length=m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH, lora=common.lora_options(m),
+            trainable=m.trainable, gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
+            embed_cache=m.embed_cache, identity={"path": str(path.resolve())},
+        )
+
+    # ---- Backbone protocol --------------------------------------------------------------------------
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """{"prompt_embeds": [N, 77 + L, D_T5], "pooled_prompt_embeds": [N, 2 x D_proj]} in the compute dtype."""
+        if self.cache is not None:
+            return self.cache(prompts, self._encode, self.device)
+        return self._encode(prompts)
+
+    @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        hidden, pooled = [], []
+        with common.autocast(self.device, self.dtype):
+            for tok, enc in zip(self.tokenizers, self.text_encoders, strict=True):
+                ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                          return_tensors="pt").input_ids  # [N, 77]
+                out = enc(ids.to(self.device), output_hidden_states=True)
+                pooled.append(out[0])  # [N, D_proj] text_embeds
+                hidden.append(out.hidden_states[-2])  # [N, 77, D_i] penultimate layer (clip_skip None)
+            clip = torch.cat(hidden, dim=-1)  # [N, 77, D_1 + D_2]
+            D = self.transformer.config.joint_attention_dim
+            if self.text_encoder_3 is None:
+                t5 = torch.zeros(len(prompts), self.max_sequence_length, D, device=self.device, dtype=clip.dtype)
+            else:
+                ids = self.tokenizer_3(prompts, padding="max_length", max_length=self.max_sequence_length,
+                                       truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
+                t5 = self.text_encoder_3(ids.to(self.device))[0]  # [N, L, D]
+            clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))  # [N, 77, D]
+        return {"prompt_embeds": torch.cat([clip, t5.to(clip.dtype)], dim=-2).to(self.dtype),
+                "pooled_prompt_embeds": torch.cat(pooled, dim=-1).to(self.dtype)}
+
+    def _forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        with common.autocast(self.device, self.dtype):
+            out = self.transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=cond["prompt_embeds"],
+                                   pooled_projections=cond["pooled_prompt_embeds"], return_dict=False)[0]
+        return out.float()
+
+    def negative(self, n: int) -> dict[str, torch.Tensor]:
+        """Conditioning of the empty negative prompt, [n, ...] (encoded once)."""
+        if self._negative is None:
+            self._negative = self._encode([""])
+        return {k: v.expand(n, *v.shape[1:]) for k, v in self._negative.items()}
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Velocity [N, C, h, w] fp32 at latents x [N, C, h, w] and sigma [N], after CFG."""
+        N = x.shape[0]
+        x, sigma = x.to(self.device), sigma.to(self.device, torch.float32)
+        if self.guidance <= 1:
+            return self._forward(x, sigma, cond)
+        uncond = self.negative(N)
+        if self.cfg_detach_uncond:
+            with torch.no_grad():
+                v_u = self._forward(x, sigma, uncond)
+            v_c = self._forward(x, sigma, cond)
+        else:
+            both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+            v_u, v_c = self._forward(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)  # [N, ...] each
+        return v_u + self.guidance * (v_c - v_u)
+
+    def decode(self, x0: torch.Tensor) -> np.ndarray:
+        return common.vae_decode(self.vae, x0, self.dtype)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    def reference(self):
+        return common.reference(self.transformer)
+
+    def export(self, out, info: dict):
+        """A diffusers LoRA for ``StableDiffusion3Pipeline.load_lora_weights(out)``, or a full ``out/transformer/``."""
+        from diffusers import StableDiffusion3Pipeline
+
+        return common.export(self.transformer, out, pipeline_cls=StableDiffusion3Pipeline, lora_arg="transformer",
+                             subfolder="transformer", info=info)
