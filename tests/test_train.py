@@ -48,8 +48,9 @@ def tiny_overrides(ckpt, out, **extra):
         "train.lr": 1e-3, "train.clip_range": 0.2,
         "eval.every": 1, "eval.max_prompts": 6, "eval.images_per_tag": 2, "eval.steps": 2,
         "run.checkpoint_every": 1, "run.keep_checkpoints": 10,
+        "sample.sde_window": "[]",  # every step stochastic: the tests below read all T log-probs
     } | extra
-    return [f"{k}={v}" for k, v in ov.items()]
+    return [f"{k}={v}" for k, v in ov.items() if v is not None]  # None: keep the config's value
 
 
 def test_shipped_configs_exist_and_validate():
@@ -104,7 +105,7 @@ def test_config_file_errors(tmp_path):
 
 
 def test_derived_totals():
-    d = load_config(None, ["train.prompts_per_iter=4", "train.group_size=6", "sample.steps=11",
+    d = load_config(None, ["train.prompts_per_iter=4", "train.group_size=6", "sample.steps=11", "sample.sde_window=[]",
                            "train.timestep_fraction=0.6", "train.updates_per_iter=3"]).derived()
     assert d["samples_per_iter"] == 24 and d["trained_steps_per_sample"] == 6  # int(10 * 0.6)
     assert d["pairs_per_iter"] == 144 and d["pairs_per_update"] == 48
@@ -137,7 +138,8 @@ def _rows(run):
 
 @pytest.mark.parametrize("config", TOY_CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_trains_two_iterations(config, tiny_ckpt, tmp_path):
-    cfg = load_config(config, tiny_overrides(tiny_ckpt, tmp_path / "run"))
+    # 4 steps keep the shipped SDE window [2, 3] valid (it must not hold only the last step)
+    cfg = load_config(config, tiny_overrides(tiny_ckpt, tmp_path / "run", **{"sample.steps": 4, "sample.sde_window": None}))
     before = load_file(str(tiny_ckpt / "model.safetensors"))
     run = train(cfg, progress=False, log=lambda s: None)
     rows = _rows(run)
@@ -243,7 +245,7 @@ def test_engine_raises_an_easy_reward(tiny_ckpt, tmp_path):
 def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(tiny_ckpt):
     """Steps outside sample.sde_window are deterministic ODE steps with log-prob 0; inside, the
     stored transitions re-score to ratio 1 (Flow-GRPO-Fast / MixGRPO windows)."""
-    cfg = load_config(None, ["sample.steps=5", "sample.sde_window=[1,3]", "sample.eta=0.7"])
+    cfg = load_config(None, ["sample.steps=5", "sample.sde_window=[1,3]", "sample.eta=0.7", "train.timestep_fraction=0.6"])
     assert cfg.step_etas() == [0.0, 0.7, 0.7, 0.0, 0.0] and cfg.trainable_steps() == [1, 2]
     assert cfg.derived()["trained_steps_per_sample"] == 1  # int(2 * 0.6)
     bb = ToyBackbone.from_checkpoint(tiny_ckpt)

@@ -65,7 +65,7 @@ class SampleConfig:
     # "ddim" (DDIM with eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
     family: str = "dance"
     steps: int = 10  # T denoising steps per rollout
-    eta: float = 0.5  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
+    eta: float = 1.0  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
     shift: float = 1.0  # sigma time shift (DanceGRPO FLUX: 3)
     reduce: str = "mean"  # log-prob reduction over dims: "mean" (DanceGRPO parity) or "sum"
     same_noise_in_group: bool = True  # share the initial noise within a group (never across groups)
@@ -73,7 +73,7 @@ class SampleConfig:
     # [start, end) step indices that are stochastic and trained; the other steps are deterministic ODE
     # steps, so a group's spread comes only from the window's noise (Flow-GRPO-Fast / MixGRPO,
     # arXiv 2507.21802). Empty = every step is an SDE step (DanceGRPO, Flow-GRPO).
-    sde_window: list = field(default_factory=list)
+    sde_window: list = field(default_factory=lambda: [2, 3])
     # f x f block-constant step noise (low-frequency exploration, a slas extension; 1 = DanceGRPO/Flow-GRPO)
     noise_pool: int = 1
 
@@ -99,10 +99,10 @@ class RewardConfig:
 
 @dataclass
 class TrainConfig:
-    iterations: int = 60  # GRPO iterations (rollout + update)
-    prompts_per_iter: int = 8  # P distinct prompts per iteration
+    iterations: int = 48  # GRPO iterations (rollout + update)
+    prompts_per_iter: int = 16  # P distinct prompts per iteration
     group_size: int = 8  # G samples per prompt; N = P * G
-    timestep_fraction: float = 0.6  # fraction of trainable steps used per sample (random per sample)
+    timestep_fraction: float = 1.0  # fraction of trainable steps used per sample (random per sample)
     train_last_step: bool = False  # DanceGRPO never trains the last transition (the image is x0_hat before it)
     updates_per_iter: int = 2  # optimizer steps per iteration (gradient accumulation chunks)
     micro_batch: int = 64  # (sample, timestep) pairs per forward/backward
@@ -112,7 +112,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     lr_schedule: str = "constant"  # "constant" or "cosine" (to 10%), after warmup
     warmup_iters: int = 0
-    clip_range: float = 1e-4  # PPO clip on the ratio (mean-over-D log-probs, ANCHORS §6.1)
+    clip_range: float = 1e-3  # PPO clip on the ratio (mean-over-D log-probs, ANCHORS §6.1)
     kl_beta: float = 0.0  # KL-to-reference weight; 0 = no reference model (DanceGRPO)
     kl_form: str = "analytic"  # "analytic" Gaussian KL or "flow_grpo" (= |dt| x analytic)
     ema_decay: float = 0.0  # 0 = off; EMA weights are used for evaluation when on
@@ -120,7 +120,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
+    every: int = 16  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
     split: str = "test"  # ShapesWorld split for the held-out evaluation
     images_per_tag: int = 48  # images per tag, cycling over its prompts (the test split is unbalanced); 0 = off
     n_per_prompt: int = 1  # images per prompt when images_per_tag is 0 (or with data.eval_prompts)
@@ -133,6 +133,20 @@ class EvalConfig:
         "a photo of a white circle",
         "a photo of a triangle left of a square",
     ])
+
+
+@dataclass
+class MonitorConfig:
+    # the reward-hacking monitor (slas.evals.monitor, docs/hacking.md) at every ShapesWorld evaluation: the training
+    # reward against the strict verifier on in-domain and held-out prompts, diversity, image statistics, the
+    # hacking gap. It does not run with data.eval_prompts (no verifier for those images).
+    enabled: bool = True
+    prompts: int = 8  # in-domain prompts: a fixed tag-balanced subset of the train split
+    group: int = 4  # fixed seeds per in-domain prompt (diversity within a group needs >= 2)
+    # stop the run when the in-domain gold score has fallen, and the proxy risen, at each of the last
+    # `patience` evaluations (checkpointed at the stopping iteration; run dir gets early_stop.json)
+    early_stop: bool = False
+    patience: int = 3
 
 
 @dataclass
@@ -155,6 +169,7 @@ class Config:
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
@@ -284,6 +299,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p} is not valid YAML: {e}") from None
     data = _merge(data, parse_overrides(overrides or []))
     # `params` and `weights` are free-form dicts: overrides merge into them
+    return from_dict(data)
+
+
+def from_dict(data: dict) -> Config:
+    """Validate a nested mapping (the YAML's structure, e.g. ``Config.to_dict()`` edited) and return a Config."""
     cfg = _build(Config, data, "")
     validate(cfg)
     return cfg
@@ -410,6 +430,13 @@ def validate(cfg: Config) -> None:
     need(e.n_per_prompt >= 1 and e.steps >= 1, "eval.n_per_prompt and eval.steps must be >= 1")
     need(e.max_prompts >= 0, "eval.max_prompts must be >= 0 (0 = whole split)")
     need(e.images_per_tag >= 0, "eval.images_per_tag must be >= 0 (0 = use eval.n_per_prompt)")
+    mon = cfg.monitor
+    need(mon.prompts >= 1, "monitor.prompts must be >= 1")
+    need(mon.group >= 2, "monitor.group must be >= 2: diversity is measured between images of the same prompt")
+    need(mon.patience >= 1, "monitor.patience must be >= 1 (evaluations in a row)")
+    need(not mon.early_stop or (mon.enabled and cfg.data.eval_prompts is None),
+         "monitor.early_stop needs monitor.enabled and the ShapesWorld evaluation (data.eval_prompts null): it "
+         "stops on the verifier's gold score")
     need(cfg.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1")
     need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1 (resume needs one)")
     need(cfg.run.wandb_mode in ("offline", "online", "disabled"), "run.wandb_mode must be offline/online/disabled")
