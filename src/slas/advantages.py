@@ -146,6 +146,13 @@ def _options(name: str) -> dict[str, object]:
     return {p.name: p.default for p in params}
 
 
+def options(name: str) -> dict[str, object]:
+    """Option name -> default of estimator ``name`` (what an empty ``advantage.params`` means)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown advantage estimator {name!r}; registered: {', '.join(available())}")
+    return _options(name)
+
+
 def _is_real(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 

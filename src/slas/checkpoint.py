@@ -13,6 +13,16 @@ that changes future updates (STYLE.md habit 8):
 
 It is written to a temporary directory and renamed into place, so a kill at
 any moment leaves either the previous or the new checkpoint, never half of one.
+
+Many processes (slas.distributed): with DDP every rank holds the same weights and
+optimizer state, so rank 0 alone writes the files above and any number of
+processes (one included) can resume from them. With FSDP2 (``dist.strategy:
+fsdp``) the weights, optimizer state and EMA are sharded: every rank writes its
+shards with ``torch.distributed.checkpoint`` into ``dcp/`` (``optim.pt`` then
+holds only the LR schedule), and rank 0 also writes the consolidated
+``model.safetensors`` / ``ema.safetensors`` that ``slas export`` and the
+evaluation harness read. DCP reshards on load, so a sharded checkpoint resumes
+under another number of processes, or in one process.
 """
 
 from __future__ import annotations
@@ -32,18 +42,33 @@ def _tensors(state: dict) -> dict[str, torch.Tensor]:
 
 
 def save(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, scheduler, ema: dict | None,
-         state: dict, keep: int = 2) -> Path:
+         state: dict, keep: int = 2, world=None, sharded: bool = False) -> Path | None:
+    """Write checkpoint ``iteration``; returns its directory (None on ranks other than 0). ``world``
+    (slas.distributed.World) and ``sharded`` (FSDP2) for many processes: then every rank must call it."""
+    main = world is None or world.is_main
+    if not sharded and not main:
+        return None  # DDP: rank 0's weights and optimizer state are every rank's
     ckpt_root = Path(run_dir) / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"iter_{iteration:06d}"
     tmp = ckpt_root / f".tmp_iter_{iteration:06d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_tensors(module.state_dict()), str(tmp / "model.safetensors"))
-    if ema is not None:
-        save_file(_tensors(ema), str(tmp / "ema.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    if main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if sharded:
+        world.barrier()  # the directory exists before any rank writes into it
+        model_state, ema_state = _save_shards(tmp / "dcp", module, optimizer, ema)
+        if not main:
+            world.barrier()
+            return None
+        torch.save({"scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    else:
+        model_state, ema_state = module.state_dict(), ema
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    save_file(_tensors(model_state), str(tmp / "model.safetensors"))
+    if ema_state is not None:
+        save_file(_tensors(ema_state), str(tmp / "ema.safetensors"))
     save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     py_state = random.getstate()
     full_state = dict(state, iteration=iteration, python_rng=[py_state[0], list(py_state[1]), py_state[2]])
@@ -53,7 +78,22 @@ def save(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, sche
     os.replace(tmp, final)
     for old in sorted(ckpt_root.glob("iter_*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    if sharded:
+        world.barrier()  # no rank runs ahead of a checkpoint that is not in place yet
     return final
+
+
+def _save_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None) -> tuple[dict, dict | None]:
+    """Every rank writes its shards of the weights, the optimizer state and the EMA (DCP); returns the consolidated
+    weights and EMA on rank 0 (empty elsewhere), for the safetensors files."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd, "ema": ema or {}}, checkpoint_id=str(path))
+    full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    full_ema = None if ema is None else {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in ema.items()}
+    return full, full_ema
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -62,18 +102,36 @@ def latest(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None) -> dict:
-    """Restore everything in place; returns the JSON state (with ``iteration``)."""
-    module.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    if ema is not None:
-        saved = load_file(str(ckpt / "ema.safetensors"))
-        for k in ema:
-            ema[k].copy_(saved[k])
+def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None, sharded: bool = False) -> dict:
+    """Restore everything in place; returns the JSON state (with ``iteration``). A checkpoint with ``dcp/`` shards
+    (FSDP2) loads into any layout, resharded to this run's processes; one without (one process, DDP) loads into an
+    unsharded module only (``sharded`` False)."""
     opt = torch.load(ckpt / "optim.pt", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
+    if (ckpt / "dcp").is_dir():
+        _load_shards(ckpt / "dcp", module, optimizer, ema)
+    elif sharded:
+        raise ValueError(f"{ckpt} was written by an unsharded run (one process or dist.strategy ddp); resume it with "
+                         "dist.strategy ddp (any number of processes)")
+    else:
+        module.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        if ema is not None:
+            saved = load_file(str(ckpt / "ema.safetensors"))
+            for k in ema:
+                ema[k].copy_(saved[k])
+        optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
     state = json.loads((ckpt / "state.json").read_text())
     v, internal, gauss = state.pop("python_rng")
     random.setstate((v, tuple(internal), gauss))
     return state
+
+
+def _load_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)  # initialises an empty optimizer state to load into
+    target = {"model": model_sd, "optim": optim_sd, "ema": ema or {}}
+    dcp.load(target, checkpoint_id=str(path))  # in place, into this run's shards (DTensors) or plain tensors
+    set_state_dict(module, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])

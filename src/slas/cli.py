@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,28 @@ def cmd_train(args) -> None:
     train(cfg, resume=bool(args.resume), progress=not args.no_progress)
 
 
+def cmd_compare(args) -> None:
+    """`slas compare`: methods x seeds (x sweep values) as separate training processes; results with 95% CIs."""
+    from .compare import compare, parse_seeds, parse_sweep
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise CLIError("--methods must name at least one estimator, e.g. --methods slas,grpo")
+    command = "slas " + " ".join(shlex.quote(a) for a in args.argv)
+    res = compare(args.config, methods, parse_seeds(args.seeds), args.out, [parse_sweep(s) for s in args.sweep or []],
+                  args.overrides, jobs=args.jobs, threads=args.threads, gold_target=args.gold_target, command=command)
+    print(Path(args.out, "summary.md").read_text())
+    if res.failed:
+        raise CLIError(f"{len(res.failed)} run(s) did not finish: {', '.join(res.failed)} (logs in {args.out}/logs/); "
+                       "run the same command again to resume them")
+
+
+def cmd_pref(args) -> None:
+    from .rewards.pref_train import train_pref
+
+    train_pref(args.out, checkpoint=args.checkpoint, seed=args.seed)
+
+
 def cmd_export(args) -> None:
     """Write a run's trained weights in a format stock diffusers pipelines load."""
     from safetensors.torch import load_file
@@ -305,6 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     t.set_defaults(fn=cmd_train)
 
+    c = sub.add_parser("compare", help="estimators x seeds (x a sweep) of one config, with 95%% CIs, curves and grids",
+                       description="Each run is a separate `slas train` process; finished runs are skipped and "
+                                   "unfinished ones resumed. Writes results.csv, summary.md, plots/ and grids/ into "
+                                   "--out. docs/hacking.md")
+    c.add_argument("--config", help="base YAML config (default: built-in defaults = configs/toy_slas.yaml)")
+    c.add_argument("--methods", default="slas,grpo,drgrpo,grpo_global_std",
+                   help="comma-separated advantage estimators (default: %(default)s)")
+    c.add_argument("--seeds", default="3", help="a count (5 = seeds 0..4) or a comma list (default 3)")
+    c.add_argument("--out", required=True, help="output directory (run it again with the same arguments to resume)")
+    c.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
+                   help="sweep a config key for the methods that accept it, e.g. advantage.params.gamma=0.25,0.5,1,2 "
+                        "(repeatable: the product)")
+    c.add_argument("--jobs", type=int, help="runs at once (default: usable cores // --threads, at least 1)")
+    c.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
+    c.add_argument("--gold-target", type=float, help="in-domain gold accuracy for 'iterations to target' "
+                                                     "(default: each run's iteration-0 value + 0.05)")
+    c.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. train.iterations=30")
+    c.set_defaults(fn=cmd_compare)
+
     x = sub.add_parser("export", help="write a run's weights for stock diffusers pipelines (LoRA or full model)")
     x.add_argument("run_dir", metavar="RUN_DIR", help="run directory of `slas train` (its last checkpoint is exported)")
     x.add_argument("--out", required=True, help="new directory: pytorch_lora_weights.safetensors for "
@@ -370,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-boot", type=int, default=10_000, help="--compare: bootstrap replicates")
     ev.set_defaults(fn=cmd_evaluate)
 
-    tw = sub.add_parser("toyworld", help="ShapesWorld: eval, pretrain, demo").add_subparsers(dest="tw", required=True)
+    tw = sub.add_parser("toyworld", help="ShapesWorld: eval, pretrain, train-pref, demo").add_subparsers(dest="tw", required=True)
     e = tw.add_parser("eval", help="GenEval-style table on a ShapesWorld split")
     e.add_argument("--n-per-prompt", type=int, default=1)
     e.add_argument("--split", choices=["eval", "test", "train"], default="eval")
@@ -392,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.set_defaults(fn=cmd_pretrain)
 
+    tp = tw.add_parser("train-pref", help="train the toy_pref reward model on biased, noisy preference pairs")
+    tp.add_argument("--out", required=True, help="output directory (model.safetensors + config.json)")
+    tp.add_argument("--checkpoint", help="base model that draws the pairs (default: the shipped ShapesWorld model)")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.set_defaults(fn=cmd_pref)
+
     d = tw.add_parser("demo", help="sample + evaluate the eval set; write grid and table")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--n-per-prompt", type=int, default=1)
@@ -403,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from .config import ConfigError
     from .toyworld.world import PromptError
 

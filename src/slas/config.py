@@ -44,6 +44,9 @@ class ModelConfig:
     cfg_detach_uncond: bool = False
     max_sequence_length: int = 0  # T5 tokens; 0 = the backbone's default (FLUX 512, SD3 256)
     gradient_checkpointing: bool = False  # recompute the denoiser's activations in backward (memory for time)
+    # torch.compile the denoiser (nn.Module.compile: same parameter names). Off by default: on 2 CPU cores it does
+    # not pay for its compile time in a short run (docs/performance.md)
+    compile: bool = False
     dtype: str = "bfloat16"  # autocast dtype on a GPU (bfloat16, float16, float32); the CPU always runs float32
     device: str = "auto"  # "auto" = cuda if available, else cpu; or e.g. "cuda:1"
     embed_cache: str | None = None  # directory for prompt embeddings on disk (keyed by hash); null = none
@@ -65,7 +68,7 @@ class SampleConfig:
     # "ddim" (DDIM with eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
     family: str = "dance"
     steps: int = 10  # T denoising steps per rollout
-    eta: float = 1.0  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
+    eta: float = 0.5  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
     shift: float = 1.0  # sigma time shift (DanceGRPO FLUX: 3)
     reduce: str = "mean"  # log-prob reduction over dims: "mean" (DanceGRPO parity) or "sum"
     same_noise_in_group: bool = True  # share the initial noise within a group (never across groups)
@@ -73,7 +76,7 @@ class SampleConfig:
     # [start, end) step indices that are stochastic and trained; the other steps are deterministic ODE
     # steps, so a group's spread comes only from the window's noise (Flow-GRPO-Fast / MixGRPO,
     # arXiv 2507.21802). Empty = every step is an SDE step (DanceGRPO, Flow-GRPO).
-    sde_window: list = field(default_factory=lambda: [2, 3])
+    sde_window: list = field(default_factory=list)
     # f x f block-constant step noise (low-frequency exploration, a slas extension; 1 = DanceGRPO/Flow-GRPO)
     noise_pool: int = 1
 
@@ -99,10 +102,10 @@ class RewardConfig:
 
 @dataclass
 class TrainConfig:
-    iterations: int = 48  # GRPO iterations (rollout + update)
-    prompts_per_iter: int = 16  # P distinct prompts per iteration
+    iterations: int = 60  # GRPO iterations (rollout + update)
+    prompts_per_iter: int = 8  # P distinct prompts per iteration
     group_size: int = 8  # G samples per prompt; N = P * G
-    timestep_fraction: float = 1.0  # fraction of trainable steps used per sample (random per sample)
+    timestep_fraction: float = 0.6  # fraction of trainable steps used per sample (random per sample)
     train_last_step: bool = False  # DanceGRPO never trains the last transition (the image is x0_hat before it)
     updates_per_iter: int = 2  # optimizer steps per iteration (gradient accumulation chunks)
     micro_batch: int = 64  # (sample, timestep) pairs per forward/backward
@@ -112,7 +115,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     lr_schedule: str = "constant"  # "constant" or "cosine" (to 10%), after warmup
     warmup_iters: int = 0
-    clip_range: float = 1e-3  # PPO clip on the ratio (mean-over-D log-probs, ANCHORS §6.1)
+    clip_range: float = 1e-4  # PPO clip on the ratio (mean-over-D log-probs, ANCHORS §6.1)
     kl_beta: float = 0.0  # KL-to-reference weight; 0 = no reference model (DanceGRPO)
     kl_form: str = "analytic"  # "analytic" Gaussian KL or "flow_grpo" (= |dt| x analytic)
     ema_decay: float = 0.0  # 0 = off; EMA weights are used for evaluation when on
@@ -120,7 +123,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 16  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
+    every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
     split: str = "test"  # ShapesWorld split for the held-out evaluation
     images_per_tag: int = 48  # images per tag, cycling over its prompts (the test split is unbalanced); 0 = off
     n_per_prompt: int = 1  # images per prompt when images_per_tag is 0 (or with data.eval_prompts)
@@ -141,7 +144,7 @@ class MonitorConfig:
     # reward against the strict verifier on in-domain and held-out prompts, diversity, image statistics, the
     # hacking gap. It does not run with data.eval_prompts (no verifier for those images).
     enabled: bool = True
-    prompts: int = 8  # in-domain prompts: a fixed tag-balanced subset of the train split
+    prompts: int = 6  # in-domain prompts: a fixed tag-balanced subset of the train split (6 = one per tag)
     group: int = 4  # fixed seeds per in-domain prompt (diversity within a group needs >= 2)
     # stop the run when the in-domain gold score has fallen, and the proxy risen, at each of the last
     # `patience` evaluations (checkpointed at the stopping iteration; run dir gets early_stop.json)
@@ -161,6 +164,20 @@ class RunConfig:
 
 
 @dataclass
+class DistConfig:
+    # torchrun processes (slas.distributed, docs/distributed.md). The config's batch is global: each of the W
+    # processes rolls out and trains N / W samples of train.prompts_per_iter x train.group_size (W must divide it);
+    # sample.batch_size, train.micro_batch and reward.batch_size are per process.
+    # "ddp": replicated weights, gradients all-reduced once per optimizer step; "fsdp": FSDP2 fully_shard of the
+    # denoiser (weights, gradients, optimizer state and EMA sharded; checkpoints via torch.distributed.checkpoint)
+    strategy: str = "ddp"
+    timeout_min: float = 60.0  # collective timeout: the other ranks wait while rank 0 evaluates and checkpoints
+    # fsdp: all-gather the weights once per rollout and keep them while sampling (one full copy per process) instead
+    # of before every forward of the rollout (DanceGRPO re-gathers per forward, ANCHORS_ALGO §5.1); false saves memory
+    gather_rollout: bool = True
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -171,6 +188,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -440,3 +458,7 @@ def validate(cfg: Config) -> None:
     need(cfg.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1")
     need(cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1 (resume needs one)")
     need(cfg.run.wandb_mode in ("offline", "online", "disabled"), "run.wandb_mode must be offline/online/disabled")
+    need(cfg.dist.strategy in ("ddp", "fsdp"), f"dist.strategy must be 'ddp' or 'fsdp', got {cfg.dist.strategy!r}")
+    need(cfg.dist.timeout_min > 0, "dist.timeout_min must be > 0")
+    need(not (cfg.dist.strategy == "fsdp" and m.train_text_encoder), "dist.strategy fsdp shards the denoiser only: "
+         "train the text encoder with ddp (model.train_text_encoder)")

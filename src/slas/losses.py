@@ -1,5 +1,7 @@
 """Policy-gradient losses. Pure functions returning ``(loss, stats)``; stats are detached floats from a fixed
-vocabulary (``PPO_STATS``, ``KL_STATS``) so the recipe logs them in one place.
+vocabulary (``PPO_STATS``, ``KL_STATS``) so the recipe logs them in one place. With ``sync_stats=False`` they are
+detached 0-d tensors instead: reading a float is a host-device sync, which the recipe's inner loop avoids by
+accumulating the tensors and reading them once per iteration.
 
 Log-probabilities here are per-transition Gaussian log-densities as the samplers return them: a **mean over the D
 latent elements**, not a sum (DanceGRPO / Flow-GRPO / DDPO convention, ANCHORS_ALGO.md §6.1). The ratio, the clip
@@ -50,6 +52,7 @@ def ppo_clip_loss(
     clip_range: float,
     *,
     weight: Tensor | None = None,
+    sync_stats: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO clipped surrogate in the DanceGRPO / Flow-GRPO / DDPO form (DG train_grpo_flux.py:571-608,
     FG train_sd3.py:873-899):
@@ -98,7 +101,7 @@ def ppo_clip_loss(
                 _weighted_mean(adv, w),
             ]
         )
-    return loss, dict(zip(PPO_STATS, stats_t.tolist(), strict=True))
+    return loss, dict(zip(PPO_STATS, stats_t.tolist() if sync_stats else stats_t.unbind(), strict=True))
 
 
 def _per_sample(x: Tensor | float, like: Tensor) -> Tensor:
@@ -155,7 +158,8 @@ def gaussian_kl(
     return kl.mean(dim=dims) if reduce == "mean" else kl.sum(dim=dims)
 
 
-def kl_loss(kl: Tensor, beta: float, weight: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+def kl_loss(kl: Tensor, beta: float, weight: Tensor | None = None,
+            sync_stats: bool = True) -> tuple[Tensor, dict[str, float]]:
     """``beta * sum_i w_i kl_i / sum_i w_i`` for a per-sample KL [M] (FG train_sd3.py:894-897: loss += beta * kl).
 
     Masking follows ``ppo_clip_loss``: weight-0 entries cannot leak NaN. Stats: ``kl_mean`` (weighted mean of kl,
@@ -166,4 +170,5 @@ def kl_loss(kl: Tensor, beta: float, weight: Tensor | None = None) -> tuple[Tens
     kl = _at_least_fp32(kl)
     w, keep = _mask(weight, kl)
     kl_mean = _weighted_mean(torch.where(keep, kl, torch.zeros_like(kl)), w)
-    return beta * kl_mean, dict(zip(KL_STATS, [kl_mean.item()], strict=True))
+    stat = kl_mean.detach()
+    return beta * kl_mean, dict(zip(KL_STATS, [stat.item() if sync_stats else stat], strict=True))

@@ -11,11 +11,15 @@ Determinism: every random draw of iteration ``i`` comes from a generator
 seeded with ``(seed, i)``, and the prompt order is a pure function of the
 sampler position. A checkpoint therefore holds all the state that the future
 depends on, and a resumed run reproduces the uninterrupted one bit for bit.
+
+Many processes (``torchrun ... -m slas train``): the batch is global; each
+rank draws the global iteration's randomness, rolls out and trains its rows
+``rows`` of it, and gathers rewards for the advantage (slas.distributed). With
+one process ``rows`` is the whole batch and nothing is wrapped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -27,8 +31,9 @@ import numpy as np
 import torch
 import yaml
 
-from . import advantages, checkpoint, rewards
+from . import advantages, checkpoint, distributed, rewards
 from .config import Config, ConfigError
+from .distributed import swapped_params
 from .losses import gaussian_kl, kl_loss, ppo_clip_loss
 from .policy import adapter_class
 from .policy.base import index_cond
@@ -85,21 +90,6 @@ class PromptSampler:
         return out
 
 
-@contextlib.contextmanager
-def swapped_params(module: torch.nn.Module, params: dict[str, torch.Tensor]):
-    """Temporarily run ``module`` with other values for the named parameters
-    (the reference policy for a KL term, or EMA weights for evaluation)."""
-    named = dict(module.named_parameters())
-    saved = {k: named[k].data for k in params}
-    try:
-        for k, v in params.items():
-            named[k].data = v
-        yield
-    finally:
-        for k, v in saved.items():
-            named[k].data = v
-
-
 def lr_lambda(cfg: Config):
     t = cfg.train
     total = t.iterations * t.updates_per_iter
@@ -116,16 +106,33 @@ def lr_lambda(cfg: Config):
     return f
 
 
+def _accumulate(acc: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], pairs: int, total: int) -> None:
+    """Add one micro-batch's loss diagnostics (0-d tensors), weighted by its share of the iteration's pairs;
+    ``ratio_max_dev`` is a max. Padding micro-batches (pairs 0) add nothing."""
+    if not pairs:
+        return
+    for k, v in stats.items():
+        if k == "ratio_max_dev":
+            acc[k] = torch.maximum(acc[k], v.double()) if k in acc else v.double()
+        else:
+            acc[k] = acc.get(k, 0.0) + v.double() * pairs / total
+
+
 # ----------------------------------------------------------------------------
 # Logging helpers
 # ----------------------------------------------------------------------------
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (always) plus TensorBoard / W&B when configured."""
+    """``metrics.jsonl`` (always) plus TensorBoard / W&B when configured. Ranks other than 0 (``main`` False)
+    keep their rows in memory and write nothing."""
 
-    def __init__(self, run_dir: Path, cfg: Config, keep_upto: int | None):
+    def __init__(self, run_dir: Path, cfg: Config, keep_upto: int | None, main: bool = True):
         self.path = run_dir / "metrics.jsonl"
+        self.main, self.rows = main, []
+        self.tb = self.wandb = None
+        if not main:
+            return
         if keep_upto is None:
             self.path.write_text("")
         else:  # resume: drop lines written after the checkpoint we resume from
@@ -133,7 +140,6 @@ class MetricsLog:
             kept = [ln for ln in lines if ln.strip() and json.loads(ln)["iteration"] <= keep_upto]
             self.path.write_text("".join(ln + "\n" for ln in kept))
         self.rows = [json.loads(ln) for ln in self.path.read_text().splitlines()]
-        self.tb = self.wandb = None
         if cfg.run.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -149,6 +155,9 @@ class MetricsLog:
             self.wandb = wandb.init(dir=str(run_dir), mode=cfg.run.wandb_mode, config=cfg.to_dict(), resume="allow")
 
     def write(self, row: dict) -> None:
+        if not self.main:
+            self.rows.append(row)
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -163,6 +172,8 @@ class MetricsLog:
             self.wandb.log(row, step=step)
 
     def plot(self, path: Path) -> None:
+        if not self.main:
+            return
         import matplotlib
 
         matplotlib.use("Agg")
@@ -189,12 +200,14 @@ def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
     """Held-out ODE evaluation with fixed seeds, and a sample grid."""
     from PIL import Image
 
+    from .evals import monitor
     from .toyworld import split
     from .toyworld.evaluate import balanced_subset, evaluate, generate, grid
 
     e = cfg.eval
     entries = balanced_subset(split(e.split), e.max_prompts)
-    summary, _, _ = evaluate(backbone, entries, e.n_per_prompt, steps=e.steps, images_per_tag=e.images_per_tag)
+    summary, ev_images, ev_metas = evaluate(backbone, entries, e.n_per_prompt, steps=e.steps,
+                                            images_per_tag=e.images_per_tag)
     prompts = [p for p in e.grid_prompts for _ in range(4)]
     images = generate(backbone, prompts, list(range(len(prompts))), steps=e.steps)
     (run_dir / "samples").mkdir(exist_ok=True)
@@ -206,6 +219,7 @@ def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
         "eval/gold_score": summary["gold_score"],
     }
     out.update({f"eval/strict/{tag}": v["strict"] for tag, v in summary["per_tag"].items()})
+    out.update(monitor.evaluate(backbone, cfg, run_dir, iteration, ev_images, ev_metas))  # proxy vs gold, diversity
     return out
 
 
@@ -250,12 +264,15 @@ def _evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entri
 def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -> Path:
     from tqdm import tqdm
 
+    world = distributed.init(cfg.dist.strategy, cfg.dist.timeout_min)  # torchrun's process group, or rank 0 of 1
+    log = log if world.is_main else (lambda msg: None)
     run_dir = Path(cfg.run.out_dir)
     if not resume and checkpoint.latest(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds a run; resume it with `slas train --resume {run_dir}` "
                           "or choose another run.out_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     s, t, a = cfg.sample, cfg.train, cfg.advantage
     seed = cfg.run.seed
     torch.manual_seed(seed)
@@ -263,6 +280,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
 
     backbone = build_backbone(cfg)
     module, device = backbone.module, backbone.device
+    # what TRAIN calls: predict through DDP, or over FSDP2-sharded weights (dist.strategy); as is in one process
+    policy = distributed.Policy(backbone, world, cfg.dist.strategy, compile=cfg.model.compile,
+                                gather_rollout=cfg.dist.gather_rollout)
     named = {k: p for k, p in module.named_parameters() if p.requires_grad}
     params = list(named.values())
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -276,18 +296,19 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     step_fn = build_sampler(cfg, backbone, s.steps)  # schedule + the step shared by rollout and re-scoring
     P, G = t.prompts_per_iter, t.group_size
     N = P * G
+    rows = world.share(N, "train.prompts_per_iter x train.group_size")  # this process's samples of the batch
     trainable = torch.tensor(cfg.trainable_steps())  # [S] step indices with a log-prob to train
     K = cfg.derived()["trained_steps_per_sample"]
     etas = cfg.step_etas()  # [T] eta inside the SDE window, 0 outside
     cond_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     start = 0
-    ckpt = checkpoint.latest(run_dir) if resume else None
+    ckpt = world.broadcast_object(checkpoint.latest(run_dir)) if resume else None
     if ckpt is not None:
-        state = checkpoint.load(ckpt, module, optimizer, scheduler, ema)
+        state = checkpoint.load(ckpt, module, optimizer, scheduler, ema, sharded=policy.sharded)
         start, sampler.position = state["iteration"], state["sampler_position"]
         log(f"resumed {run_dir} from {ckpt.name}")
-    metrics = MetricsLog(run_dir, cfg, keep_upto=start if ckpt is not None else None)
+    metrics = MetricsLog(run_dir, cfg, keep_upto=start if ckpt is not None else None, main=world.is_main)
     n_params = sum(p.numel() for p in params)
     log(f"run {run_dir}: {cfg.advantage.estimator} | {n_params:,} trainable params | "
         + " | ".join(f"{k}={v}" for k, v in cfg.derived().items()))
@@ -306,8 +327,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         return out
 
     def run_eval(iteration: int) -> dict:
+        """Rank 0 evaluates (FSDP: after every rank joined the all-gather of the weights); the others get {}."""
         module.eval()
-        with torch.no_grad(), swapped_params(module, ema or {}):
+        with torch.no_grad(), swapped_params(module, ema or {}), policy.gathered():
+            if not world.is_main:
+                return {}
             if eval_entries is not None:
                 return _evaluate_reward(backbone, cfg, run_dir, iteration, eval_entries, encode, score_fn)
             return _evaluate(backbone, cfg, run_dir, iteration)
@@ -322,11 +346,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         if "eval/gold_accuracy" in row:
             log(f"iteration 0 (base model): held-out strict {row['eval/gold_accuracy']:.1%}, "
                 f"GenEval rules {row['eval/geneval_accuracy']:.1%}, exact count {row['eval/exact_count']:.1%}")
-        else:
+        elif "eval/reward_mean" in row:
             log(f"iteration 0 (base model): held-out reward {row['eval/reward_mean']:.4f}")
 
     bar = tqdm(range(start + 1, t.iterations + 1), initial=start, total=t.iterations, desc="train",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress or not world.is_main, dynamic_ncols=True)
     for it in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + it)
         row: dict = {"iteration": it}
@@ -343,26 +367,29 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             noise = torch.randn(P, *shape, generator=g).repeat_interleave(G, dim=0)  # [N, C, H, W]
         else:
             noise = torch.randn(N, *shape, generator=g)
-        ro = rollout(
-            lambda x, tm, idx, cond=cond, pid=prompt_ids: backbone.predict(x, tm, index_cond(cond, pid[idx])),
-            noise.to(device), step_fn, eta=etas, generator=g, prompt_ids=prompt_ids, group_ids=group_ids,
-            batch_size=s.batch_size,
-        )
-        latents, old_log_probs = ro.latents, ro.log_probs  # [N, T+1, C, H, W], [N, T]
-        images = backbone.decode(ro.x0)  # uint8 [N, H, W, 3], kept in memory
+        with policy.sampling():  # this process integrates its rows; step noise is drawn for all N
+            ro = rollout(
+                lambda x, tm, idx, cond=cond, pid=prompt_ids[rows]: backbone.predict(x, tm, index_cond(cond, pid[idx])),
+                noise[rows].to(device), step_fn, eta=etas, generator=g, prompt_ids=prompt_ids[rows],
+                group_ids=group_ids[rows], batch_size=s.batch_size, global_size=N, offset=rows.start,
+            )
+        latents, old_log_probs = ro.latents, ro.log_probs  # [n, T+1, C, H, W], [n, T]; n = N / processes
+        images = backbone.decode(ro.x0)  # uint8 [n, H, W, 3], kept in memory
         row["time/rollout_s"] = time.time() - t0
 
         # ---- 2. SCORE: batched, in memory ------------------------------------
         t0 = time.time()
         metas_n = [metas[i] for i in ro.prompt_ids.tolist()]
-        scores = score_fn(images, [m["prompt"] for m in metas_n], metas_n)
+        scores = world.gather_arrays(score_fn(images, [m["prompt"] for m in metas_n], metas_n))  # every rank's
         r = torch.from_numpy(scores["total"])  # [N] float64
         row["time/reward_s"] = time.time() - t0
 
         # ---- 3. ADVANTAGE over the global batch -------------------------------
-        adv, adv_stats = advantages.compute_with_stats(a.estimator, r, ro.group_ids, adv_clip=a.adv_clip, **a.params)
-        adv = adv.float().to(device)  # [N]
-        weight = advantages.finite_mask(r).float().to(device)  # [N]: NaN/inf rewards never reach the loss
+        adv, adv_stats = advantages.compute_with_stats(a.estimator, r, world.gather(ro.group_ids),
+                                                       adv_clip=a.adv_clip, **a.params)
+        finite = advantages.finite_mask(r)  # [N]: NaN/inf rewards never reach the loss
+        adv = adv[rows].float().to(device)  # [n] this process's samples
+        weight = finite[rows].float().to(device)  # [n]
 
         # ---- 4. TRAIN: PPO-clip on K random steps per sample --------------------
         t0 = time.time()
@@ -373,42 +400,48 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         order = torch.randperm(N * K, generator=g)
         n_idx, t_idx = n_idx[order], t_idx[order]
         per_update = N * K // t.updates_per_iter
-        acc: dict[str, float] = {}
+        acc: dict[str, torch.Tensor] = {}  # loss diagnostics, summed as tensors: no host sync per micro-batch
         grad_norms = []
         for u in range(t.updates_per_iter):
             optimizer.zero_grad(set_to_none=True)
-            for lo in range(u * per_update, (u + 1) * per_update, t.micro_batch):
-                hi = min(lo + t.micro_batch, (u + 1) * per_update)
-                n, ts = n_idx[lo:hi], t_idx[lo:hi]  # [M]
+            span = slice(u * per_update, (u + 1) * per_update)
+            batches = distributed.micro_batches(n_idx[span], t_idx[span], rows, t.micro_batch, world)
+            for j, mb in enumerate(batches):
+                n, ts = mb.n, mb.ts  # [M] this process's samples, their step indices
                 x, x_next = latents[n, ts], latents[n, ts + 1]  # [M, C, H, W]
                 tm = step_fn.model_time(ts)  # [M] the backbone's time input (sigma, or DDPM timestep)
-                c = index_cond(cond, prompt_ids[n])
-                out = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next)
-                loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=weight[n])
-                if t.kl_beta > 0:
-                    with torch.no_grad(), reference():
-                        ref_mean = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next).mean
-                    dt = -step_fn.dt(ts).to(device) if t.kl_form == "flow_grpo" else None
-                    kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
-                    kl_l, kst = kl_loss(kl, t.kl_beta, weight=weight[n])
-                    loss = loss + kl_l
-                    st = st | kst
-                (loss * (hi - lo) / per_update).backward()
-                for k, val in st.items():
-                    acc[k] = acc.get(k, 0.0) + val * (hi - lo) / (N * K)
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)))
+                c = index_cond(cond, ro.prompt_ids[n])
+                w = weight[n] if mb.pairs else torch.zeros_like(weight[n])  # a padding micro-batch counts for nothing
+                with policy.accumulate(sync=j == len(batches) - 1):  # reduce gradients once per optimizer step
+                    out = step_fn.step(policy(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next)
+                    loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=w,
+                                             sync_stats=False)
+                    if t.kl_beta > 0:
+                        with torch.no_grad(), reference():
+                            ref_mean = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta,
+                                                    prev_sample=x_next).mean
+                        dt = -step_fn.dt(ts).to(device) if t.kl_form == "flow_grpo" else None
+                        kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
+                        kl_l, kst = kl_loss(kl, t.kl_beta, weight=w, sync_stats=False)
+                        loss = loss + kl_l
+                        st = st | kst
+                    # the mean over this optimizer step's pairs; x processes, because DDP / FSDP average over ranks
+                    (loss * (mb.pairs * world.size) / per_update).backward()
+                _accumulate(acc, st, mb.pairs, N * K)
+            grad_norms.append(policy.clip_grad_norm_(params, t.max_grad_norm))
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 with torch.no_grad():
                     for k, p in named.items():
                         ema[k].lerp_(p.detach(), 1 - t.ema_decay)
+        acc = {k: float(world.all_reduce(v, "max" if k == "ratio_max_dev" else "sum")) for k, v in acc.items()}
         row["time/train_s"] = time.time() - t0
 
         # ---- 5. LOG / CHECKPOINT ------------------------------------------------
         row.update({
-            "train/reward_mean": float(r[weight.bool()].mean()) if weight.any() else float("nan"),
-            "train/reward_std": float(r[weight.bool()].std()) if weight.sum() > 1 else 0.0,
+            "train/reward_mean": float(r[finite].mean()) if finite.any() else float("nan"),
+            "train/reward_std": float(r[finite].std()) if finite.sum() > 1 else 0.0,
             "train/adv_abs_mean": adv_stats["adv_abs_mean"],
             "train/adv_clip_frac": adv_stats["clip_frac"],
             "train/zero_std_groups": adv_stats["zero_std_groups"],
@@ -418,7 +451,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             "train/clipfrac": acc["clipfrac"],
             "train/approx_kl": acc["approx_kl"],
             "train/policy_loss": acc["policy_loss"],
-            "train/grad_norm": float(np.mean(grad_norms)),
+            "train/grad_norm": float(np.mean([float(gn) for gn in grad_norms])),
             "train/lr": scheduler.get_last_lr()[0],
         })
         if "kl_mean" in acc:
@@ -433,9 +466,15 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         metrics.write(row)
         if any(k.startswith("eval/") for k in row):
             metrics.plot(run_dir / "curves.png")
-        if last or it % cfg.run.checkpoint_every == 0:
-            checkpoint.save(run_dir, it, module, optimizer, scheduler, ema,
-                            {"sampler_position": sampler.position}, keep=cfg.run.keep_checkpoints)
+        # slas.evals.monitor (rank 0): gold falling while the proxy rises
+        stop = world.broadcast_object(row.get("monitor/early_stop", 0.0) > 0)
+        if last or stop or it % cfg.run.checkpoint_every == 0:
+            checkpoint.save(run_dir, it, module, optimizer, scheduler, ema, {"sampler_position": sampler.position},
+                            keep=cfg.run.keep_checkpoints, world=world, sharded=policy.sharded)
+        if stop:
+            log(f"early stop at iteration {it}: the monitor saw the gold fall while the proxy rose "
+                f"({run_dir / 'early_stop.json'})")
+            break
         bar.set_postfix(reward=f"{row['train/reward_mean']:.3f}",
                         gold=f"{metrics.rows[-1].get('eval/gold_accuracy', float('nan')):.3f}")
     bar.close()
@@ -447,4 +486,5 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         log(f"held-out strict gold: {first['eval/gold_accuracy']:.1%} -> {final['eval/gold_accuracy']:.1%}; "
             f"exact count {first['eval/exact_count']:.1%} -> {final['eval/exact_count']:.1%}")
     log(f"run directory: {run_dir} (metrics.jsonl, curves.png, samples/, checkpoints/)")
+    distributed.shutdown(world)
     return run_dir

@@ -24,9 +24,10 @@ class ToyBackbone:
     device = torch.device("cpu")
 
     def __init__(self, model: toymodel.ToyT2I, train_text_encoder: bool = False, trainable: list[str] | None = None,
-                 lora: dict | None = None):
+                 lora: dict | None = None, gradient_checkpointing: bool = False):
         self.model = model
         self.module: nn.Module = model
+        self.denoiser: nn.Module = model.unet  # what predict runs (FSDP shards it; the text encoder stays whole)
         self.train_text_encoder = train_text_encoder
         model.text_encoder.requires_grad_(train_text_encoder)
         if lora:
@@ -36,16 +37,19 @@ class ToyBackbone:
                 p.requires_grad_(any(s in name for s in trainable))
             if not any(p.requires_grad for p in model.unet.parameters()):
                 raise ValueError(f"model.trainable {trainable} matches no UNet parameter name")
+        if gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()  # recompute activations in backward (diffusers ModelMixin)
 
     @classmethod
     def from_checkpoint(cls, path=None, train_text_encoder: bool = False, trainable: list[str] | None = None,
-                        lora: dict | None = None) -> ToyBackbone:
-        return cls(toymodel.load(path), train_text_encoder, trainable, lora)
+                        lora: dict | None = None, gradient_checkpointing: bool = False) -> ToyBackbone:
+        return cls(toymodel.load(path), train_text_encoder, trainable, lora, gradient_checkpointing)
 
     @classmethod
     def from_config(cls, m) -> ToyBackbone:
         """From the ``model`` config section (``slas.train.build_backbone``)."""
-        return cls.from_checkpoint(m.checkpoint, m.train_text_encoder, m.trainable, lora=lora_options(m))
+        return cls.from_checkpoint(m.checkpoint, m.train_text_encoder, m.trainable, lora=lora_options(m),
+                                   gradient_checkpointing=m.gradient_checkpointing)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):

@@ -102,6 +102,7 @@ def build(weights: dict[str, float], batch_size: int = 256, options: dict[str, d
     return score
 
 
-# Registration imports: toy (the ShapesWorld verifier rewards), clip (CLIP-family
-# reward models and ImageReward, loaded lazily) and server (the `remote` client).
-from . import clip, server, toy  # noqa: E402,F401
+# Registration imports: toy (the ShapesWorld verifier rewards), proxies (ShapesWorld proxy rewards for
+# reward-hacking studies), clip (CLIP-family reward models and ImageReward, loaded lazily) and server (the
+# `remote` client).
+from . import clip, proxies, server, toy  # noqa: E402,F401

@@ -36,6 +36,7 @@ def _field(name: str):
 register("toy_score")(_field("score"))
 # GenEval-rule partial credit (Flow-GRPO's GenEval reward): ignores unprompted
 # objects and debris, so it can be hacked by spraying blobs (FEASIBILITY.md).
+# Documented as `toy_geneval` (slas.rewards.proxies); this name is kept for existing configs.
 register("toy_geneval_score")(_field("geneval_score"))
 # The binary gold itself (sparse).
 register("toy_correct")(_field("correct"))

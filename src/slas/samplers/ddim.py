@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .flow import StepOutput, _check_common, _gaussian_step, _per_sample
+from .flow import StepOutput, _check_common, _gaussian_step, _host_all, _per_sample
 
 
 def ddim_alphas(alphas_cumprod: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -85,7 +85,9 @@ def ddim_step_with_logprob(
     x = x.float()
     ab = _per_sample(alpha_bar, x, "alpha_bar")  # [N, 1, ..., 1]
     ab_prev = _per_sample(alpha_bar_prev, x, "alpha_bar_prev")  # [N, 1, ..., 1]
-    if not bool(((ab > 0) & (ab < ab_prev) & (ab_prev <= 1)).all()):
+    a_in = torch.as_tensor(alpha_bar, dtype=torch.float32)
+    p_in = torch.as_tensor(alpha_bar_prev, dtype=torch.float32).to(a_in.device)
+    if not _host_all((a_in > 0) & (a_in < p_in) & (p_in <= 1)):
         raise ValueError("alpha-bars must satisfy 0 < alpha_bar < alpha_bar_prev <= 1 (the step goes to a less noisy "
                          f"timestep), got alpha_bar={ab.flatten().tolist()} "
                          f"alpha_bar_prev={ab_prev.flatten().tolist()}")

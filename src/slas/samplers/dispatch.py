@@ -61,7 +61,7 @@ class FlowSampler:
              noise: Tensor | None = None, generator: torch.Generator | None = None) -> StepOutput:
         """Transition idx -> idx+1 of each sample: out, x [M, ...] (model output at x), idx [M] step indices."""
         idx = idx.cpu()
-        return flow_step_with_logprob(self.family, out, x, self.sigmas[idx].to(x.device), self.sigmas[idx + 1].to(x.device),
+        return flow_step_with_logprob(self.family, out, x, self.sigmas[idx], self.sigmas[idx + 1],  # CPU: no sync
                                       eta=eta, prev_sample=prev_sample, noise=noise, generator=generator,
                                       reduce=self.reduce, noise_pool=self.noise_pool)
 
@@ -100,7 +100,7 @@ class DDIMSampler:
     def step(self, out: Tensor, x: Tensor, idx: Tensor, *, eta: float, prev_sample: Tensor | None = None,
              noise: Tensor | None = None, generator: torch.Generator | None = None) -> StepOutput:
         idx = idx.cpu()
-        return ddim_step_with_logprob(out, x, self.alpha_bar[idx].to(x.device), self.alpha_bar_prev[idx].to(x.device),
+        return ddim_step_with_logprob(out, x, self.alpha_bar[idx], self.alpha_bar_prev[idx],  # CPU: no sync
                                       eta=eta, prev_sample=prev_sample, noise=noise, generator=generator,
                                       reduce=self.reduce)
 

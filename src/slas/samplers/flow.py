@@ -45,14 +45,21 @@ def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
 
 
 def _per_sample(value: Tensor | float, x: Tensor, name: str) -> Tensor:
-    """float, 0-d or [N] -> fp32 [N, 1, ..., 1] on x's device (broadcastable against x [N, ...])."""
+    """float, 0-d or [N] -> fp32 [N, 1, ..., 1] on x's device (broadcastable against x [N, ...]).
+    A CPU value is copied without waiting for the device (no host sync in the inner loops)."""
     n = x.shape[0]
-    t = torch.as_tensor(value, dtype=torch.float32, device=x.device)
+    t = torch.as_tensor(value, dtype=torch.float32).to(x.device, non_blocking=True)
     if t.ndim == 0:
         t = t.expand(n)
     if t.shape != (n,):
         raise ValueError(f"{name} must be a float, a 0-d tensor or a [N]={n} tensor, got shape {tuple(t.shape)}")
     return t.view(n, *([1] * (x.ndim - 1)))
+
+
+def _host_all(cond: Tensor) -> bool:
+    """``bool(cond.all())``, evaluated where ``cond`` lives: on the CPU for the samplers' CPU schedules, so checking
+    a step's noise levels never waits for the device."""
+    return bool(cond.all())
 
 
 def _check_common(x: Tensor, model_out: Tensor, model_out_name: str, eta: float, reduce: str,
@@ -196,7 +203,9 @@ def flow_step_with_logprob(
     x = x.float()
     s = _per_sample(sigma, x, "sigma")  # [N, 1, ..., 1]
     s_next = _per_sample(sigma_next, x, "sigma_next")  # [N, 1, ..., 1]
-    if not bool(((s_next >= 0) & (s_next < s) & (s <= 1)).all()):
+    s_in = torch.as_tensor(sigma, dtype=torch.float32)
+    n_in = torch.as_tensor(sigma_next, dtype=torch.float32).to(s_in.device)
+    if not _host_all((n_in >= 0) & (n_in < s_in) & (s_in <= 1)):
         raise ValueError("sigmas must satisfy 0 <= sigma_next < sigma <= 1 (sigma decreases from 1 to 0 along the "
                          f"trajectory), got sigma={s.flatten().tolist()} sigma_next={s_next.flatten().tolist()}")
     dt = s_next - s  # [N, 1, ..., 1], < 0

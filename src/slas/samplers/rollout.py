@@ -18,6 +18,10 @@ class Rollout:
     It stores exactly the tensors that entered each log-prob (fp32 latents), so
     re-scoring transition ``t`` of sample ``n`` at unchanged weights gives
     ``ratio == 1`` (ANCHORS_ALGO §6.3).
+
+    Size in bytes, with D = C*H*W elements per sample: ``4 N (T+1) D`` (latents) + ``4 N T`` (log-probs)
+    + ``4 N D`` (x0) + ``4 (T+1)`` + ``16 N`` (ids), i.e. about ``4 N (T+2) D``. ShapesWorld (D = 3*32*32):
+    N = 128, T = 10 -> 18.9 MB; FLUX at 720^2 (D = 16*90*90 = 129,600), N = 12 per rank, T = 16 -> 112 MB.
     """
 
     latents: Tensor  # [N, T+1, C, H, W] fp32: x at levels[0] (noise) ... levels[T]
@@ -42,6 +46,8 @@ def rollout(
     family: str | None = None,
     reduce: str = "mean",
     noise_pool: int = 1,
+    global_size: int | None = None,
+    offset: int = 0,
 ) -> Rollout:
     """Integrate ``noise`` [N, ...] with the stochastic ``sampler`` (``slas.samplers.sampler_for``).
     ``predict(x [B, ...], t [B], idx [B])`` returns the model output for samples ``idx`` of the batch at
@@ -50,7 +56,10 @@ def rollout(
     ``noise_pool`` (a ``FlowSampler``).
 
     The step noise of every step is drawn for all N samples at once from ``generator`` (on the CPU, then
-    moved to ``noise``'s device), so the result does not depend on ``batch_size`` chunking.
+    moved to ``noise``'s device), so the result does not depend on ``batch_size`` chunking. A rank of a
+    multi-process run passes its rows of a larger batch: ``noise`` [n] are rows ``offset .. offset+n`` of a
+    global batch of ``global_size``; the step noise is then drawn for the whole global batch and sliced, so the
+    ranks together integrate exactly the one-process rollout (slas.distributed).
     ``eta`` is one noise scale or one per step [T]; a step with eta 0 is a deterministic
     ODE step with log-prob 0 (an SDE window, Flow-GRPO-Fast / MixGRPO).
     ``x0`` is x0_hat of the last step (DanceGRPO decodes it instead of x_T, so
@@ -62,6 +71,9 @@ def rollout(
         sampler = FlowSampler(sampler, family, reduce, noise_pool)
     n, t_steps = noise.shape[0], sampler.steps
     bs = batch_size or n
+    n_global = global_size or n
+    if not 0 <= offset <= n_global - n:
+        raise ValueError(f"rows {offset}..{offset + n} are not inside a global batch of {n_global}")
     etas = [float(eta)] * t_steps if isinstance(eta, (int, float)) else [float(e) for e in eta]
     if len(etas) != t_steps:
         raise ValueError(f"eta needs one value per step ({t_steps}), got {len(etas)}")
@@ -71,7 +83,8 @@ def rollout(
     latents[:, 0] = noise.float()
     x0 = torch.empty_like(noise, dtype=torch.float32)
     for t in range(t_steps):
-        step_noise = torch.randn(noise.shape, generator=generator, dtype=torch.float32).to(dev)  # [N, ...]
+        step_noise = torch.randn(n_global, *noise.shape[1:], generator=generator, dtype=torch.float32)
+        step_noise = step_noise[offset : offset + n].to(dev)  # [N, ...] this process's rows
         for lo in range(0, n, bs):
             idx = torch.arange(lo, min(n, lo + bs))
             steps = torch.full((len(idx),), t)  # [B]

@@ -37,6 +37,10 @@ SIZES: dict[str, dict] = {
               text_hidden=64, text_layers=2),
     "S": dict(block_out_channels=[16, 32, 64], down_block_types=_DOWN, up_block_types=_UP, heads=1,
               text_hidden=32, text_layers=2),
+    # "L": 2x the channels of M (~4x the FLOPs, 16.8M parameters), for throughput studies
+    # (benchmarks/throughput.py, random init); no pretraining recipe or shipped checkpoint yet
+    "L": dict(block_out_channels=[64, 128, 256], down_block_types=_DOWN, up_block_types=_UP, heads=4,
+              text_hidden=128, text_layers=2),
     # XS: tests only (random init, fast), never pretrained
     "XS": dict(block_out_channels=[8, 16, 16], down_block_types=_DOWN, up_block_types=_UP, heads=1,
                text_hidden=16, text_layers=1),
