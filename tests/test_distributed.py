@@ -203,7 +203,7 @@ def test_fsdp_matches_and_its_sharded_checkpoint_resumes_in_one_process(runs, ti
     the third: the whole run agrees with the 1-process DDP run to the same tolerance."""
     one, _ = runs
     f = tmp_path / "fsdp"
-    _launch(2, _argv(tiny_ckpt, f, **{"dist.strategy": "fsdp", "train.iterations": 2}))
+    _launch(2, _argv(tiny_ckpt, f, **{"dist.strategy": "fsdp", "train.iterations": 2, "run.checkpoint_every": 2}))
     assert (f / "checkpoints" / "iter_000002" / "dcp" / ".metadata").is_file()
     cfg = f / "config.yaml"
     cfg.write_text(cfg.read_text().replace("iterations: 2", "iterations: 3"))

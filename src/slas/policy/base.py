@@ -9,7 +9,9 @@ Optional members, looked up by the code that needs them:
 
 - ``alphas_cumprod`` [L]: the training alpha-bars of an epsilon backbone (its DDIM schedule,
   ``slas.samplers.sampler_for``);
-- ``export(out_dir, info)``: write what a stock diffusers pipeline loads (``slas export``).
+- ``export(out_dir, info)``: write what a stock diffusers pipeline loads (``slas export``);
+- ``denoiser``: the network ``predict`` runs, when ``module`` holds more (the toy model's text encoder):
+  what FSDP2 shards and ``model.compile`` compiles (``slas.distributed.Policy``); default ``module``.
 """
 
 from __future__ import annotations
