@@ -171,6 +171,22 @@ def reference(module: nn.Module):
 # ----------------------------------------------------------------------------
 
 
+def guided(forward: Callable, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor],
+           uncond: dict[str, torch.Tensor], scale: float, detach_uncond: bool) -> torch.Tensor:
+    """Classifier-free guidance ``out_u + scale * (out_c - out_u)`` [N, ...] of ``forward(x, t, cond)``.
+
+    ``detach_uncond`` runs the unconditional branch under no_grad (Flow-GRPO detaches it but still pays its
+    backward); otherwise both branches run as one batch of 2N with gradients through both."""
+    if detach_uncond:
+        with torch.no_grad():
+            out_u = forward(x, t, uncond)
+        out_c = forward(x, t, cond)
+    else:
+        both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+        out_u, out_c = forward(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)  # [N, ...] each
+    return out_u + scale * (out_c - out_u)
+
+
 @torch.no_grad()
 def vae_decode(vae, latents: torch.Tensor, dtype: torch.dtype, batch_size: int = 4) -> np.ndarray:
     """Latents [N, C, h, w] in the denoiser's space -> uint8 [N, H, W, 3]: undo the VAE's scaling and shift

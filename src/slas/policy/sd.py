@@ -108,15 +108,7 @@ class SDBackbone:
         x, t = x.to(self.device), t.to(self.device)
         if self.guidance <= 1:
             return self._forward(x, t, cond)
-        uncond = self.negative(N)
-        if self.cfg_detach_uncond:
-            with torch.no_grad():
-                e_u = self._forward(x, t, uncond)
-            e_c = self._forward(x, t, cond)
-        else:
-            both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
-            e_u, e_c = self._forward(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)  # [N, ...] each
-        return e_u + self.guidance * (e_c - e_u)
+        return common.guided(self._forward, x, t, cond, self.negative(N), self.guidance, self.cfg_detach_uncond)
 
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         return common.vae_decode(self.vae, x0, self.dtype)

@@ -138,15 +138,7 @@ class SD3Backbone:
         x, sigma = x.to(self.device), sigma.to(self.device, torch.float32)
         if self.guidance <= 1:
             return self._forward(x, sigma, cond)
-        uncond = self.negative(N)
-        if self.cfg_detach_uncond:
-            with torch.no_grad():
-                v_u = self._forward(x, sigma, uncond)
-            v_c = self._forward(x, sigma, cond)
-        else:
-            both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
-            v_u, v_c = self._forward(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)  # [N, ...] each
-        return v_u + self.guidance * (v_c - v_u)
+        return common.guided(self._forward, x, sigma, cond, self.negative(N), self.guidance, self.cfg_detach_uncond)
 
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         return common.vae_decode(self.vae, x0, self.dtype)
