@@ -130,6 +130,9 @@ def plan(config: str | None, methods: list[str], seeds: list[int], out: Path, sw
             for s in seeds:
                 name = f"{m}{tag}_s{s}"
                 specs.append(RunSpec(name, label, m, s, sweep, _build(base, m, sweep, s, out / "runs" / name)))
+    # seed-major order (stable: methods keep their order within a seed), so that an interrupted comparison
+    # has every method at the same seeds rather than some methods finished and others not started
+    specs.sort(key=lambda spec: seeds.index(spec.seed))
     return specs
 
 
