@@ -137,3 +137,31 @@ def test_compare_runs_writes_every_output_and_resumes_without_training(tiny_ckpt
     # the same output directory with another config is refused, not silently reused
     with pytest.raises(ConfigError, match="another config"):
         cmp.compare(**(kw | {"overrides": tiny(tiny_ckpt, **{"train.lr": 5e-4})}))
+
+
+def test_sigterm_stops_the_runs_it_started(tmp_path, monkeypatch):
+    """`kill` on `slas compare` must not leave its training processes running (they resume next time)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def fake_popen(cmd, **kw):  # a child that would outlive the parent: sleeps instead of training
+        p = real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
+        started.append(p)
+        return p
+
+    monkeypatch.setattr(cmp.subprocess, "Popen", fake_popen)
+    specs = cmp.plan(None, ["grpo", "slas"], [0], tmp_path, [], [f"run.out_dir={tmp_path}/unused"])
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(SystemExit) as exc:
+        cmp.execute(specs, tmp_path, jobs=2, threads=1, log=lambda *_: None)
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert len(started) == 2 and all(p.poll() is not None for p in started)  # both children were stopped
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored

@@ -29,8 +29,10 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,12 @@ def execute(specs: list[RunSpec], out: Path, jobs: int, threads: int, log=print)
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     codes: dict[str, int] = {}
     queue = list(todo)
+
+    def _terminated(signum, frame):  # `kill` (SIGTERM) stops the children too, as Ctrl-C does
+        raise SystemExit(128 + signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -201,6 +209,8 @@ def execute(specs: list[RunSpec], out: Path, jobs: int, threads: int, log=print)
             proc.terminate()
             proc.wait()
             logf.close()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return codes
 
 
