@@ -170,7 +170,9 @@ def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> lis
 
 
 def tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
-    lines = ["| arm | " + " | ".join(TAGS) + " | Δ exact count (pts) |", "|---" * (len(TAGS) + 2) + "|"]
+    runs = [run_stats(r) for arm in order for r in arms.get(arm, {}).values()]
+    tags = [t for t in TAGS if any(math.isfinite(s[f"tag_{t}"]) for s in runs)]  # the split may lack a tag
+    lines = ["| arm | " + " | ".join(tags) + " | Δ exact count (pts) |", "|---" * (len(tags) + 2) + "|"]
     base_done = False
     for arm in order:
         if arm not in arms:
@@ -178,9 +180,9 @@ def tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[
         stats = [run_stats(r) for _, r in sorted(arms[arm].items())]
         if not base_done:
             lines.append("| base model (iteration 0) | " + " | ".join(
-                fmt([s[f"base_tag_{t}"] for s in stats], 100, 1) for t in TAGS) + " | – |")
+                fmt([s[f"base_tag_{t}"] for s in stats], 100, 1) for t in tags) + " | – |")
             base_done = True
-        lines.append(f"| {arm} | " + " | ".join(fmt([s[f"tag_{t}"] for s in stats], 100, 1) for t in TAGS)
+        lines.append(f"| {arm} | " + " | ".join(fmt([s[f"tag_{t}"] for s in stats], 100, 1) for t in tags)
                      + f" | {fmt([s['d_exact_count'] for s in stats], 100, 1, True)} |")
     return lines
 

@@ -87,6 +87,20 @@ def test_config_errors_are_readable(overrides, needle):
         load_config(None, overrides)
 
 
+def test_override_with_a_mapping_replaces_and_a_dotted_key_adds(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("reward:\n  weights: {toy_biased: 1.0}\n  options: {toy_biased: {lam: 2.0}}\n")
+    # a mapping value replaces the file's (it used to merge: toy_biased silently stayed in the reward sum)
+    assert load_config(f, ["reward.weights={toy_geneval: 1.0}", "reward.options={}"]).reward.weights == {
+        "toy_geneval": 1.0}
+    # a dotted key assigns one entry and keeps the rest
+    cfg = load_config(f, ["reward.weights.toy_score=0.5", "reward.options.toy_biased.lam=1.0"])
+    assert cfg.reward.weights == {"toy_biased": 1.0, "toy_score": 0.5}
+    assert cfg.reward.options == {"toy_biased": {"lam": 1.0}}
+    # later overrides win, in order
+    assert load_config(f, ["train.lr=1e-3", "train.lr=2e-3"]).train.lr == 2e-3
+
+
 def test_scientific_notation_is_a_float(tmp_path):
     assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4  # PyYAML alone reads a str
     f = tmp_path / "c.yaml"

@@ -6,6 +6,7 @@ invariant says why it holds. Each field's comment is its documentation.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -286,24 +287,6 @@ def _set_dotted(data: dict, key: str, value) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(overrides: list[str]) -> dict:
-    """``["train.lr=1e-4", "advantage.params.gamma=0.5"]`` -> nested dict (values parsed as YAML)."""
-    out: dict = {}
-    for ov in overrides:
-        if "=" not in ov:
-            raise ConfigError(f"override {ov!r} must look like section.key=value, e.g. train.lr=1e-4")
-        key, raw = ov.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML (optional) plus dotted overrides, validate, and return a Config."""
     data: dict = {}
@@ -315,9 +298,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p} is not valid YAML: {e}") from None
-    data = _merge(data, parse_overrides(overrides or []))
-    # `params` and `weights` are free-form dicts: overrides merge into them
+    # An override assigns its key: `reward.weights.toy_x=1` adds one reward to the file's weights, while
+    # `reward.weights={toy_x: 1}` replaces them (a mapping value used to be merged into the file's, so the
+    # file's rewards silently stayed in the sum).
+    data = copy.deepcopy(data)
+    for key, value in _leaves(overrides or []):
+        _set_dotted(data, key, value)
     return from_dict(data)
+
+
+def _leaves(overrides: list[str]) -> list[tuple[str, object]]:
+    """``section.key=value`` strings -> (dotted key, YAML-parsed value), in order, with the format checked."""
+    out = []
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} must look like section.key=value, e.g. train.lr=1e-4")
+        key, raw = ov.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return out
 
 
 def from_dict(data: dict) -> Config:
