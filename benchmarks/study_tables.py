@@ -12,7 +12,9 @@ batch_std_of; whichever exist) and prints markdown:
 4. the held-out evaluation's strict accuracy per GenEval tag at the end (compositional fidelity).
 
 Only finished runs (all ``train.iterations``) count; unfinished ones are listed. ``--plots DIR`` writes
-``study_curves.png``: proxy and out-of-domain gold score vs iteration of the main arms (mean, 95% t band).
+``study_curves.png`` (proxy, out-of-domain gold score and saturation vs iteration of the main arms: mean,
+95% t band), ``study_gamma.png`` (the same for the gamma sweep) and ``study_grid_iter_*.png`` (the main
+comparison's sample grids at its first and last evaluation, from ``slas compare``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ EARLY = 8  # iterations 1..EARLY: the "speed" window of the training reward
 def load_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
     """arm -> seed -> metrics rows, for the finished runs; unfinished ones are reported on stderr."""
     arms: dict[str, dict[int, list[dict]]] = {}
+    origin: dict[str, str] = {}
     for part in PARTS:
         for run in sorted((root / part / "runs").glob("*_s*")):
             m = re.fullmatch(r"(.+)_s(\d+)", run.name)
@@ -49,8 +52,10 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
                       file=sys.stderr)
                 continue
             arm = m.group(1)
-            if part == "main" or arm not in arms:  # an option part's plain `slas` arm is never run (no sweep value)
-                arms.setdefault(arm, {})[int(m.group(2))] = rows
+            if origin.setdefault(arm, part) != part:  # an arm belongs to the first part that ran it
+                print(f"skipped: {part}/{run.name} ({arm} comes from {origin[arm]}/)", file=sys.stderr)
+                continue
+            arms.setdefault(arm, {})[int(m.group(2))] = rows
     return arms
 
 
@@ -132,6 +137,7 @@ def arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[
 
 def paired_table(arms: dict[str, dict[int, list[dict]]], order: list[str], ref: str = "grpo") -> list[str]:
     keys = [("proxy_gain", "proxy rise", 1, 3), ("early_reward", f"train reward it. 1–{EARLY}", 1, 3),
+            ("late_reward", f"train reward, last {EARLY}", 1, 3),
             ("final_ood", "final gold OOD (pts)", 100, 1), ("d_ood_score", "Δ gold score OOD", 1, 3),
             ("d_heldout", "Δ held-out gold (pts)", 100, 1), ("peak_gap", "peak hacking gap", 1, 3),
             ("d_saturation", "Δ saturation", 1, 3)]
@@ -231,10 +237,13 @@ def main() -> None:
     if not arms:
         sys.exit(f"no finished runs under {root}")
     main_order = ["grpo", "slas", "drgrpo", "grpo_global_std"]
-    ablation = ["slas-gamma0.5", "slas", "slas-gamma2", "slas-recentertrue", "slas-normalizeafter",
+    # grpo_global_std is the linear end of the gamma axis (SLAS at gamma 0 with batch_std_of=rewards)
+    ablation = ["grpo_global_std", "slas-gamma0.5", "slas", "slas-gamma2", "slas-recentertrue", "slas-normalizeafter",
                 "slas-batch_std_ofrewards"]
     out = ["## Estimators (configs/toy_hack.yaml)", "", *arm_table(arms, main_order), "",
            "### Paired differences against DanceGRPO (same seeds)", "", *paired_table(arms, main_order), "",
+           "### SLAS against the linear batch-std estimator (what the power adds)", "",
+           *paired_table(arms, ["slas"], ref="grpo_global_std"), "",
            "### Does DanceGRPO hack reliably?", "", *hack_table(arms), "",
            "### Held-out strict accuracy per tag at the end (%)", "", *tag_table(arms, main_order), "",
            "## SLAS ablations (gamma and the undetermined options)", "", *arm_table(arms, ablation), "",
@@ -245,7 +254,14 @@ def main() -> None:
         Path(args.md).write_text(text)
     if args.plots:
         plot(arms, main_order, Path(args.plots) / "study_curves.png")
-        plot(arms, ["slas-gamma0.5", "slas", "slas-gamma2"], Path(args.plots) / "study_gamma.png")
+        plot(arms, ablation[:4], Path(args.plots) / "study_gamma.png")
+        from PIL import Image
+
+        grids = sorted((root / "main" / "grids").glob("iter_*.png"))
+        for g in grids[:1] + grids[-1:]:  # slas compare's side-by-side grids, first and last evaluation
+            # 64-colour palette: ShapesWorld images are a handful of flat colours, so the copy stays small
+            Image.open(g).convert("RGB").quantize(64).save(Path(args.plots) / f"study_grid_{g.stem}.png",
+                                                          optimize=True)
 
 
 if __name__ == "__main__":

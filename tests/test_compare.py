@@ -4,32 +4,20 @@ import csv
 import shutil
 
 import pytest
-import torch
 from PIL import Image
 
+from _toyruns import tiny_overrides
 from slas import compare as cmp
 from slas.cli import main
 from slas.config import ConfigError
-from slas.toyworld import model as toymodel
 
 
 def tiny(ckpt, **extra):
-    """Overrides of a 2-iteration run of a random XS model (as tests/test_train.py builds them), evaluated at
-    iterations 0 and 2 with a 2 x 2 monitor set."""
-    ov = {"model.checkpoint": str(ckpt), "train.iterations": 2, "train.prompts_per_iter": 2, "train.group_size": 3,
-          "sample.steps": 3, "train.timestep_fraction": 1.0, "train.micro_batch": 4, "train.lr": 1e-3,
-          "train.clip_range": 0.2, "eval.every": 0, "eval.max_prompts": 6, "eval.images_per_tag": 2, "eval.steps": 2,
-          "eval.grid_prompts": "[a photo of a red circle]", "monitor.prompts": 2, "monitor.group": 2,
-          "run.checkpoint_every": 1, "run.keep_checkpoints": 5} | extra
-    return [f"{k}={v}" for k, v in ov.items()]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "xs"
-    toymodel.save(toymodel.build("XS"), path)
-    return path
+    """Overrides of a 2-iteration run of a random XS model, evaluated at iterations 0 and 2 with a 2 x 2 monitor
+    set (`slas compare` sets each run's directory)."""
+    return tiny_overrides(ckpt, None, **{"eval.every": 0, "eval.grid_prompts": "[a photo of a red circle]",
+                                         "monitor.prompts": 2, "monitor.group": 2, "run.keep_checkpoints": 5}
+                          | extra)
 
 
 def test_plan_sweeps_only_the_methods_that_accept_the_key(tmp_path):

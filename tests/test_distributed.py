@@ -28,7 +28,6 @@ from transformers import CLIPTextModel  # noqa: F401
 
 from slas.config import ConfigError
 from slas.distributed import World, micro_batches
-from slas.toyworld import model as toymodel
 
 # Only the attention weights train: with all UNet parameters, biases that feed a GroupNorm of one channel per group
 # (the XS model's 8-channel blocks) have a gradient that is exactly 0 in exact arithmetic, so it is pure rounding
@@ -50,14 +49,6 @@ OVERRIDES = {
 # (a rank trains only the pairs of the samples it rolled out).
 REL, ABS = 1e-5, 3e-7  # ABS: a few fp32 ulps at 1 (1.2e-7), e.g. max |rho - 1|
 WEIGHT_TOL = 1e-5  # max |w_1proc - w_2proc| after training (the weights move by ~6e-3)
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "xs"
-    toymodel.save(toymodel.build("XS"), path)
-    return path
 
 
 def _argv(ckpt, out, **extra) -> list[str]:

@@ -7,21 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from _toyruns import tiny_overrides
 from slas.config import ConfigError, load_config
 from slas.evals import monitor
-from slas.toyworld import model as toymodel
 from slas.train import train
-
-
-def tiny_overrides(ckpt, out, **extra):
-    """A 2-iteration run of a random XS model (as tests/test_train.py builds them)."""
-    ov = {"model.checkpoint": str(ckpt), "run.out_dir": str(out), "train.iterations": 2, "train.prompts_per_iter": 2,
-          "train.group_size": 3, "sample.steps": 3, "train.timestep_fraction": 1.0, "train.micro_batch": 4,
-          "train.lr": 1e-3, "train.clip_range": 0.2, "eval.every": 1, "eval.max_prompts": 6, "eval.images_per_tag": 2,
-          "eval.steps": 2, "run.checkpoint_every": 1} | extra
-    return [f"{k}={v}" for k, v in ov.items()]
 
 
 def flat(rgb, n=1, side=32):
@@ -90,14 +80,6 @@ def test_monitor_config_is_validated():
         load_config(None, ["monitor.early_stop=true", "monitor.enabled=false"])
     with pytest.raises(ConfigError, match="unknown key 'monitor.every'"):
         load_config(None, ["monitor.every=3"])
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "xs"
-    toymodel.save(toymodel.build("XS"), path)
-    return path
 
 
 def _rows(run):

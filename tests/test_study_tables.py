@@ -43,9 +43,15 @@ def test_stats_pairing_and_hacking_verdict(tmp_path, capsys):
     write_run(tmp_path, "main", "slas_s0", [ev(0.8, 0.3, 0.4), ev(0.85, 0.3, 0.4), ev(0.9, 0.25, 0.35)])
     write_run(tmp_path, "main", "slas_s1", [ev(0.8, 0.3, 0.4), ev(0.85, 0.3, 0.4), ev(0.9, 0.30, 0.45)])
     write_run(tmp_path, "main", "drgrpo_s0", [ev(0.8, 0.3, 0.4), ev(0.85, 0.3, 0.4)], iterations=4)  # unfinished
+    # a sweep part: every seed of its arm counts; an arm another part already ran is not mixed in
+    write_run(tmp_path, "gamma", "slas-gamma2_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3)], iterations=2)
+    write_run(tmp_path, "gamma", "slas-gamma2_s1", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3)], iterations=2)
+    write_run(tmp_path, "gamma", "slas_s2", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3)], iterations=2)
     arms = st.load_runs(tmp_path)
-    assert sorted(arms) == ["grpo", "slas"] and sorted(arms["grpo"]) == [0, 1]
-    assert "unfinished: main/drgrpo_s0 (2/4)" in capsys.readouterr().err
+    assert sorted(arms) == ["grpo", "slas", "slas-gamma2"] and sorted(arms["grpo"]) == [0, 1]
+    assert sorted(arms["slas-gamma2"]) == [0, 1] and sorted(arms["slas"]) == [0, 1]
+    err = capsys.readouterr().err
+    assert "unfinished: main/drgrpo_s0 (2/4)" in err and "skipped: gamma/slas_s2 (slas comes from main/)" in err
 
     s = st.run_stats(arms["grpo"][0])
     assert s["proxy_gain"] == pytest.approx(0.2)
@@ -62,7 +68,7 @@ def test_stats_pairing_and_hacking_verdict(tmp_path, capsys):
     # proxy rise: slas 0.1 vs grpo 0.2 at both seeds -> -0.100 exactly (no spread -> half-width 0)
     assert cells[1] == "2" and cells[2] == "-0.100 ± 0.000"
     # final OOD gold (points): seed 0 +15, seed 1 -2 -> mean +6.5
-    assert cells[4].startswith("+6.5 ± ")
+    assert cells[5].startswith("+6.5 ± ")
 
 
 def test_missing_root_is_a_clear_error(tmp_path, monkeypatch):

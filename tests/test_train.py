@@ -16,41 +16,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _toyruns import tiny_overrides
 from slas import rewards
 from slas.config import Config, ConfigError, load_config
 from slas.policy.base import index_cond
 from slas.policy.toy import ToyBackbone
 from slas.samplers import flow_sigmas, flow_step_with_logprob
 from slas.samplers.rollout import rollout
-from slas.toyworld import model as toymodel
 from slas.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 # configs of real backbones (FLUX, SD3, SD1.x) train on tiny diffusers models in tests/test_backbones.py
 TOY_CONFIGS = [p for p in CONFIGS if load_config(p).model.backbone == "toy"]
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """A random-init XS ShapesWorld model: fast, and enough to exercise every code path."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "xs"
-    toymodel.save(toymodel.build("XS"), path)
-    return path
-
-
-def tiny_overrides(ckpt, out, **extra):
-    ov = {
-        "model.checkpoint": str(ckpt), "run.out_dir": str(out),
-        "train.iterations": 2, "train.prompts_per_iter": 2, "train.group_size": 3,
-        "sample.steps": 3, "train.timestep_fraction": 1.0, "train.micro_batch": 4, "train.updates_per_iter": 2,
-        "train.lr": 1e-3, "train.clip_range": 0.2,
-        "eval.every": 1, "eval.max_prompts": 6, "eval.images_per_tag": 2, "eval.steps": 2,
-        "run.checkpoint_every": 1, "run.keep_checkpoints": 10,
-        "sample.sde_window": "[]",  # every step stochastic: the tests below read all T log-probs
-    } | extra
-    return [f"{k}={v}" for k, v in ov.items() if v is not None]  # None: keep the config's value
 
 
 def test_shipped_configs_exist_and_validate():
