@@ -238,8 +238,9 @@ def main() -> None:
         sys.exit(f"no finished runs under {root}")
     main_order = ["grpo", "slas", "drgrpo", "grpo_global_std"]
     # grpo_global_std is the linear end of the gamma axis (SLAS at gamma 0 with batch_std_of=rewards)
-    ablation = ["grpo_global_std", "slas-gamma0.5", "slas", "slas-gamma2", "slas-recentertrue", "slas-normalizeafter",
+    ablation = ["grpo_global_std", "slas-gamma0.5", "slas", "slas-gamma2", "slas-recenterTrue", "slas-normalizeafter",
                 "slas-batch_std_ofrewards"]
+    ablation += sorted(a for a in arms if a not in main_order + ablation)  # any other swept arm found
     out = ["## Estimators (configs/toy_hack.yaml)", "", *arm_table(arms, main_order), "",
            "### Paired differences against DanceGRPO (same seeds)", "", *paired_table(arms, main_order), "",
            "### SLAS against the linear batch-std estimator (what the power adds)", "",
