@@ -20,7 +20,7 @@ comparison's sample grids at its first and last evaluation, from ``slas compare`
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import math
 import re
 import sys
@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from slas.compare import best_value, first_value, last_value, read_metrics, series  # noqa: E402
+from slas.config import load_config  # noqa: E402
 from slas.evals.stats import t_interval  # noqa: E402
 
 PARTS = ["main", "gamma", "recenter", "normalize", "batch_std_of"]
@@ -45,8 +47,8 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
             cfg = run / "config.yaml"
             if not m or not (run / "metrics.jsonl").is_file() or not cfg.is_file():
                 continue
-            rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            want = int(re.search(r"^\s*iterations:\s*(\d+)", cfg.read_text(), re.M).group(1))
+            rows = read_metrics(run)
+            want = load_config(cfg).train.iterations
             if not rows or rows[-1]["iteration"] < want:
                 print(f"unfinished: {part}/{run.name} ({rows[-1]['iteration'] if rows else 0}/{want})",
                       file=sys.stderr)
@@ -59,24 +61,9 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
     return arms
 
 
-def series(rows: list[dict], key: str) -> list[tuple[int, float]]:
-    return [(r["iteration"], float(r[key])) for r in rows if key in r and math.isfinite(float(r[key]))]
-
-
 def run_stats(rows: list[dict]) -> dict[str, float]:
     """The per-run quantities of the tables (fractions, not percent)."""
-    def first(k):
-        s = series(rows, k)
-        return s[0][1] if s else math.nan
-
-    def last(k):
-        s = series(rows, k)
-        return s[-1][1] if s else math.nan
-
-    def best(k):
-        s = series(rows, k)
-        return max(v for _, v in s) if s else math.nan
-
+    first, last, best = (functools.partial(f, rows) for f in (first_value, last_value, best_value))
     rew = series(rows, "train/reward_mean")
     out = {
         "early_reward": sum(v for i, v in rew if i <= EARLY) / max(1, sum(1 for i, _ in rew if i <= EARLY)),

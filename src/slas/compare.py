@@ -24,6 +24,7 @@ t-interval over seeds per method, how each estimator was configured), ``plots/*.
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 import math
@@ -150,7 +151,7 @@ def status(spec: RunSpec) -> str:
                               "remove that run directory")
     if (run / "early_stop.json").is_file():
         return "done"
-    rows = _rows(run)
+    rows = read_metrics(run)
     if rows and rows[-1]["iteration"] >= spec.cfg.train.iterations:
         return "done"
     return "resume" if checkpoint.latest(run) is not None else "new"
@@ -234,7 +235,8 @@ COLUMNS = ["run", "label", "method", "seed", "sweep", "status", "iterations", "m
            "peak_hacking_gap", "final_hacking_gap", "final_div_pixel", "final_div_detect", "final_saturation"]
 
 
-def _rows(run: Path) -> list[dict]:
+def read_metrics(run: Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` rows ([] when it has none yet)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -247,14 +249,30 @@ def _rows(run: Path) -> list[dict]:
     return out
 
 
-def _series(rows: list[dict], key: str) -> list[tuple[int, float]]:
+def series(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """(iteration, value) of every row that logged a finite ``key``."""
     return [(r["iteration"], float(r[key])) for r in rows if key in r and math.isfinite(r[key])]
+
+
+def first_value(rows: list[dict], key: str) -> float:
+    s = series(rows, key)
+    return s[0][1] if s else math.nan
+
+
+def last_value(rows: list[dict], key: str) -> float:
+    s = series(rows, key)
+    return s[-1][1] if s else math.nan
+
+
+def best_value(rows: list[dict], key: str) -> float:
+    s = series(rows, key)
+    return max(v for _, v in s) if s else math.nan
 
 
 def run_result(spec: RunSpec, gold_target: float | None, code: int | None) -> dict:
     """One results.csv row (NaN where the run has no such metric)."""
     run = Path(spec.cfg.run.out_dir)
-    rows = _rows(run)
+    rows = read_metrics(run)
     st = status(spec)
     res: dict = {"run": spec.name, "label": spec.label, "method": spec.method, "seed": spec.seed,
                  "sweep": ";".join(f"{k}={v}" for k, v in spec.sweep.items()),
@@ -263,19 +281,7 @@ def run_result(spec: RunSpec, gold_target: float | None, code: int | None) -> di
                  "iterations": rows[-1]["iteration"] if rows else 0,
                  "minutes": sum(v for r in rows for k, v in r.items() if k in (
                      "time/rollout_s", "time/reward_s", "time/train_s", "time/eval_s")) / 60}
-
-    def first(key):
-        s = _series(rows, key)
-        return s[0][1] if s else math.nan
-
-    def last(key):
-        s = _series(rows, key)
-        return s[-1][1] if s else math.nan
-
-    def best(key):
-        s = _series(rows, key)
-        return max(v for _, v in s) if s else math.nan
-
+    first, last, best = (functools.partial(f, rows) for f in (first_value, last_value, best_value))
     res |= {"base_gold_id": first(GOLD_ID), "final_gold_id": last(GOLD_ID), "best_gold_id": best(GOLD_ID),
             "final_gold_ood": last(GOLD_OOD), "best_gold_ood": best(GOLD_OOD),
             "base_gold_heldout": first(HELDOUT), "final_gold_heldout": last(HELDOUT), "best_gold_heldout": best(HELDOUT),
@@ -285,7 +291,7 @@ def run_result(spec: RunSpec, gold_target: float | None, code: int | None) -> di
             "final_div_pixel": last(DIV), "final_div_detect": last(DIV_DET), "final_saturation": last("monitor/saturation")}
     target = gold_target if gold_target is not None else res["base_gold_id"] + GOLD_TARGET_RISE
     res["gold_target"] = target
-    res["iters_to_target"] = next((float(i) for i, v in _series(rows, GOLD_ID) if v >= target - 1e-12), math.nan)
+    res["iters_to_target"] = next((float(i) for i, v in series(rows, GOLD_ID) if v >= target - 1e-12), math.nan)
     return res
 
 
@@ -351,7 +357,7 @@ def write_summary(path: Path, specs: list[RunSpec], results: list[dict], command
                                                               "best_gold_heldout", "final_exact_count",
                                                               "final_geneval_heldout")]
         lines.append(f"| {lb} | {' | '.join(pct)} | {np.mean([r['minutes'] for r in rs]):.1f} |")
-    curves = {lb: [_series(_rows(Path(s.cfg.run.out_dir)), HELDOUT) for s in specs if s.label == lb] for lb in labels}
+    curves = {lb: [series(read_metrics(Path(s.cfg.run.out_dir)), HELDOUT) for s in specs if s.label == lb] for lb in labels}
     its = sorted(set.intersection(*[{i for i, _ in c} for cs in curves.values() for c in cs])) if curves else []
     if its:
         lines += ["", "Held-out strict gold at each evaluation (mean over seeds, percent):", "",
@@ -374,7 +380,7 @@ def plot_curves(out: Path, specs: list[RunSpec]) -> list[Path]:
     from matplotlib.ticker import MaxNLocator
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = {s.name: _rows(Path(s.cfg.run.out_dir)) for s in specs}
+    rows = {s.name: read_metrics(Path(s.cfg.run.out_dir)) for s in specs}
     written = []
     for fname, title, panels in CURVES:
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
@@ -383,7 +389,7 @@ def plot_curves(out: Path, specs: list[RunSpec]) -> list[Path]:
                 per_it: dict[int, list[float]] = {}
                 for s in specs:
                     if s.label == lb:
-                        for i, v in _series(rows[s.name], key):
+                        for i, v in series(rows[s.name], key):
                             per_it.setdefault(i, []).append(v)
                 if not per_it:
                     continue
