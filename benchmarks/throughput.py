@@ -196,7 +196,7 @@ def main() -> None:
         if args.model == "M":  # the shipped, pretrained model: realistic images for the verifier
             ckpt = str(toymodel.default_checkpoint())
             model = toymodel.load()
-        else:  # random init (S is not shipped, L is never pretrained): the same FLOPs, noise images
+        else:  # random init (L is not shipped; S stays random as in docs/performance.md): same FLOPs, noise images
             model = toymodel.build(args.model)
             ckpt = str(Path(tmp) / args.model)
             toymodel.save(model, ckpt)

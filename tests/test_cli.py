@@ -1,6 +1,7 @@
 """The shipped model, the CLI and pretraining reproducibility."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,14 +12,19 @@ from slas.toyworld import model as toymodel
 from slas.toyworld.pretrain import pretrain
 
 
-def test_shipped_checkpoint_loads_offline():
-    path = toymodel.default_checkpoint()
+@pytest.mark.parametrize("name, size", [("toy_S", "S"), ("toy_M", "M")])
+def test_shipped_checkpoints_load_offline_by_name(name, size, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a shipped name means the package's copy from any working directory
+    path = toymodel.resolve_checkpoint(name)
+    assert path.parent == toymodel.default_checkpoint().parent and toymodel.resolve_checkpoint(None).name == "toy_M"
     assert (path / "model.safetensors").stat().st_size < 10_000_000
-    m = toymodel.load()
+    m = toymodel.load(name)
     cfg = json.loads((path / "config.json").read_text())
-    assert cfg["size"] == "M" and cfg["pretrain"]["steps"] > 0
+    assert cfg["size"] == size and cfg["pretrain"]["steps"] > 0
     assert toymodel.count_parameters(m) == cfg["n_params"]
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in m.parameters())  # fp32 on load
+    (tmp_path / name).mkdir()  # an existing directory of that name wins over the shipped copy
+    assert toymodel.resolve_checkpoint(name) == Path(name)
 
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path, capsys):
@@ -76,3 +82,17 @@ def test_pretrain_is_reproducible_and_resumes_exactly(tmp_path):
     assert not (c / "model.safetensors").exists()
     pretrain(c, **kw)
     assert (c / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
+
+
+def test_pretrain_saves_its_state_on_the_clock(tmp_path, monkeypatch):
+    # a slow model (L: 5 s a step) saves its resumable state every SAVE_MINUTES, not only every save_every steps
+    steps = []
+    monkeypatch.setattr("slas.toyworld.pretrain._save_state", lambda *a: steps.append(a[4]))
+    kw = dict(size="S", steps=3, batch=2, save_every=100, log=lambda s: None)
+    monkeypatch.setattr("slas.toyworld.pretrain.SAVE_MINUTES", 1e9)
+    pretrain(tmp_path / "a", **kw)
+    assert steps == [3]  # the final save only
+    monkeypatch.setattr("slas.toyworld.pretrain.SAVE_MINUTES", 0.0)
+    steps.clear()
+    pretrain(tmp_path / "b", **kw)
+    assert steps == [1, 2, 3]

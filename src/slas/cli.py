@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=8, help="images per prompt")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="grid.png", help="grid PNG; single images go to a folder of the same stem")
-    s.add_argument("--checkpoint", help="checkpoint directory (default: the shipped ShapesWorld model)")
+    s.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M; default toy_M)")
     s.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     s.set_defaults(fn=cmd_sample)
 
@@ -423,12 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the numbers to this JSON file")
     e.add_argument("--grid", help="also write a grid PNG of the first samples")
     e.add_argument("--grid-n", type=int, default=64)
-    e.add_argument("--checkpoint")
+    e.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M; default toy_M)")
     e.add_argument("--steps", type=int, default=EVAL_STEPS)
     e.set_defaults(fn=cmd_eval)
 
     pt = tw.add_parser("pretrain", help="pretrain a ShapesWorld model from scratch (reproducible)")
-    pt.add_argument("--size", choices=["M", "S"], default="M")
+    pt.add_argument("--size", choices=["S", "M", "L"], default="M")
     pt.add_argument("--out", help="output checkpoint directory (default runs/pretrain_SIZE); resumes if interrupted")
     pt.add_argument("--steps", type=int, help="override the size's default number of steps")
     pt.add_argument("--seed", type=int, default=0)
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tp = tw.add_parser("train-pref", help="train the toy_pref reward model on biased, noisy preference pairs")
     tp.add_argument("--out", required=True, help="output directory (model.safetensors + config.json)")
-    tp.add_argument("--checkpoint", help="base model that draws the pairs (default: the shipped ShapesWorld model)")
+    tp.add_argument("--checkpoint", help="base model that draws the pairs (default: the shipped toy_M)")
     tp.add_argument("--seed", type=int, default=0)
     tp.set_defaults(fn=cmd_pref)
 

@@ -159,16 +159,29 @@ def save(model: ToyT2I, path: str | os.PathLike, extra: dict | None = None, dtyp
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+SHIPPED = ("toy_S", "toy_M")  # pretrained checkpoints inside the package, by name
+
+
 def default_checkpoint() -> Path:
     """The shipped, pretrained size-M checkpoint inside the package."""
     return Path(__file__).parent / "checkpoints" / "toy_M"
 
 
+def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
+    """A checkpoint directory: ``None`` is the shipped M; a shipped name (``toy_S``, ``toy_M``) that is not an
+    existing path is the package's copy, so that a config can name it wherever slas is installed."""
+    if path is None:
+        return default_checkpoint()
+    if str(path) in SHIPPED and not Path(path).exists():
+        return Path(__file__).parent / "checkpoints" / str(path)
+    return Path(path)
+
+
 def load(path: str | os.PathLike | None = None) -> ToyT2I:
-    """Load a checkpoint directory (default: the shipped one). Never unpickles."""
+    """Load a checkpoint directory or shipped name (default: the shipped M). Never unpickles."""
     from safetensors.torch import load_file
 
-    path = Path(path) if path is not None else default_checkpoint()
+    path = resolve_checkpoint(path)
     weights, cfg_file = path / "model.safetensors", path / "config.json"
     if not weights.is_file() or not cfg_file.is_file():
         raise FileNotFoundError(
