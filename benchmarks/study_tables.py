@@ -33,15 +33,17 @@ from slas.config import load_config  # noqa: E402
 from slas.evals.stats import t_interval  # noqa: E402
 
 PARTS = ["main", "gamma", "recenter", "normalize", "batch_std_of"]
+# the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
+SCALE_PARTS = {"S": "scale_S", "M": "main", "L": "scale_L"}
 TAGS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 EARLY = 8  # iterations 1..EARLY: the "speed" window of the training reward
 
 
-def load_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
+def load_runs(root: Path, parts: list[str] = PARTS) -> dict[str, dict[int, list[dict]]]:
     """arm -> seed -> metrics rows, for the finished runs; unfinished ones are reported on stderr."""
     arms: dict[str, dict[int, list[dict]]] = {}
     origin: dict[str, str] = {}
-    for part in PARTS:
+    for part in parts:
         for run in sorted((root / part / "runs").glob("*_s*")):
             m = re.fullmatch(r"(.+)_s(\d+)", run.name)
             cfg = run / "config.yaml"
@@ -142,6 +144,12 @@ def paired_table(arms: dict[str, dict[int, list[dict]]], order: list[str], ref: 
     return lines
 
 
+def is_hacked(rows: list[dict]) -> bool:
+    """The proxy ends higher than it started while the OOD gold ends >= 5 points below its best."""
+    p, g = series(rows, "monitor/proxy_id"), series(rows, "monitor/gold_acc_ood")
+    return p[-1][1] > p[0][1] and g[-1][1] <= max(v for _, v in g) - 0.05
+
+
 def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> list[str]:
     lines = ["| seed | proxy it. 0 → final | gold OOD it. 0 / best / final % | held-out gold it. 0 → final % "
              "| hacked? |", "|---|---|---|---|---|"]
@@ -151,8 +159,7 @@ def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> lis
         g = series(rows, "monitor/gold_acc_ood")
         h = series(rows, "eval/gold_accuracy")
         best = max(v for _, v in g)
-        # "hacked": the proxy ends higher than it started while the OOD gold ends >= 5 points below its best
-        hacked = p[-1][1] > p[0][1] and g[-1][1] <= best - 0.05
+        hacked = is_hacked(rows)
         n_hacked += hacked
         lines.append(f"| {seed} | {p[0][1]:.3f} → {p[-1][1]:.3f} | {100 * g[0][1]:.1f} / {100 * best:.1f} / "
                      f"{100 * g[-1][1]:.1f} | {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if hacked else 'no'} |")
@@ -177,6 +184,42 @@ def tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[
             base_done = True
         lines.append(f"| {arm} | " + " | ".join(fmt([s[f"tag_{t}"] for s in stats], 100, 1) for t in tags)
                      + f" | {fmt([s['d_exact_count'] for s in stats], 100, 1, True)} |")
+    return lines
+
+
+def model_params(root: Path, part: str) -> int | None:
+    """Parameter count of the model a part's runs trained (from its checkpoint's config.json)."""
+    import json
+
+    from slas.toyworld.model import resolve_checkpoint
+
+    for cfg in sorted((root / part / "runs").glob("*/config.yaml")):
+        info = resolve_checkpoint(load_config(cfg).model.checkpoint) / "config.json"
+        if info.is_file():
+            return json.loads(info.read_text()).get("n_params")
+    return None
+
+
+def scale_table(root: Path) -> list[str]:
+    """SLAS vs DanceGRPO per model size: each size's arms, and their paired differences."""
+    lines = ["| model | parameters | pairs | base gold OOD % | grpo final OOD % | slas final OOD % "
+             "| slas − grpo: OOD gold (pts) | held-out gold (pts) | peak hacking gap | Δ saturation | grpo seeds hacked |",
+             "|---" * 11 + "|"]
+    for size, part in SCALE_PARTS.items():
+        arms = load_runs(root, [part])
+        if "grpo" not in arms or "slas" not in arms:
+            continue
+        seeds = sorted(set(arms["grpo"]) & set(arms["slas"]))
+        a = {s: run_stats(arms["slas"][s]) for s in seeds}
+        b = {s: run_stats(arms["grpo"][s]) for s in seeds}
+        n = model_params(root, part)
+        hacked = f"{sum(is_hacked(arms['grpo'][s]) for s in seeds)} of {len(seeds)}"
+        diff = [fmt([a[s][k] - b[s][k] for s in seeds], sc, d, True)
+                for k, sc, d in [("final_ood", 100, 1), ("d_heldout", 100, 1), ("peak_gap", 1, 3),
+                                 ("d_saturation", 1, 3)]]
+        lines.append(f"| {size} | {f'{n:,}' if n else '?'} | {len(seeds)} | {fmt([b[s]['base_ood'] for s in seeds], 100, 1)} "
+                     f"| {fmt([b[s]['final_ood'] for s in seeds], 100, 1)} | {fmt([a[s]['final_ood'] for s in seeds], 100, 1)} "
+                     f"| " + " | ".join(diff) + f" | {hacked} |")
     return lines
 
 
@@ -236,6 +279,8 @@ def main() -> None:
            "### Held-out strict accuracy per tag at the end (%)", "", *tag_table(arms, main_order), "",
            "## SLAS ablations (gamma and the undetermined options)", "", *arm_table(arms, ablation), "",
            "### Paired differences against SLAS at its defaults", "", *paired_table(arms, ablation, ref="slas")]
+    if any((root / p / "runs").is_dir() for p in SCALE_PARTS.values() if p != "main"):
+        out += ["", "## Model scale: SLAS vs DanceGRPO on S, M and L (same config)", "", *scale_table(root)]
     text = "\n".join(out) + "\n"
     print(text)
     if args.md:

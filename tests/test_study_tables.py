@@ -12,10 +12,12 @@ st = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(st)
 
 
-def write_run(root: Path, part: str, name: str, evals: list[dict], iterations: int = 4, rewards=None):
+def write_run(root: Path, part: str, name: str, evals: list[dict], iterations: int = 4, rewards=None,
+              checkpoint: Path | None = None):
     run = root / part / "runs" / name
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"train:\n  iterations: {iterations}\n  lr: 0.1\n")
+    model = f"model:\n  checkpoint: {checkpoint}\n" if checkpoint else ""
+    (run / "config.yaml").write_text(f"{model}train:\n  iterations: {iterations}\n  lr: 0.1\n")
     rows = []
     for i in range(len(evals)):
         row = {"iteration": 2 * i} | {f"monitor/{k}": v for k, v in evals[i].items() if k != "heldout"}
@@ -75,3 +77,25 @@ def test_missing_root_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["study_tables.py", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="run `bash benchmarks/study.sh"):
         st.main()
+
+
+def test_scale_table_pairs_each_size(tmp_path):
+    ckpt = tmp_path / "ckpt_S"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"n_params": 1234}))
+    for seed, (g, sl) in enumerate([(0.1, 0.2), (0.2, 0.2)]):  # S: slas - grpo OOD gold = +10, 0 points
+        write_run(tmp_path, "scale_S", f"grpo_s{seed}", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.3), ev(1.0, g, 0.2)],
+                  checkpoint=ckpt)
+        write_run(tmp_path, "scale_S", f"slas_s{seed}", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.3), ev(1.0, sl, 0.3)],
+                  checkpoint=ckpt)
+    write_run(tmp_path, "main", "grpo_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.3, 0.4)])
+    write_run(tmp_path, "main", "slas_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.25, 0.4)])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in st.scale_table(tmp_path)[2:]}
+    assert sorted(rows) == ["M", "S"]  # no L runs: no L row
+    s = rows["S"]
+    assert s[1] == "1,234" and s[2] == "2" and s[3] == "30.0 ± 0.0"
+    assert s[6].startswith("+5.0 ± ") and s[7] == "+10.0 ± 0.0"  # OOD gold +10/0; held-out +10 at both seeds
+    assert s[10] == "2 of 2"  # grpo: proxy up, OOD gold 10 and 20 points below its best of 30
+    m = rows["M"]
+    assert m[1] == "4,207,340" and m[6] == "-5.0" and m[10] == "0 of 1"  # shipped M; one pair: no CI
