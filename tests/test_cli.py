@@ -96,3 +96,17 @@ def test_pretrain_saves_its_state_on_the_clock(tmp_path, monkeypatch):
     steps.clear()
     pretrain(tmp_path / "b", **kw)
     assert steps == [1, 2, 3]
+
+
+def test_resumed_pretrain_eta_uses_this_process_rate(tmp_path):
+    # the ETA after a resume must not spread the earlier parts' elapsed time over this process's steps
+    out = tmp_path / "a"
+    kw = dict(size="S", batch=1, log=lambda s: None)
+    assert pretrain(out, steps=2, stop_at=1, **kw) is None
+    meta = json.loads((out / "state" / "meta.json").read_text())
+    (out / "state" / "meta.json").write_text(json.dumps(meta | {"elapsed_s": 1e6}))  # an earlier 11-day part
+    lines = []
+    pretrain(out, steps=101, size="S", batch=1, log=lines.append)
+    line = next(s for s in lines if s.startswith("step 100/101"))
+    elapsed, eta = (float(line.split(k)[1].split()[0]) for k in ("elapsed ", "eta "))
+    assert elapsed > 1e6 / 60 and eta < 1.0

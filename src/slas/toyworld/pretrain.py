@@ -102,8 +102,8 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
         log(f"resuming from step {start}")
     log(f"pretraining ShapesWorld model {size}: {toymodel.count_parameters(model):,} parameters, "
         f"{steps} steps x batch {batch}, lr {lr}, seed {seed}")
-    t0 = time.time() - elapsed0
-    last_save = time.time()
+    t0 = time.time() - elapsed0  # elapsed time counts earlier, interrupted parts of the run
+    last_save = t_resume = time.time()
     losses: list[float] = []
     for step in range(start, steps):
         prompts, x0, noise, sigma = batch_for_step(seed, step, batch)
@@ -125,7 +125,8 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
         done = step + 1
         if done % 100 == 0 or done == steps:
             el = time.time() - t0
-            eta = el / (done - start + 1e-9) * (steps - done) if done > start else 0
+            # the rate of this process only: el includes the earlier parts, done - start does not
+            eta = (time.time() - t_resume) / (done - start) * (steps - done)
             log(f"step {done}/{steps} loss {np.mean(losses[-100:]):.4f} lr {lr_at(step, lr):.2e} "
                 f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
         if done == stop_at and done < steps:
