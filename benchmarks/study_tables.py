@@ -202,6 +202,7 @@ def model_params(root: Path, part: str) -> int | None:
 
 def scale_table(root: Path) -> list[str]:
     """SLAS vs DanceGRPO per model size: each size's arms, and their paired differences."""
+    per_seed = []
     lines = ["| model | parameters | pairs | base gold OOD % | grpo final OOD % | slas final OOD % "
              "| slas − grpo: OOD gold (pts) | held-out gold (pts) | peak hacking gap | Δ saturation | grpo seeds hacked |",
              "|---" * 11 + "|"]
@@ -220,7 +221,11 @@ def scale_table(root: Path) -> list[str]:
         lines.append(f"| {size} | {f'{n:,}' if n else '?'} | {len(seeds)} | {fmt([b[s]['base_ood'] for s in seeds], 100, 1)} "
                      f"| {fmt([b[s]['final_ood'] for s in seeds], 100, 1)} | {fmt([a[s]['final_ood'] for s in seeds], 100, 1)} "
                      f"| " + " | ".join(diff) + f" | {hacked} |")
-    return lines
+        d = [100 * (a[s]["final_ood"] - b[s]["final_ood"]) for s in seeds]
+        ci = t_interval(d)
+        per_seed.append(f"- {size}: slas − grpo final OOD gold per seed {', '.join(f'{v:+.1f}' for v in d)} pts; "
+                        f"95% t interval [{ci['mean'] - ci['half']:+.2f}, {ci['mean'] + ci['half']:+.2f}]")
+    return lines + [""] + per_seed
 
 
 def plot(arms: dict[str, dict[int, list[dict]]], order: list[str], path: Path) -> None:

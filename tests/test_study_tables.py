@@ -91,7 +91,7 @@ def test_scale_table_pairs_each_size(tmp_path):
     write_run(tmp_path, "main", "grpo_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.3, 0.4)])
     write_run(tmp_path, "main", "slas_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.25, 0.4)])
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
-            for line in st.scale_table(tmp_path)[2:]}
+            for line in st.scale_table(tmp_path)[2:] if line.startswith("| ")}
     assert sorted(rows) == ["M", "S"]  # no L runs: no L row
     s = rows["S"]
     assert s[1] == "1,234" and s[2] == "2" and s[3] == "30.0 ± 0.0"
@@ -99,3 +99,5 @@ def test_scale_table_pairs_each_size(tmp_path):
     assert s[10] == "2 of 2"  # grpo: proxy up, OOD gold 10 and 20 points below its best of 30
     m = rows["M"]
     assert m[1] == "4,207,340" and m[6] == "-5.0" and m[10] == "0 of 1"  # shipped M; one pair: no CI
+    assert "- S: slas − grpo final OOD gold per seed +10.0, +0.0 pts; 95% t interval [-58.53, +68.53]" in \
+        st.scale_table(tmp_path)
