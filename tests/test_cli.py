@@ -110,3 +110,22 @@ def test_resumed_pretrain_eta_uses_this_process_rate(tmp_path):
     line = next(s for s in lines if s.startswith("step 100/101"))
     elapsed, eta = (float(line.split(k)[1].split()[0]) for k in ("elapsed ", "eta "))
     assert elapsed > 1e6 / 60 and eta < 1.0
+
+
+def test_pretrain_stops_on_divergence_without_overwriting_its_state(tmp_path, monkeypatch, capsys):
+    # DIVERGE_FACTOR 0.5 makes any step whose 2-step mean loss is not half the best count as divergence
+    monkeypatch.setattr("slas.toyworld.pretrain.WARMUP", 1)  # checks from step WARMUP + WINDOW + 1 = 4
+    monkeypatch.setattr("slas.toyworld.pretrain.WINDOW", 2)
+    monkeypatch.setattr("slas.toyworld.pretrain.DIVERGE_FACTOR", 0.5)
+    out = tmp_path / "a"
+    with pytest.raises(ValueError, match=r"diverged at step 5: .* rerun with a lower --lr"):
+        pretrain(out, size="S", steps=8, batch=2, save_every=4, log=lambda s: None)
+    meta = json.loads((out / "state" / "meta.json").read_text())
+    assert meta["step"] == 4 and meta["best_loss"] > 0  # the last healthy save, not step 5
+    monkeypatch.setattr("slas.toyworld.pretrain.DIVERGE_FACTOR", 2.0)
+    assert pretrain(out, size="S", steps=8, batch=2, lr=1e-4, log=lambda s: None) == out  # resumes at a lower lr
+    # the CLI turns it into one line, not a traceback
+    monkeypatch.setattr("slas.toyworld.pretrain.DIVERGE_FACTOR", 0.5)
+    assert main(["toyworld", "pretrain", "--size", "S", "--steps", "12", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Traceback" not in err

@@ -187,7 +187,7 @@ def cmd_pretrain(args) -> None:
     from .toyworld.pretrain import pretrain
 
     out = args.out or f"runs/pretrain_{args.size}"
-    pretrain(out, size=args.size, steps=args.steps, seed=args.seed)
+    pretrain(out, size=args.size, steps=args.steps, lr=args.lr, seed=args.seed)
 
 
 def cmd_train(args) -> None:
@@ -431,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--size", choices=["S", "M", "L"], default="M")
     pt.add_argument("--out", help="output checkpoint directory (default runs/pretrain_SIZE); resumes if interrupted")
     pt.add_argument("--steps", type=int, help="override the size's default number of steps")
+    pt.add_argument("--lr", type=float, help="override the size's default learning rate (constant after warmup; "
+                    "a resumed run may lower it, e.g. after divergence)")
     pt.add_argument("--seed", type=int, default=0)
     pt.set_defaults(fn=cmd_pretrain)
 

@@ -27,9 +27,11 @@ DEFAULTS = {
     # and 3100 (loss 0.068 -> 0.87, runs/pretrain_M.log of the shipped model).
     "M": dict(steps=3000, batch=64, lr=1.5e-3),
     "S": dict(steps=5000, batch=64, lr=2e-3),
-    # L: 4x the FLOPs of M (about 5 s a step on 2 cores), so fewer steps, and a
-    # lower lr because it is wider and M at 1.5e-3 diverged after 3000 steps.
-    "L": dict(steps=2500, batch=64, lr=1e-3),
+    # L: 4x the FLOPs of M (2.5-2.8 s a step on 2 cores), so fewer steps. At lr 1e-3
+    # it diverged between steps 1500 and 1600 (loss 0.071 -> 0.164 -> 1.09 at 1700,
+    # runs/pretrain_L_lr1e-3_diverged.log), like M at 1.5e-3 after 3000: twice M's
+    # width takes about half M's lr.
+    "L": dict(steps=2500, batch=64, lr=5e-4),
 }
 WARMUP = 200
 EMA_DECAY = 0.999
@@ -37,6 +39,11 @@ SAVE_EVERY = 500
 # The resumable state is also saved at least this often, so that an interrupted
 # L run (5 s a step) loses minutes, not the 40 minutes of SAVE_EVERY steps.
 SAVE_MINUTES = 10.0
+# A run whose 100-step mean loss rises above DIVERGE_FACTOR x its best 100-step mean
+# has diverged (M at lr 1.5e-3: 0.068 -> 0.87; L at 1e-3: 0.071 -> 0.164 -> 1.09).
+# It stops before saving, so its resumable state stays at the last healthy step.
+DIVERGE_FACTOR = 2.0
+WINDOW = 100
 
 
 @functools.cache
@@ -83,7 +90,7 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    start, elapsed0 = 0, 0.0
+    start, elapsed0, best = 0, 0.0, float("inf")  # best: lowest WINDOW-step mean loss after warmup
     state_dir = out / "state"
     if (state_dir / "meta.json").is_file():
         from safetensors.torch import load_file
@@ -99,6 +106,7 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
         ema.load_state_dict(load_file(str(state_dir / "ema.safetensors")))
         opt.load_state_dict(torch.load(state_dir / "optim.pt", weights_only=True))
         start, elapsed0 = meta["step"], meta["elapsed_s"]
+        best = meta.get("best_loss") or best
         log(f"resuming from step {start}")
     log(f"pretraining ShapesWorld model {size}: {toymodel.count_parameters(model):,} parameters, "
         f"{steps} steps x batch {batch}, lr {lr}, seed {seed}")
@@ -123,6 +131,14 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
                 pe.lerp_(pm, 1 - decay)
         losses.append(loss.item())
         done = step + 1
+        recent = float(np.mean(losses[-WINDOW:]))
+        if len(losses) >= WINDOW and done > WARMUP + WINDOW:
+            if recent > DIVERGE_FACTOR * best:
+                raise ValueError(
+                    f"pretraining diverged at step {done}: the mean loss of the last {WINDOW} steps is {recent:.4f}, "
+                    f"over {DIVERGE_FACTOR:g}x the best {best:.4f}. The state in {state_dir} was not overwritten; "
+                    f"rerun with a lower --lr (now {lr:g}) to resume from it")
+            best = min(best, recent)
         if done % 100 == 0 or done == steps:
             el = time.time() - t0
             # the rate of this process only: el includes the earlier parts, done - start does not
@@ -130,16 +146,16 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
             log(f"step {done}/{steps} loss {np.mean(losses[-100:]):.4f} lr {lr_at(step, lr):.2e} "
                 f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
         if done == stop_at and done < steps:
-            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch)
+            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
             log(f"stopped at step {done}; run again to resume")
             return None
         if done % save_every == 0 or done == steps:
-            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch)
+            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
             last_save = time.time()
             if done < steps:
                 toymodel.save(ema, out / "snapshots" / f"step_{done:05d}", dtype=torch.float16)
         elif time.time() - last_save > SAVE_MINUTES * 60:
-            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch)
+            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
             last_save = time.time()
     wall = time.time() - t0
     toymodel.save(ema, out, dtype=torch.float16, extra={"pretrain": {"steps": steps, "batch": batch, "lr": lr, "seed": seed,
@@ -149,7 +165,8 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
     return out
 
 
-def _save_state(state_dir: Path, model, ema, opt, step: int, elapsed: float, size: str, seed: int, batch: int) -> None:
+def _save_state(state_dir: Path, model, ema, opt, step: int, elapsed: float, size: str, seed: int, batch: int,
+                best_loss: float = float("inf")) -> None:
     from safetensors.torch import save_file
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +175,7 @@ def _save_state(state_dir: Path, model, ema, opt, step: int, elapsed: float, siz
     torch.save(opt.state_dict(), state_dir / "optim.pt.tmp")
     for name in ("model.safetensors", "ema.safetensors", "optim.pt"):
         os.replace(state_dir / (name + ".tmp"), state_dir / name)
-    meta = {"step": step, "elapsed_s": elapsed, "size": size, "seed": seed, "batch": batch}
+    meta = {"step": step, "elapsed_s": elapsed, "size": size, "seed": seed, "batch": batch,
+            "best_loss": best_loss if np.isfinite(best_loss) else None}
     (state_dir / "meta.json.tmp").write_text(json.dumps(meta))
     os.replace(state_dir / "meta.json.tmp", state_dir / "meta.json")
