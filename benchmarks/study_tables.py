@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import re
 import sys
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from slas.compare import best_value, first_value, last_value, read_metrics, series  # noqa: E402
 from slas.config import load_config  # noqa: E402
 from slas.evals.stats import t_interval  # noqa: E402
+from slas.toyworld.model import resolve_checkpoint  # noqa: E402
 
 PARTS = ["main", "gamma", "recenter", "normalize", "batch_std_of"]
 # the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
@@ -189,10 +191,6 @@ def tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[
 
 def model_params(root: Path, part: str) -> int | None:
     """Parameter count of the model a part's runs trained (from its checkpoint's config.json)."""
-    import json
-
-    from slas.toyworld.model import resolve_checkpoint
-
     for cfg in sorted((root / part / "runs").glob("*/config.yaml")):
         info = resolve_checkpoint(load_config(cfg).model.checkpoint) / "config.json"
         if info.is_file():

@@ -160,11 +160,12 @@ def save(model: ToyT2I, path: str | os.PathLike, extra: dict | None = None, dtyp
 
 
 SHIPPED = ("toy_S", "toy_M")  # pretrained checkpoints inside the package, by name
+_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 
 def default_checkpoint() -> Path:
     """The shipped, pretrained size-M checkpoint inside the package."""
-    return Path(__file__).parent / "checkpoints" / "toy_M"
+    return _CHECKPOINTS / "toy_M"
 
 
 def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
@@ -173,7 +174,7 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
     if path is None:
         return default_checkpoint()
     if str(path) in SHIPPED and not Path(path).exists():
-        return Path(__file__).parent / "checkpoints" / str(path)
+        return _CHECKPOINTS / str(path)
     return Path(path)
 
 

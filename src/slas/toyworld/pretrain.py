@@ -113,6 +113,11 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
     t0 = time.time() - elapsed0  # elapsed time counts earlier, interrupted parts of the run
     last_save = t_resume = time.time()
     losses: list[float] = []
+
+    def save(done: int) -> float:
+        _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
+        return time.time()
+
     for step in range(start, steps):
         prompts, x0, noise, sigma = batch_for_step(seed, step, batch)
         s = sigma.view(-1, 1, 1, 1)
@@ -131,8 +136,8 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
                 pe.lerp_(pm, 1 - decay)
         losses.append(loss.item())
         done = step + 1
-        recent = float(np.mean(losses[-WINDOW:]))
         if len(losses) >= WINDOW and done > WARMUP + WINDOW:
+            recent = float(np.mean(losses[-WINDOW:]))
             if recent > DIVERGE_FACTOR * best:
                 raise ValueError(
                     f"pretraining diverged at step {done}: the mean loss of the last {WINDOW} steps is {recent:.4f}, "
@@ -146,17 +151,15 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
             log(f"step {done}/{steps} loss {np.mean(losses[-100:]):.4f} lr {lr_at(step, lr):.2e} "
                 f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
         if done == stop_at and done < steps:
-            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
+            save(done)
             log(f"stopped at step {done}; run again to resume")
             return None
         if done % save_every == 0 or done == steps:
-            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
-            last_save = time.time()
+            last_save = save(done)
             if done < steps:
                 toymodel.save(ema, out / "snapshots" / f"step_{done:05d}", dtype=torch.float16)
         elif time.time() - last_save > SAVE_MINUTES * 60:
-            _save_state(state_dir, model, ema, opt, done, time.time() - t0, size, seed, batch, best)
-            last_save = time.time()
+            last_save = save(done)
     wall = time.time() - t0
     toymodel.save(ema, out, dtype=torch.float16, extra={"pretrain": {"steps": steps, "batch": batch, "lr": lr, "seed": seed,
                                                  "wall_time_s": round(wall, 1),
@@ -166,7 +169,7 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
 
 
 def _save_state(state_dir: Path, model, ema, opt, step: int, elapsed: float, size: str, seed: int, batch: int,
-                best_loss: float = float("inf")) -> None:
+                best_loss: float) -> None:
     from safetensors.torch import save_file
 
     state_dir.mkdir(parents=True, exist_ok=True)
