@@ -15,12 +15,6 @@ $SLAS compare "${common[@]}" --methods slas --sweep advantage.params.gamma=0.5,2
 $SLAS compare "${common[@]}" --methods slas --sweep advantage.params.recenter=true --out "$OUT/recenter"
 $SLAS compare "${common[@]}" --methods slas --sweep advantage.params.normalize=after --out "$OUT/normalize"
 $SLAS compare "${common[@]}" --methods slas --sweep advantage.params.batch_std_of=rewards --out "$OUT/batch_std_of"
-# 4. model scale: SLAS vs DanceGRPO with the same config on the shipped S (M is part 1) and on L. L is not
-#    shipped (4x M's FLOPs; `slas toyworld pretrain --size L --out runs/pretrain_L`, resumable, ~2 h on 2 cores)
+# 4. model scale: SLAS vs DanceGRPO with the same config on the shipped S and L (M is part 1)
 $SLAS compare "${common[@]}" --methods slas,grpo --out "$OUT/scale_S" model.checkpoint=toy_S
-L_CKPT=${L_CHECKPOINT:-runs/pretrain_L}
-if [[ -f "$L_CKPT/model.safetensors" ]]; then
-  $SLAS compare "${common[@]}" --methods slas,grpo --out "$OUT/scale_L" model.checkpoint="$L_CKPT"
-else
-  echo "scale_L skipped: no L checkpoint at $L_CKPT (slas toyworld pretrain --size L --out $L_CKPT)" >&2
-fi
+$SLAS compare "${common[@]}" --methods slas,grpo --out "$OUT/scale_L" model.checkpoint=toy_L

@@ -169,7 +169,7 @@ def compile_gain(model, n: int, micro: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=["S", "M", "L"], default="M")
+    ap.add_argument("--model", choices=["S", "M", "L", "XL"], default="M")
     ap.add_argument("--json", metavar="PATH", help="write the results here")
     ap.add_argument("--prompts", type=int, default=4, help="P prompts per iteration")
     ap.add_argument("--group", type=int, default=8, help="G samples per prompt (N = P x G)")

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from slas.cli import main
 from slas.toyworld import model as toymodel
-from slas.toyworld.pretrain import pretrain
+from slas.toyworld.pretrain import lr_at, pretrain
 
 
-@pytest.mark.parametrize("name, size", [("toy_S", "S"), ("toy_M", "M")])
+@pytest.mark.parametrize("name, size", [("toy_S", "S"), ("toy_M", "M"), ("toy_L", "L")])
 def test_shipped_checkpoints_load_offline_by_name(name, size, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a shipped name means the package's copy from any working directory
     path = toymodel.resolve_checkpoint(name)
@@ -25,6 +26,48 @@ def test_shipped_checkpoints_load_offline_by_name(name, size, tmp_path, monkeypa
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in m.parameters())  # fp32 on load
     (tmp_path / name).mkdir()  # an existing directory of that name wins over the shipped copy
     assert toymodel.resolve_checkpoint(name) == Path(name)
+
+
+def test_lr_schedule_warms_up_then_holds_or_halves():
+    assert lr_at(0, 1e-3) == pytest.approx(1e-3 / 200) and lr_at(199, 1e-3) == lr_at(5000, 1e-3) == 1e-3
+    assert lr_at(1999, 1e-3, halve_at=2000) == 1e-3 and lr_at(2000, 1e-3, halve_at=2000) == 5e-4
+
+
+def test_quantize_int8_per_row():
+    w = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
+    q, scale = toymodel.quantize_int8(w)
+    assert q.dtype == torch.int8 and q.tolist() == [[64, -127, 32], [0, 0, 0]]  # 1 / (2/127) = 63.5 -> 64 (half to even)
+    assert scale.tolist() == pytest.approx([2 / 127, 1.0])  # an all-zero row keeps scale 1, not 0/0
+    back = toymodel.dequantize_int8({"w": q, "w" + toymodel.INT8_SCALE: scale, "b": torch.ones(2)})
+    assert set(back) == {"w", "b"} and (back["w"] - w).abs().max() <= 1 / 127
+
+
+def test_int8_checkpoint_round_trips_within_half_a_step(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(toymodel, "INT8_MIN_NUMEL", 256)  # XS's tensors are all small; the rule itself is below
+    torch.manual_seed(0)
+    m = toymodel.build("XS")
+    toymodel.save(m, tmp_path / "q", dtype=torch.int8)
+    toymodel.save(m, tmp_path / "h", dtype=torch.float16)
+    raw = load_file(str(tmp_path / "q" / "model.safetensors"))
+    q = toymodel.load(tmp_path / "q")
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["weights_dtype"] == "int8"
+    n_int8 = 0
+    for k, a in m.state_dict().items():
+        b = q.state_dict()[k]
+        assert b.dtype == a.dtype and b.shape == a.shape
+        if k + toymodel.INT8_SCALE in raw:
+            n_int8 += 1
+            assert raw[k].dtype == torch.int8 and a.dim() >= 2 and a.numel() >= 256
+            half_step = raw[k + toymodel.INT8_SCALE].view(-1, *[1] * (a.dim() - 1)) / 2
+            assert ((a - b).abs() <= half_step * (1 + 1e-5)).all()
+        elif a.is_floating_point():
+            assert raw[k].dtype == torch.float16 and torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+            assert a.dim() < 2 or a.numel() < 256 or k.startswith(toymodel.INT8_KEEP)
+    assert n_int8 >= 10 and not any(k.startswith(toymodel.INT8_KEEP) and raw[k].dtype == torch.int8 for k in raw)
+    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("q", "h")]
+    assert sizes[0] < 0.75 * sizes[1]
 
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path, capsys):

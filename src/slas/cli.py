@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=8, help="images per prompt")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (the k-th image drawn uses seed + k)")
     s.add_argument("--out", default="grid.png", help="grid PNG; single images go to a folder of the same stem")
-    s.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M; default toy_M)")
+    s.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M, toy_L; default toy_M)")
     s.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     s.set_defaults(fn=cmd_sample)
 
@@ -423,12 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the numbers to this JSON file")
     e.add_argument("--grid", help="also write a grid PNG of the first samples")
     e.add_argument("--grid-n", type=int, default=64, help="images in the grid")
-    e.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M; default toy_M)")
+    e.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M, toy_L; default toy_M)")
     e.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     e.set_defaults(fn=cmd_eval)
 
     pt = tw.add_parser("pretrain", help="pretrain a ShapesWorld model from scratch (reproducible)")
-    pt.add_argument("--size", choices=["S", "M", "L"], default="M", help="model size (S: half M's channels, L: twice)")
+    pt.add_argument("--size", choices=["S", "M", "L"], default="M", help="model size (S: half M's channels, L: 1.5x)")
     pt.add_argument("--out", help="output checkpoint directory (default runs/pretrain_SIZE); resumes if interrupted")
     pt.add_argument("--steps", type=int, help="override the size's default number of steps")
     pt.add_argument("--lr", type=float, help="override the size's default learning rate (constant after warmup; "
@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = tw.add_parser("demo", help="sample + evaluate the eval set; write grid and table")
     d.add_argument("--out", default="runs/demo", help="output folder (grid PNG and table)")
     d.add_argument("--n-per-prompt", type=int, default=1, help="images per prompt")
-    d.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M; default toy_M)")
+    d.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M, toy_L; default toy_M)")
     d.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     d.set_defaults(fn=cmd_demo)
     return p

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     backbone: str = "toy"  # adapter name (slas.policy): "toy" is the ShapesWorld model
-    checkpoint: str | None = None  # checkpoint dir or a shipped name (toy_S, toy_M); None = the shipped M
+    checkpoint: str | None = None  # checkpoint dir or a shipped name (toy_S, toy_M, toy_L); None = the shipped M
     train_text_encoder: bool = False  # frozen text encoder => prompt embeddings are cached
     # train only parameters whose name contains one of these substrings
     # (e.g. [attn] = the UNet's self/cross-attention); empty = all of them

@@ -37,10 +37,14 @@ SIZES: dict[str, dict] = {
               text_hidden=64, text_layers=2),
     "S": dict(block_out_channels=[16, 32, 64], down_block_types=_DOWN, up_block_types=_UP, heads=1,
               text_hidden=32, text_layers=2),
-    # "L": 2x the channels of M (~4x the FLOPs, 16.8M parameters), for throughput studies
-    # (benchmarks/throughput.py, random init); no pretraining recipe or shipped checkpoint yet
-    "L": dict(block_out_channels=[64, 128, 256], down_block_types=_DOWN, up_block_types=_UP, heads=4,
-              text_hidden=128, text_layers=2),
+    # "L": 1.5x the channels of M (9.4M parameters, 2.2x M's). Not 2x: that net (16.8M)
+    # took 156 min to pretrain on 2 cores and 33.5 MB in fp16, too large to ship.
+    "L": dict(block_out_channels=[48, 96, 192], down_block_types=_DOWN, up_block_types=_UP, heads=3,
+              text_hidden=96, text_layers=2),
+    # "XL": the 2x-width net (16.8M parameters, ~4x M's FLOPs), for throughput studies at random init
+    # (benchmarks/throughput.py --model XL, docs/performance.md); never pretrained here.
+    "XL": dict(block_out_channels=[64, 128, 256], down_block_types=_DOWN, up_block_types=_UP, heads=4,
+               text_hidden=128, text_layers=2),
     # XS: tests only (random init, fast), never pretrained
     "XS": dict(block_out_channels=[8, 16, 16], down_block_types=_DOWN, up_block_types=_UP, heads=1,
                text_hidden=16, text_layers=1),
@@ -139,27 +143,70 @@ def build(size: str = "M") -> ToyT2I:
     return ToyT2I(SIZES[size] | {"size": size})
 
 
+INT8_SCALE = ".int8_scale"  # key suffix of the per-row scales of an int8-stored weight
+# Stay fp16 under int8 storage: the pixel-facing first and last convs (the usual exception in weight quantization)
+# and tensors under INT8_MIN_NUMEL elements. On toy_M, int8 for every matrix gives a 2.1% relative RMS velocity
+# error, 1.8 points of it from conv_out's 12 rows alone; these exceptions bring it to 0.3% for 0.4% of the
+# parameters (benchmarks/int8_check.py).
+INT8_KEEP = ("unet.conv_in.", "unet.conv_out.")
+INT8_MIN_NUMEL = 4096
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-row int8: w [O, ...] -> (q int8 [O, ...], scale fp32 [O]), w ~ q * scale.
+
+    Per row rather than per tensor because conv/attention rows differ in range by 10-100x; the rounding error of an
+    element is at most half its row's scale (max|row| / 254)."""
+    amax = w.detach().float().reshape(w.shape[0], -1).abs().amax(dim=1)  # [O]
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))  # an all-zero row keeps scale 1
+    q = torch.round(w.detach().float() / scale.view(-1, *[1] * (w.dim() - 1))).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo ``quantize_int8`` for every ``key`` with a ``key + INT8_SCALE`` partner; other tensors pass through."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(INT8_SCALE):
+            continue
+        scale = state.get(k + INT8_SCALE)
+        if scale is not None:
+            v = v.float() * scale.float().view(-1, *[1] * (v.dim() - 1))
+        out[k] = v
+    return out
+
+
 def save(model: ToyT2I, path: str | os.PathLike, extra: dict | None = None, dtype: torch.dtype | None = None) -> None:
     """Write ``model.safetensors`` + ``config.json`` into directory ``path``.
 
-    ``dtype=torch.float16`` halves the file (the shipped checkpoint); ``load``
-    always returns fp32 weights, because bf16/fp16 compute is slow on CPU."""
+    ``dtype=torch.float16`` halves the file (the shipped S and M); ``torch.int8`` halves it again (the shipped
+    L): every matrix and conv kernel becomes int8 with per-row fp32 scales (``quantize_int8``) except
+    ``INT8_KEEP`` and small ones, which stay fp16 with the vectors (biases, norms). ``load`` always returns fp32
+    weights, because bf16/fp16 compute is slow on CPU."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
-        for k, v in model.state_dict().items()
-    }
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach()
+        if (dtype == torch.int8 and v.is_floating_point() and v.dim() >= 2 and v.numel() >= INT8_MIN_NUMEL
+                and not k.startswith(INT8_KEEP)):
+            state[k], state[k + INT8_SCALE] = quantize_int8(v)
+        elif dtype is not None and v.is_floating_point():
+            state[k] = v.to(torch.float16 if dtype == torch.int8 else dtype)
+        else:
+            state[k] = v
+    state = {k: v.contiguous() for k, v in state.items()}
     tmp = path / "model.safetensors.tmp"
     save_file(state, str(tmp))
     os.replace(tmp, path / "model.safetensors")
-    config = model.config | {"n_params": count_parameters(model)} | (extra or {})
+    stored = {"weights_dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}
+    config = model.config | {"n_params": count_parameters(model)} | stored | (extra or {})
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-SHIPPED = ("toy_S", "toy_M")  # pretrained checkpoints inside the package, by name
+SHIPPED = ("toy_S", "toy_M", "toy_L")  # pretrained checkpoints inside the package, by name
 _CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 
@@ -169,8 +216,8 @@ def default_checkpoint() -> Path:
 
 
 def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
-    """A checkpoint directory: ``None`` is the shipped M; a shipped name (``toy_S``, ``toy_M``) that is not an
-    existing path is the package's copy, so that a config can name it wherever slas is installed."""
+    """A checkpoint directory: ``None`` is the shipped M; a shipped name (``toy_S``, ``toy_M``, ``toy_L``) that
+    is not an existing path is the package's copy, so that a config can name it wherever slas is installed."""
     if path is None:
         return default_checkpoint()
     if str(path) in SHIPPED and not Path(path).exists():
@@ -192,7 +239,7 @@ def load(path: str | os.PathLike | None = None) -> ToyT2I:
     config = json.loads(cfg_file.read_text())
     model = ToyT2I({k: config[k] for k in SIZES["M"]} | {"size": config.get("size", "?")})
     model.config = config
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    missing, unexpected = model.load_state_dict(dequantize_int8(load_file(str(weights))), strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()

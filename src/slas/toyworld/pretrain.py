@@ -27,13 +27,15 @@ DEFAULTS = {
     # and 3100 (loss 0.068 -> 0.87, runs/pretrain_M.log of the shipped model).
     "M": dict(steps=3000, batch=64, lr=1.5e-3),
     "S": dict(steps=5000, batch=64, lr=2e-3),
-    # L: 4x the FLOPs of M (2.5-2.8 s a step on 2 cores). At lr 1e-3 it diverged
-    # between steps 1500 and 1600 (loss 0.071 -> 0.164 -> 1.09 at 1700,
-    # runs/pretrain_L_lr1e-3_diverged.log), like M at 1.5e-3 after 3000: twice M's
-    # width takes about half M's lr. At 5e-4 its EMA scored 15.3% strict on `eval`
-    # at step 1500 and 24.0% at 2000 (M's final: 32.3%), so it gets M's 3000 steps.
-    "L": dict(steps=3000, batch=64, lr=5e-4),
+    # L: 1.5x M's width. The 2x-width net diverged at lr 1e-3 (step ~1550) and learnt
+    # slowly at 5e-4. lr scaled as 1/width from M gives 1e-3 here, which diverged at
+    # step 2247 (100-step mean loss 0.065 -> 0.135, runs/pretrain_L_part1.log), so the
+    # lr halves at step 2000, the last saved state before that.
+    "L": dict(steps=3000, batch=64, lr=1e-3, halve_at=2000),
 }
+# The dtype of the final checkpoint: what each size ships in. L's 9.4M parameters are 18.9 MB in fp16; int8
+# with per-row scales is 9.5 MB, about M's 8.5 MB (benchmarks/int8_check.py measures what it costs).
+SHIP_DTYPE = {"S": torch.float16, "M": torch.float16, "L": torch.int8}
 WARMUP = 200
 EMA_DECAY = 0.999
 SAVE_EVERY = 500
@@ -68,10 +70,10 @@ def batch_for_step(seed: int, step: int, batch: int) -> tuple[list[str], torch.T
     return [m["prompt"] for m in metas], x0, noise, sigma
 
 
-def lr_at(step: int, lr: float) -> float:
-    """Linear warmup, then constant: the weights after k steps do not depend on
-    the planned total, so ``--steps k`` reproduces any intermediate snapshot."""
-    return lr * min(1.0, (step + 1) / WARMUP)
+def lr_at(step: int, lr: float, halve_at: int | None = None) -> float:
+    """Linear warmup, then constant (halved from step ``halve_at`` on, if given): the weights after k steps do
+    not depend on the planned total, so ``--steps k`` reproduces any intermediate snapshot."""
+    return lr * min(1.0, (step + 1) / WARMUP) * (0.5 if halve_at is not None and step >= halve_at else 1.0)
 
 
 def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, batch: int | None = None,
@@ -83,6 +85,7 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
     planned interruption); calling again resumes. Returns ``out`` when done."""
     d = DEFAULTS[size]
     steps, batch, lr = steps or d["steps"], batch or d["batch"], lr or d["lr"]
+    halve_at = d.get("halve_at")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -126,7 +129,7 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
         v = model.velocity(x, sigma, model.encode(prompts))
         loss = torch.nn.functional.mse_loss(v, noise - x0)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, lr)
+            group["lr"] = lr_at(step, lr, halve_at)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -149,7 +152,7 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
             el = time.time() - t0
             # the rate of this process only: el includes the earlier parts, done - start does not
             eta = (time.time() - t_resume) / (done - start) * (steps - done)
-            log(f"step {done}/{steps} loss {np.mean(losses[-100:]):.4f} lr {lr_at(step, lr):.2e} "
+            log(f"step {done}/{steps} loss {np.mean(losses[-100:]):.4f} lr {lr_at(step, lr, halve_at):.2e} "
                 f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
         if done == stop_at and done < steps:
             save(done)
@@ -162,9 +165,9 @@ def pretrain(out: str | os.PathLike, size: str = "M", steps: int | None = None, 
         elif time.time() - last_save > SAVE_MINUTES * 60:
             last_save = save(done)
     wall = time.time() - t0
-    toymodel.save(ema, out, dtype=torch.float16, extra={"pretrain": {"steps": steps, "batch": batch, "lr": lr, "seed": seed,
-                                                 "wall_time_s": round(wall, 1),
-                                                 "final_loss": float(np.mean(losses[-100:])) if losses else None}})
+    info = {"steps": steps, "batch": batch, "lr": lr, "halve_at": halve_at, "seed": seed, "wall_time_s": round(wall, 1),
+            "final_loss": float(np.mean(losses[-100:])) if losses else None}
+    toymodel.save(ema, out, dtype=SHIP_DTYPE[size], extra={"pretrain": info})
     log(f"done in {wall / 60:.1f} min; wrote {out}")
     return out
 
