@@ -34,7 +34,7 @@ DEFAULTS = {
     "L": dict(steps=3000, batch=64, lr=1e-3, halve_at=2000),
 }
 # The dtype of the final checkpoint: what each size ships in. L's 9.4M parameters are 18.9 MB in fp16; int8
-# with per-row scales is 9.5 MB, about M's 8.5 MB (benchmarks/int8_check.py measures what it costs).
+# with per-row scales is 9.7 MB, about M's 8.5 MB (benchmarks/int8_check.py measures what it costs).
 SHIP_DTYPE = {"S": torch.float16, "M": torch.float16, "L": torch.int8}
 WARMUP = 200
 EMA_DECAY = 0.999
