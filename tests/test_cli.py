@@ -53,9 +53,9 @@ def test_int8_checkpoint_round_trips_within_half_a_step(tmp_path, monkeypatch):
     raw = load_file(str(tmp_path / "q" / "model.safetensors"))
     q = toymodel.load(tmp_path / "q")
     assert json.loads((tmp_path / "q" / "config.json").read_text())["weights_dtype"] == "int8"
-    n_int8 = 0
+    n_int8, loaded = 0, q.state_dict()
     for k, a in m.state_dict().items():
-        b = q.state_dict()[k]
+        b = loaded[k]
         assert b.dtype == a.dtype and b.shape == a.shape
         if k + toymodel.INT8_SCALE in raw:
             n_int8 += 1

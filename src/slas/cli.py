@@ -431,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--size", choices=["S", "M", "L"], default="M", help="model size (S: half M's channels, L: 1.5x)")
     pt.add_argument("--out", help="output checkpoint directory (default runs/pretrain_SIZE); resumes if interrupted")
     pt.add_argument("--steps", type=int, help="override the size's default number of steps")
-    pt.add_argument("--lr", type=float, help="override the size's default learning rate (constant after warmup; "
-                    "a resumed run may lower it, e.g. after divergence)")
+    pt.add_argument("--lr", type=float, help="override the size's default learning rate (constant after warmup, L's "
+                    "halved at step 2000; a resumed run may lower it, e.g. after divergence)")
     pt.add_argument("--seed", type=int, default=0, help="seeds the init and every batch")
     pt.set_defaults(fn=cmd_pretrain)
 

@@ -152,14 +152,20 @@ INT8_KEEP = ("unet.conv_in.", "unet.conv_out.")
 INT8_MIN_NUMEL = 4096
 
 
+def _per_row(scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """[O] -> [O, 1, ...] with ``dim`` dims, to broadcast one scale over each row of a weight."""
+    return scale.view(-1, *[1] * (dim - 1))
+
+
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-row int8: w [O, ...] -> (q int8 [O, ...], scale fp32 [O]), w ~ q * scale.
 
     Per row rather than per tensor because conv/attention rows differ in range by 10-100x; the rounding error of an
     element is at most half its row's scale (max|row| / 254)."""
-    amax = w.detach().float().reshape(w.shape[0], -1).abs().amax(dim=1)  # [O]
+    w = w.detach().float()
+    amax = w.reshape(w.shape[0], -1).abs().amax(dim=1)  # [O]
     scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))  # an all-zero row keeps scale 1
-    q = torch.round(w.detach().float() / scale.view(-1, *[1] * (w.dim() - 1))).clamp_(-127, 127).to(torch.int8)
+    q = torch.round(w / _per_row(scale, w.dim())).clamp_(-127, 127).to(torch.int8)
     return q, scale
 
 
@@ -171,7 +177,7 @@ def dequantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         scale = state.get(k + INT8_SCALE)
         if scale is not None:
-            v = v.float() * scale.float().view(-1, *[1] * (v.dim() - 1))
+            v = v.float() * _per_row(scale.float(), v.dim())
         out[k] = v
     return out
 
