@@ -6,7 +6,7 @@ Loads CHECKPOINT (fp32 weights after loading), stores it both ways, and prints:
 - the verifier on the same prompts and seeds (split ``eval``, one image each) for both: strict accuracy,
   the share of images whose strict verdict changes, and the mean absolute pixel difference.
 
-    .venv/bin/python benchmarks/int8_check.py runs/pretrain_L [--max-prompts 0]
+    .venv/bin/python benchmarks/int8_check.py runs/pretrain_L [--max-prompts 0] [--quantize-all]
 
 Give it an fp16 checkpoint or a pretraining output directory, whose ``state/ema.safetensors`` holds the fp32
 weights: an int8 checkpoint alone has already paid the rounding.
@@ -34,8 +34,12 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--max-prompts", type=int, default=0, help="balanced subset of `eval` (0: all 300)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quantize-all", action="store_true",
+                    help="int8 for every matrix and kernel, without the fp16 exceptions (INT8_KEEP, INT8_MIN_NUMEL)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.quantize_all:
+        toymodel.INT8_KEEP, toymodel.INT8_MIN_NUMEL = (), 0
     ref = toymodel.load(args.checkpoint)
     ema = toymodel.resolve_checkpoint(args.checkpoint) / "state" / "ema.safetensors"
     if ema.is_file():  # a pretraining output dir: its fp32 EMA is what the final checkpoint was stored from
