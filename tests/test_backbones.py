@@ -1,7 +1,8 @@
 """Real backbones (FLUX, SD3, SD1.x) on tiny random diffusers components built offline (TINY_MODELS.md) and
-saved as local diffusers folders: the shipped real-model configs train through `slas train`, re-scoring at
-unchanged weights gives ratio 1, only the trained parameters change, and `slas export` round-trips into the
-stock diffusers pipelines."""
+saved as local diffusers folders: the shipped real-model configs train through `slas train` with each
+train.objective (ppo_sde, and the forward-process nft and awm, which train SD1.x's epsilon model as the velocity it
+is a rescaling of, without CFG), re-scoring at unchanged weights gives ratio 1, only the trained parameters change,
+and `slas export` round-trips into the stock diffusers pipelines."""
 
 import json
 import math
@@ -37,6 +38,22 @@ RUNS = {
     "sd": ("sd14_dancegrpo.yaml", {"model.lora_rank": 4, "train.kl_beta": 0.1}),
 }
 PIPELINES = {"flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline", "sd": "StableDiffusionPipeline"}
+OBJECTIVES = ("ppo_sde", "nft", "awm")
+
+
+def run_options(kind: str, objective: str) -> dict:
+    """The options of RUNS[kind] for ``objective``. The forward-process objectives roll out with the deterministic
+    ODE / DDIM sampler (fresh noise per sample, else a group's images are identical), train K = 2 levels, and move the
+    KL to forward.kl_beta (sd3: a frozen copy of the start, sd: LoRA switched off); awm takes 2 optimizer steps an
+    iteration, so its ratio to the sampling policy's error (the old-error pass) is exercised."""
+    options = dict(RUNS[kind][1], **{"train.objective": objective})
+    if objective == "ppo_sde":
+        return options
+    options.update({"sample.eta": 0.0, "sample.same_noise_in_group": False, "forward.timesteps": 2,
+                    "forward.kl_beta": options.pop("train.kl_beta", 0.0), "train.kl_beta": 0.0})
+    if objective == "awm":
+        options["train.updates_per_iter"] = 2
+    return options
 
 
 # ----------------------------------------------------------------------------
@@ -143,9 +160,10 @@ def prompt_files(tmp_path_factory):
     return d
 
 
-def tiny_config(kind: str, model_dir, out_dir, clip_reward, prompt_files, tmp_path) -> Path:
+def tiny_config(kind: str, model_dir, out_dir, clip_reward, prompt_files, tmp_path, objective: str = "ppo_sde") -> Path:
     """The shipped config of ``kind`` at tiny sizes, written to a YAML file (the reward is replaced, not merged)."""
-    name, options = RUNS[kind]
+    name = RUNS[kind][0]
+    options = run_options(kind, objective)
     data = yaml.safe_load((ROOT / "configs" / name).read_text())
     data["reward"] = {"weights": {"clip_score": 1.0}, "batch_size": 64,
                       "options": {"clip_score": {"model_path": str(clip_reward)}}}
@@ -159,22 +177,31 @@ def tiny_config(kind: str, model_dir, out_dir, clip_reward, prompt_files, tmp_pa
     data["run"].update(out_dir=str(out_dir), checkpoint_every=1)
     for key, value in options.items():
         section, field = key.split(".")
-        data[section][field] = value
-    path = tmp_path / f"{kind}.yaml"
+        data.setdefault(section, {})[field] = value
+    path = tmp_path / f"{kind}_{objective}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-@pytest.fixture(scope="module", params=list(RUNS))
-def trained(request, tmp_path_factory, toks, clip_reward, prompt_files):
-    """(kind, tiny model folder, run dir, export dir): `slas train` for 2 iterations, then `slas export`."""
-    kind = request.param
-    tmp = tmp_path_factory.mktemp(kind)
-    build_pipeline(kind, toks).save_pretrained(tmp / "model")
-    cfg_path = tiny_config(kind, tmp / "model", tmp / "run", clip_reward, prompt_files, tmp)
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, toks):
+    """kind -> the tiny random pipeline saved as a local diffusers folder (built once, read by every run)."""
+    d = tmp_path_factory.mktemp("models")
+    for kind in RUNS:
+        build_pipeline(kind, toks).save_pretrained(d / kind)
+    return {kind: d / kind for kind in RUNS}
+
+
+@pytest.fixture(scope="module", params=[(k, o) for k in RUNS for o in OBJECTIVES], ids="-".join)
+def trained(request, tmp_path_factory, model_dirs, clip_reward, prompt_files):
+    """(kind, objective, tiny model folder, run dir, export dir): `slas train` for 2 iterations with
+    train.objective ``objective``, then `slas export`."""
+    kind, objective = request.param
+    tmp = tmp_path_factory.mktemp(f"{kind}_{objective}")
+    cfg_path = tiny_config(kind, model_dirs[kind], tmp / "run", clip_reward, prompt_files, tmp, objective)
     assert main(["train", "--no-progress", "--config", str(cfg_path)]) == 0
     assert main(["export", str(tmp / "run"), "--out", str(tmp / "export")]) == 0
-    return kind, tmp / "model", tmp / "run", tmp / "export"
+    return kind, objective, model_dirs[kind], tmp / "run", tmp / "export"
 
 
 def _ode(bb, sampler, prompts, noise):
@@ -205,8 +232,10 @@ def _pipeline_latents(kind, pipe, prompts, noise, steps):
 # ----------------------------------------------------------------------------
 
 
-def test_train_runs_and_ratio_is_one_before_the_update(trained):
-    kind, _, run, _ = trained
+def test_train_runs_and_is_on_policy_before_the_update(trained):
+    kind, objective, _, run, _ = trained
+    cfg = load_config(run / "config.yaml", [f"run.out_dir={run}"])
+    assert cfg.train.objective == objective
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     for r in rows:
@@ -214,12 +243,31 @@ def test_train_runs_and_ratio_is_one_before_the_update(trained):
     for r in (rows[0], rows[2]):  # eval.every 0: the base model and the end
         assert "eval/reward_mean" in r and "eval/reward/clip_score" in r
     for r in rows[1:]:
-        # updates_per_iter 1: every re-scored transition of the iteration precedes its optimizer step, so the ratio
-        # is exactly the rollout's (the stored fp32 latents re-scored by the same step function)
-        assert abs(r["train/ratio_mean"] - 1) < 1e-5 and r["train/ratio_max_dev"] < 1e-5, (kind, r)
-        assert r["train/grad_norm"] > 0
+        assert r["train/grad_norm"] > 0, (kind, objective, r)
+        assert r["train/reward_std"] > 0  # distinct samples in a group, so nonzero advantages
+        if objective == "ppo_sde":
+            # updates_per_iter 1: every re-scored transition of the iteration precedes its optimizer step, so the
+            # ratio is exactly the rollout's (the stored fp32 latents re-scored by the same step function)
+            assert abs(r["train/ratio_mean"] - 1) < 1e-5 and r["train/ratio_max_dev"] < 1e-5, (kind, r)
+        else:  # flow matching on the clean samples: no SDE log-probs, a finite positive matching error
+            assert "train/ratio_max_dev" not in r and "train/approx_kl" not in r
+            assert math.isfinite(r["train/policy_loss"]) and 0 < r["train/fm_err"] < 1e3, (kind, objective, r)
+    if objective == "nft":
+        # v_old starts as the policy and the first iteration trains it once: v = v_old on every pair of iteration 1
+        # (the implicit policies are then symmetric about v_old); after that v_old is the EMA, behind the policy
+        assert rows[1]["train/old_dev"] <= 1e-20 < rows[2]["train/old_dev"], (kind, rows[1:])
+        assert 0 < rows[1]["train/r_mean"] < 1
+    if objective == "awm":  # old_kl 1: the velocity KL to v_old is on
+        assert all("train/old_kl" in r and 0 <= r["train/clipfrac"] <= 1 for r in rows[1:])
+        assert rows[1]["train/old_kl"] > 0  # 2 optimizer steps: the second one's policy has left v_old
+        if "train/kl" in rows[1]:  # in iteration 1, v_old and the KL reference are both the starting policy
+            assert abs(rows[1]["train/old_kl"] - rows[1]["train/kl"]) <= 1e-6 * rows[1]["train/kl"], rows[1]
     if kind != "flux":  # the KL reference is the starting policy (a copy for sd3, LoRA switched off for sd)
-        assert rows[1]["train/kl"] < 1e-12 < rows[2]["train/kl"]
+        if cfg.train.updates_per_iter == 1:  # iteration 1's pairs all precede its only optimizer step
+            assert rows[1]["train/kl"] < 1e-12, (kind, objective, rows[1])
+        assert rows[2]["train/kl"] > 1e-12, (kind, objective, rows[2])
+    else:
+        assert "train/kl" not in rows[1]
     assert (run / "samples" / "iter_000002.png").is_file() and (run / "curves.png").is_file()
     if kind == "flux":  # model.embed_cache: one file per train and eval prompt, written on first use
         files = list((run.parent / "embeds").rglob("*.safetensors"))
@@ -228,7 +276,7 @@ def test_train_runs_and_ratio_is_one_before_the_update(trained):
 
 
 def test_only_the_trained_parameters_change(trained):
-    kind, _, run, _ = trained
+    kind, _, _, run, _ = trained
     cfg = load_config(run / "config.yaml", [f"run.out_dir={run}"])
     torch.manual_seed(cfg.run.seed)  # as train() seeds before building: the same initial LoRA factors
     start = {k: v.detach().clone() for k, v in build_backbone(cfg).module.state_dict().items()}
@@ -246,7 +294,7 @@ def test_only_the_trained_parameters_change(trained):
 def test_export_round_trips_into_the_stock_pipeline(trained, toks):
     import diffusers
 
-    kind, model_dir, run, export = trained
+    kind, _, model_dir, run, export = trained
     cfg = load_config(run / "config.yaml", [f"run.out_dir={run}"])
     info = json.loads((export / "slas_export.json").read_text())
     assert info["iteration"] == 2 and info["kind"] == ("lora" if cfg.model.lora_rank else "full")
@@ -274,6 +322,86 @@ def test_export_round_trips_into_the_stock_pipeline(trained, toks):
     scale = ours.abs().max()  # measured: |tuned - ours| <= 2e-6, |base - ours| >= 1.2e-2 at scale ~4
     assert (tuned_lat - ours).abs().max() < 1e-5 * scale, (kind, (tuned_lat - ours).abs().max())
     assert (base_lat - ours).abs().max() > 1e-3 * scale, (kind, (base_lat - ours).abs().max())
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_forward_objectives_train_without_cfg(objective, model_dirs, clip_reward, prompt_files, tmp_path,
+                                               monkeypatch):
+    """nft / awm train the conditional model alone (DiffusionNFT trains at guidance 1): every forward of the TRAIN
+    phase (the policy's, v_old's and the KL reference's) runs the prompt batch once, while the rollouts and the
+    evaluation, before and after training, keep CFG (guidance 4.5 on the empty prompt: twice the batch). ppo_sde
+    re-scores the CFG'd rollout, so its training forwards keep CFG too. SD3 with cfg_detach_uncond runs the two
+    branches as separate forwards; the count is what the denoiser sees either way."""
+    from slas.policy.sd3 import SD3Backbone
+
+    calls = []  # per predict: batch, denoiser mode (train = the TRAIN phase), grad, rows the denoiser ran
+    predict, forward = SD3Backbone.predict, SD3Backbone._forward
+
+    def counting_predict(self, x, t, cond):
+        calls.append({"n": x.shape[0], "train": self.module.training, "grad": torch.is_grad_enabled(), "rows": 0,
+                      "guidance": self.guidance})
+        return predict(self, x, t, cond)
+
+    def counting_forward(self, x, t, cond):
+        calls[-1]["rows"] += x.shape[0]
+        return forward(self, x, t, cond)
+
+    monkeypatch.setattr(SD3Backbone, "predict", counting_predict)
+    monkeypatch.setattr(SD3Backbone, "_forward", counting_forward)
+    cfg_path = tiny_config("sd3", model_dirs["sd3"], tmp_path / "run", clip_reward, prompt_files, tmp_path, objective)
+    # one iteration; the forward KL (to a frozen copy) on, so the reference forward is counted too
+    assert main(["train", "--no-progress", "--config", str(cfg_path), "train.iterations=1"]) == 0
+    train = [c for c in calls if c["train"]]
+    sample = [c for c in calls if not c["train"]]
+    assert train and sample
+    # rollout (3 steps) and the evaluations at iterations 0 and 1 (3 steps each): CFG, at the configured guidance
+    assert all(c["rows"] == 2 * c["n"] and c["guidance"] == 4.5 and not c["grad"] for c in sample), sample
+    assert len(sample) == 3 * 3
+    assert any(c["grad"] for c in train)
+    if objective == "ppo_sde":
+        assert all(c["rows"] == 2 * c["n"] for c in train), train
+        return
+    assert all(c["rows"] == c["n"] and c["guidance"] == 1.0 for c in train), train
+    assert any(not c["grad"] for c in train)  # v_old (nft, awm's old_kl) and the KL reference
+
+
+# ---- pieces, without training ----------------------------------------------------------------------
+
+
+def test_forward_process_of_the_samplers():
+    """``noised`` / ``velocity``, what nft / awm train on: the flow sampler's x_t = (1 - sigma) x0 + sigma eps; DDIM's
+    VP x_t = sqrt(ab) x0 + sqrt(1 - ab) eps is the flow point at t = sqrt(1 - ab) / (sqrt(ab) + sqrt(1 - ab)),
+    rescaled, and an epsilon prediction converts to the rectified-flow velocity eps - x0 (exactly when the
+    prediction is exact). For both, the x0-space error t (v - target) is x0 - x0_hat (DiffusionNFT's e)."""
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
+    delta = 0.1 * torch.randn(6, 4, 8, 8, generator=g)  # a prediction error
+    idx = torch.tensor([0, 1, 2, 3, 4, 4])
+    bc = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731
+
+    flow = sampler_for("velocity", 5, family="flow_grpo", shift=3.0)
+    x_t, t = flow.noised(x0, eps, idx)
+    sigma = flow.sigmas[idx]
+    assert torch.equal(t, sigma) and (t > 0).all() and (t <= 1).all()  # step 0 is pure noise, t = 1
+    torch.testing.assert_close(x_t, (1 - bc(sigma)) * x0 + bc(sigma) * eps)
+    v = flow.velocity(eps - x0 + delta, x_t, idx)
+    torch.testing.assert_close(v, eps - x0 + delta)
+    torch.testing.assert_close(bc(t) * (v - (eps - x0)), x0 - flow.x0(v, x_t, idx))
+
+    ac = torch.linspace(0.9999, 0.98, 1000).cumprod(0)  # SD-like: alpha-bar from ~1 down to ~0
+    ddim = sampler_for("epsilon", 5, family="ddim", alphas_cumprod=ac)
+    x_t, t = ddim.noised(x0, eps, idx)
+    ab = ddim.alpha_bar[idx]
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    torch.testing.assert_close(x_t, bc(a) * x0 + bc(s) * eps)  # the model's own (VP) input at model_time(idx)
+    torch.testing.assert_close(t, s / (a + s))
+    assert (t[1:] <= t[:-1]).all() and t[0] > 0.9 and t[-1] < 0.1  # from noise to data along the schedule
+    torch.testing.assert_close(x_t / bc(a + s), (1 - bc(t)) * x0 + bc(t) * eps, atol=1e-5, rtol=1e-5)
+    v = ddim.velocity(eps, x_t, idx)  # exact epsilon -> exact velocity
+    assert (v - (eps - x0)).abs().max() < 1e-5 * (eps - x0).abs().max(), (v - (eps - x0)).abs().max()
+    v = ddim.velocity(eps + delta, x_t, idx)  # the velocity error is (1 + s / a) x the epsilon error
+    torch.testing.assert_close(v - (eps - x0), bc(1 + s / a) * delta, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bc(t) * (v - (eps - x0)), x0 - ddim.x0(eps + delta, x_t, idx), atol=1e-5, rtol=1e-5)
 
 
 # ---- pieces, without training ----------------------------------------------------------------------

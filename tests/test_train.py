@@ -54,8 +54,8 @@ def test_default_config_is_toy_slas_yaml():
         (["train.updates_per_iter=7"], "must divide"),
         (["advantage.estimator=ppo"], "registered: drgrpo, grpo, grpo_global_std, slas"),
         (["advantage.params.gamma=-1"], "gamma"),
-        (["sample.family=ode"], "deterministic"),
-        (["sample.eta=0"], "identical"),
+        (["train.objective=ppo_sde", "sample.family=ode"], "deterministic"),
+        (["train.objective=ppo_sde", "sample.eta=0"], "identical"),
         (["reward.weights={nope: 1}"], "not registered"),
         (["train.lr"], "section.key=value"),
     ],
@@ -97,7 +97,8 @@ def test_config_file_errors(tmp_path):
 
 
 def test_derived_totals():
-    d = load_config(None, ["train.prompts_per_iter=4", "train.group_size=6", "sample.steps=11", "sample.sde_window=[]",
+    d = load_config(None, ["train.objective=ppo_sde", "sample.eta=0.5", "train.prompts_per_iter=4", "train.group_size=6",
+                           "sample.steps=11", "sample.sde_window=[]",
                            "train.timestep_fraction=0.6", "train.updates_per_iter=3"]).derived()
     assert d["samples_per_iter"] == 24 and d["trained_steps_per_sample"] == 6  # int(10 * 0.6)
     assert d["pairs_per_iter"] == 144 and d["pairs_per_update"] == 48
@@ -131,16 +132,23 @@ def _rows(run):
 @pytest.mark.parametrize("config", TOY_CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_trains_two_iterations(config, tiny_ckpt, tmp_path):
     # 4 steps keep the shipped SDE window [2, 3] valid (it must not hold only the last step)
-    cfg = load_config(config, tiny_overrides(tiny_ckpt, tmp_path / "run", **{"sample.steps": 4, "sample.sde_window": None}))
+    # the config's own objective and sampling settings, at the tiny run's size
+    keep = {k: None for k in ("train.objective", "sample.eta", "sample.same_noise_in_group")}
+    cfg = load_config(config, tiny_overrides(tiny_ckpt, tmp_path / "run", **{"sample.steps": 4, "sample.sde_window": None,
+                                                                          **keep}))
     before = load_file(str(tiny_ckpt / "model.safetensors"))
     run = train(cfg, progress=False, log=lambda s: None)
     rows = _rows(run)
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     for r in rows:
         assert all(math.isfinite(v) for v in r.values()), r
-    required = ["train/reward_mean", "train/reward_std", "train/adv_abs_mean", "train/ratio_mean", "train/clipfrac",
-                "train/approx_kl", "train/grad_norm", "time/rollout_s", "time/reward_s", "time/train_s",
-                "eval/gold_accuracy", "eval/geneval_accuracy", "eval/exact_count", "eval/gold_score"]
+    per_objective = {"ppo_sde": ["train/ratio_mean", "train/clipfrac", "train/approx_kl"],
+                     "nft": ["train/fm_err", "train/old_dev", "train/r_mean"],
+                     "awm": ["train/fm_err", "train/ratio_mean", "train/clipfrac"]}
+    required = ["train/reward_mean", "train/reward_std", "train/adv_abs_mean", "train/policy_loss", "train/grad_norm",
+                "time/rollout_s", "time/reward_s", "time/train_s", "eval/gold_accuracy", "eval/geneval_accuracy",
+                "eval/exact_count", "eval/gold_score", "eval/debris", "eval/id/gold_accuracy",
+                *per_objective[cfg.train.objective]]
     assert all(k in rows[-1] for k in required)
     after = load_file(str(run / "checkpoints" / "iter_000002" / "model.safetensors"))
     changed = [k for k in before if k.startswith("unet.") and not torch.equal(before[k].float(), after[k].float())]
@@ -237,7 +245,8 @@ def test_engine_raises_an_easy_reward(tiny_ckpt, tmp_path):
 def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(tiny_ckpt):
     """Steps outside sample.sde_window are deterministic ODE steps with log-prob 0; inside, the
     stored transitions re-score to ratio 1 (Flow-GRPO-Fast / MixGRPO windows)."""
-    cfg = load_config(None, ["sample.steps=5", "sample.sde_window=[1,3]", "sample.eta=0.7", "train.timestep_fraction=0.6"])
+    cfg = load_config(None, ["train.objective=ppo_sde", "sample.steps=5", "sample.sde_window=[1,3]", "sample.eta=0.7",
+                             "train.timestep_fraction=0.6"])
     assert cfg.step_etas() == [0.0, 0.7, 0.7, 0.0, 0.0] and cfg.trainable_steps() == [1, 2]
     assert cfg.derived()["trained_steps_per_sample"] == 1  # int(2 * 0.6)
     bb = ToyBackbone.from_checkpoint(tiny_ckpt)
@@ -268,7 +277,7 @@ def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(t
                                          ("[4,5]", "only the last step"), ("[1]", "start, end")])
 def test_bad_sde_window_is_a_readable_error(window, msg):
     with pytest.raises(ConfigError, match=msg):
-        load_config(None, ["sample.steps=5", f"sample.sde_window={window}"])
+        load_config(None, ["train.objective=ppo_sde", "sample.eta=0.5", "sample.steps=5", f"sample.sde_window={window}"])
 
 
 def test_lora_trains_only_the_factors_and_starts_at_the_base_model(tiny_ckpt, tmp_path):

@@ -5,6 +5,7 @@ that changes future updates (STYLE.md habit 8):
 
 - ``model.safetensors``: the module state (weights and buffers);
 - ``ema.safetensors``: EMA weights, when EMA is on;
+- ``old.safetensors``: the old policy of the forward-process objectives (train.objective nft / awm);
 - ``optim.pt``: optimizer and LR-schedule state (tensors and numbers only,
   loaded with ``torch.load(weights_only=True)``: nothing is unpickled);
 - ``rng.safetensors``: the global torch RNG state;
@@ -42,7 +43,7 @@ def _tensors(state: dict) -> dict[str, torch.Tensor]:
 
 
 def save(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, scheduler, ema: dict | None,
-         state: dict, keep: int = 2, world=None, sharded: bool = False) -> Path | None:
+         state: dict, keep: int = 2, world=None, sharded: bool = False, old: dict | None = None) -> Path | None:
     """Write checkpoint ``iteration``; returns its directory (None on ranks other than 0). ``world``
     (slas.distributed.World) and ``sharded`` (FSDP2) for many processes: then every rank must call it."""
     main = world is None or world.is_main
@@ -58,17 +59,19 @@ def save(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, sche
         tmp.mkdir()
     if sharded:
         world.barrier()  # the directory exists before any rank writes into it
-        model_state, ema_state = _save_shards(tmp / "dcp", module, optimizer, ema)
+        model_state, ema_state, old_state = _save_shards(tmp / "dcp", module, optimizer, ema, old)
         if not main:
             world.barrier()
             return None
         torch.save({"scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     else:
-        model_state, ema_state = module.state_dict(), ema
+        model_state, ema_state, old_state = module.state_dict(), ema, old
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
     save_file(_tensors(model_state), str(tmp / "model.safetensors"))
     if ema_state is not None:
         save_file(_tensors(ema_state), str(tmp / "ema.safetensors"))
+    if old_state is not None:
+        save_file(_tensors(old_state), str(tmp / "old.safetensors"))
     save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
     py_state = random.getstate()
     full_state = dict(state, iteration=iteration, python_rng=[py_state[0], list(py_state[1]), py_state[2]])
@@ -83,17 +86,21 @@ def save(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, sche
     return final
 
 
-def _save_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None) -> tuple[dict, dict | None]:
-    """Every rank writes its shards of the weights, the optimizer state and the EMA (DCP); returns the consolidated
-    weights and EMA on rank 0 (empty elsewhere), for the safetensors files."""
+def _save_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None,
+                 old: dict | None) -> tuple[dict, dict | None, dict | None]:
+    """Every rank writes its shards of the weights, the optimizer state, the EMA and the old policy (DCP); returns
+    the consolidated weights, EMA and old policy on rank 0 (empty elsewhere), for the safetensors files."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
     model_sd, optim_sd = get_state_dict(module, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd, "ema": ema or {}}, checkpoint_id=str(path))
+    dcp.save({"model": model_sd, "optim": optim_sd, "ema": ema or {}, "old": old or {}}, checkpoint_id=str(path))
     full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    full_ema = None if ema is None else {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in ema.items()}
-    return full, full_ema
+
+    def consolidated(d):
+        return None if d is None else {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in d.items()}
+
+    return full, consolidated(ema), consolidated(old)
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -102,22 +109,24 @@ def latest(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None, sharded: bool = False) -> dict:
+def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None, sharded: bool = False,
+         old: dict | None = None) -> dict:
     """Restore everything in place; returns the JSON state (with ``iteration``). A checkpoint with ``dcp/`` shards
     (FSDP2) loads into any layout, resharded to this run's processes; one without (one process, DDP) loads into an
     unsharded module only (``sharded`` False)."""
     opt = torch.load(ckpt / "optim.pt", weights_only=True)
     if (ckpt / "dcp").is_dir():
-        _load_shards(ckpt / "dcp", module, optimizer, ema)
+        _load_shards(ckpt / "dcp", module, optimizer, ema, old)
     elif sharded:
         raise ValueError(f"{ckpt} was written by an unsharded run (one process or dist.strategy ddp); resume it with "
                          "dist.strategy ddp (any number of processes)")
     else:
         module.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        if ema is not None:
-            saved = load_file(str(ckpt / "ema.safetensors"))
-            for k in ema:
-                ema[k].copy_(saved[k])
+        for name, d in (("ema", ema), ("old", old)):
+            if d is not None:
+                saved = load_file(str(ckpt / f"{name}.safetensors"))
+                for k in d:
+                    d[k].copy_(saved[k])
         optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
@@ -127,11 +136,11 @@ def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | 
     return state
 
 
-def _load_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None) -> None:
+def _load_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None, old: dict | None) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_sd, optim_sd = get_state_dict(module, optimizer)  # initialises an empty optimizer state to load into
-    target = {"model": model_sd, "optim": optim_sd, "ema": ema or {}}
+    target = {"model": model_sd, "optim": optim_sd, "ema": ema or {}, "old": old or {}}
     dcp.load(target, checkpoint_id=str(path))  # in place, into this run's shards (DTensors) or plain tensors
     set_state_dict(module, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])

@@ -25,10 +25,24 @@ def _progress(total: int, desc: str):
     return bar, bar.update
 
 
-def _load_model(path: str | None):
+def _load_model(path: str | None, command: str, ema: bool = True):
+    """The ShapesWorld model of `slas sample` / `slas toyworld eval`: a run directory of `slas train` (its latest
+    checkpoint; the EMA weights when the run keeps one and ``ema``), a checkpoint directory or a shipped name."""
     from .policy.toy import ToyBackbone
+    from .run_weights import RunError, is_run_dir, load_run
 
-    return ToyBackbone.from_checkpoint(path)
+    if path is None or not is_run_dir(path):
+        return ToyBackbone.from_checkpoint(path)
+
+    def shapesworld_only(cfg) -> None:
+        if cfg.model.backbone != "toy":
+            raise RunError(f"{path} trains a {cfg.model.backbone!r} model, and `slas {command}` samples ShapesWorld "
+                           f"(model.backbone toy) models only; evaluate it with `slas eval --model {path} --suite "
+                           "reward --prompts FILE ...`")
+
+    run = load_run(path, ema=None if ema else False, check=shapesworld_only)
+    print(f"weights: {run.description}")
+    return run.backbone
 
 
 def _read_prompts(args) -> list[str]:
@@ -65,7 +79,7 @@ def cmd_sample(args) -> None:
         raise CLIError(f"-n must be >= 1, got {args.n}")
     prompts = _read_prompts(args)
     metas = [parse(p) for p in prompts]  # fails fast, naming the bad word
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, "sample", ema=not args.no_ema)
     plist = [m["prompt"] for m in metas for _ in range(args.n)]
     seeds = [args.seed + i for i in range(len(plist))]
     bar, upd = _progress(len(plist), "sampling")
@@ -91,7 +105,7 @@ def cmd_eval(args) -> None:
         raise CLIError(f"--n-per-prompt must be >= 1, --images-per-tag and --max-prompts >= 0, got "
                        f"{args.n_per_prompt}, {args.images_per_tag}, {args.max_prompts}")
     entries = balanced_subset(split(args.split), args.max_prompts)
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, "toyworld eval", ema=not getattr(args, "no_ema", False))
     total = len(plan(entries, args.n_per_prompt, args.images_per_tag)[0])
     bar, upd = _progress(total, f"eval[{args.split}]")
     t0 = time.time()
@@ -230,38 +244,26 @@ def cmd_pref(args) -> None:
 
 def cmd_export(args) -> None:
     """Write a run's trained weights in a format stock diffusers pipelines load."""
-    from safetensors.torch import load_file
-
-    from . import checkpoint
-    from .config import load_config
     from .policy import adapter_class
-    from .train import build_backbone
+    from .run_weights import latest_checkpoint, load_run
 
     run, out = Path(args.run_dir), Path(args.out)
-    if not (run / "config.yaml").is_file():
-        raise CLIError(f"{run}: no config.yaml there; is it a run directory of `slas train`?")
-    ckpt = checkpoint.latest(run)
-    if ckpt is None:
-        raise CLIError(f"{run} holds no checkpoint yet (checkpoints/iter_*)")
+    latest_checkpoint(run)  # a run with a checkpoint, before anything else
     if out.exists() and any(out.iterdir()):
         raise CLIError(f"--out {out} is not empty; choose a new directory")
-    cfg = load_config(run / "config.yaml", [f"run.out_dir={run}", f"model.device={args.device}"])
-    if not hasattr(adapter_class(cfg.model.backbone), "export"):
-        raise CLIError(f"backbone {cfg.model.backbone!r} has no diffusers export; its checkpoints "
-                       "(checkpoints/iter_*/model.safetensors) are its format")
-    if args.ema and not (ckpt / "ema.safetensors").is_file():
-        raise CLIError(f"--ema: {ckpt} holds no EMA weights (train.ema_decay was 0)")
-    backbone = build_backbone(cfg)
-    module = backbone.module
-    module.load_state_dict({k: v.to(backbone.device) for k, v in load_file(str(ckpt / "model.safetensors")).items()})
-    if args.ema:
-        named = dict(module.named_parameters())
-        for k, v in load_file(str(ckpt / "ema.safetensors")).items():
-            named[k].data.copy_(v)
-    state = json.loads((ckpt / "state.json").read_text())
-    info = {"run_dir": str(run.resolve()), "checkpoint": ckpt.name, "iteration": state["iteration"],
+
+    def exportable(cfg) -> None:
+        if not hasattr(adapter_class(cfg.model.backbone), "export"):
+            raise CLIError(f"backbone {cfg.model.backbone!r} has no diffusers export; its checkpoints "
+                           "(checkpoints/iter_*/model.safetensors) are its format")
+
+    loaded = load_run(run, ema=bool(args.ema), overrides=[f"model.device={args.device}"],
+                      check=exportable)
+    print(f"weights: {loaded.description}")
+    cfg = loaded.cfg
+    info = {"run_dir": str(run.resolve()), "checkpoint": loaded.checkpoint.name, "iteration": loaded.iteration,
             "backbone": cfg.model.backbone, "base_model": cfg.model.path, "weights": "ema" if args.ema else "policy"}
-    for path in backbone.export(out, info):
+    for path in loaded.backbone.export(out, info):
         print(f"wrote {path}")
 
 
@@ -305,6 +307,11 @@ def cmd_report(args) -> None:
     print(f"wrote {write_report(runs, out)}")
 
 
+RUN_OR_CHECKPOINT = ("a run directory of `slas train` (its latest checkpoint: the EMA weights when the run keeps one, "
+                     "else the policy's), a ShapesWorld checkpoint directory, or a shipped name (toy_S, toy_M, toy_L; "
+                     "default toy_M)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .toyworld.evaluate import EVAL_STEPS
 
@@ -317,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=8, help="images per prompt")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (the k-th image drawn uses seed + k)")
     s.add_argument("--out", default="grid.png", help="grid PNG; single images go to a folder of the same stem")
-    s.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M, toy_L; default toy_M)")
+    s.add_argument("--checkpoint", help=RUN_OR_CHECKPOINT)
+    s.add_argument("--no-ema", action="store_true", help="use a run's raw weights even when it keeps an EMA")
     s.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     s.set_defaults(fn=cmd_sample)
 
@@ -423,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the numbers to this JSON file")
     e.add_argument("--grid", help="also write a grid PNG of the first samples")
     e.add_argument("--grid-n", type=int, default=64, help="images in the grid")
-    e.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M, toy_L; default toy_M)")
+    e.add_argument("--checkpoint", help=RUN_OR_CHECKPOINT)
+    e.add_argument("--no-ema", action="store_true", help="use a run's raw weights even when it keeps an EMA")
     e.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     e.set_defaults(fn=cmd_eval)
 
@@ -445,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = tw.add_parser("demo", help="sample + evaluate the eval set; write grid and table")
     d.add_argument("--out", default="runs/demo", help="output folder (grid PNG and table)")
     d.add_argument("--n-per-prompt", type=int, default=1, help="images per prompt")
-    d.add_argument("--checkpoint", help="checkpoint directory or shipped name (toy_S, toy_M, toy_L; default toy_M)")
+    d.add_argument("--checkpoint", help=RUN_OR_CHECKPOINT)
     d.add_argument("--steps", type=int, default=EVAL_STEPS, help="ODE steps")
     d.set_defaults(fn=cmd_demo)
     return p

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+OBJECTIVES = ("ppo_sde", "nft", "awm")  # train.objective values (slas.losses)
+
 
 class ConfigError(ValueError):
     """A config problem; the message names the key and says what is allowed."""
@@ -103,10 +105,16 @@ class RewardConfig:
 
 @dataclass
 class TrainConfig:
+    # the policy objective; every one consumes the same advantages (advantage.estimator):
+    # "ppo_sde": PPO-clip on the log-probs of SDE transitions (DanceGRPO, Flow-GRPO);
+    # "nft": DiffusionNFT, flow matching on the clean samples with implicit positive / negative policies;
+    # "awm": Advantage Weighted Matching, the flow-matching loss of each sample weighted by its advantage.
+    # nft and awm need no log-probs: they take their options from the `forward` section (docs/objectives.md)
+    objective: str = "ppo_sde"
     iterations: int = 60  # GRPO iterations (rollout + update)
     prompts_per_iter: int = 8  # P distinct prompts per iteration
     group_size: int = 8  # G samples per prompt; N = P * G
-    timestep_fraction: float = 0.6  # fraction of trainable steps used per sample (random per sample)
+    timestep_fraction: float = 0.6  # ppo_sde: fraction of trainable steps used per sample (random per sample)
     train_last_step: bool = False  # DanceGRPO never trains the last transition (the image is x0_hat before it)
     updates_per_iter: int = 2  # optimizer steps per iteration (gradient accumulation chunks)
     micro_batch: int = 64  # (sample, timestep) pairs per forward/backward
@@ -123,6 +131,37 @@ class TrainConfig:
 
 
 @dataclass
+class ForwardConfig:
+    # Options of the forward-process objectives (train.objective nft / awm; ignored by ppo_sde). Rollouts keep only
+    # the clean samples. Training re-noises each sample at `timesteps` distinct levels of the sampler's schedule
+    # (sample.steps, sample.shift), each with fresh noise, x_t = (1 - t) x0 + t eps, and fits the flow-matching
+    # target eps - x0 there (DiffusionNFT train_nft_sd3.py:862-870; AWM time_type "discrete").
+    timesteps: int = 2  # K noise levels per sample (DiffusionNFT: 9 of 10 steps; AWM: 6 of 14)
+    kl_beta: float = 0.0  # velocity-space KL to the starting model (DiffusionNFT 1e-4, AWM 1e-3); 0 = no reference
+    # the old policy v_old: an EMA of the policy updated after every iteration with decay
+    # min(old_decay_rate * optimizer steps so far, old_decay_max) (DiffusionNFT decay_type 1: 0.001, 0.5;
+    # AWM kl_ema_decay: 0.001, 0.3). nft samples with v_old and trains against it; awm samples with the policy
+    # and, with old_kl > 0, pulls the policy towards v_old
+    old_decay_rate: float = 0.001
+    old_decay_max: float = 0.5
+    # nft: v+ = beta v + (1 - beta) v_old and v- = (1 + beta) v_old - beta v (DiffusionNFT: 1; 0.1 for OCR)
+    beta: float = 1.0
+    # nft: advantage -> optimality probability r in [0, 1]. "linear": r = clamp(A / r_scale / 2 + 1/2, 0, 1)
+    # (DiffusionNFT, r_scale = adv_clip_max 5); "sign": r = 1 if A > 0, 0 if A < 0, 1/2 if A = 0
+    r_map: str = "linear"
+    r_scale: float = 5.0
+    adaptive_weight: bool = True  # nft: divide each pair's x0-space error by its mean |error| (the paper's weight)
+    loss_scale: float = 5.0  # nft: DiffusionNFT multiplies the loss by adv_clip_max (5)
+    # awm: per-pair error weighting "ghuber" (t ((err + 1e-10)^p - 1e-10^p) / p), "t" (t err) or "uniform" (err);
+    # the official GenEval config uses ghuber with p = 0.25
+    weighting: str = "ghuber"
+    ghuber_power: float = 0.25
+    adv_scale: float = 5.0  # awm: advantages are divided by this (AWM clamps to +-5 and divides by 5)
+    clip_range: float = 1.0  # awm: ratio clip of the error ratio exp(err_old - err) (official 1)
+    old_kl: float = 1.0  # awm: weight of the velocity KL to v_old (the official ema_beta 1); 0 = none
+
+
+@dataclass
 class EvalConfig:
     every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
     split: str = "test"  # ShapesWorld split for the held-out evaluation
@@ -131,6 +170,9 @@ class EvalConfig:
     # 0 = the whole split; else a fixed tag-balanced subset of this many prompts (data.eval_prompts: the first ones)
     max_prompts: int = 0
     steps: int = 20  # ODE steps
+    # in-domain evaluation beside the held-out one: this many images per tag of the ShapesWorld train split (fixed
+    # prompts and seeds), logged as eval/id/*; 0 = off
+    in_domain_per_tag: int = 24
     grid_prompts: list = field(default_factory=lambda: [
         "a photo of a blue square and a red triangle",
         "a photo of three circles",
@@ -186,6 +228,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -214,8 +257,10 @@ class Config:
         """Totals worth logging at start (what one iteration does)."""
         t = self.train
         n = t.prompts_per_iter * t.group_size
-        trainable = len(self.trainable_steps())
-        k = max(1, int(trainable * t.timestep_fraction))
+        if t.objective == "ppo_sde":
+            k = max(1, int(len(self.trainable_steps()) * t.timestep_fraction))
+        else:  # forward-process objectives: K noise levels per sample
+            k = self.forward.timesteps
         pairs = n * k
         return {
             "samples_per_iter": n,
@@ -378,9 +423,18 @@ def validate(cfg: Config) -> None:
          "(leave them at 1)")
     need(not (epsilon and t.kl_form == "flow_grpo"), "train.kl_form 'flow_grpo' scales the KL by a flow step's "
          "|dt|; DDIM has none: use 'analytic'")
-    need(s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so GRPO cannot train on it")
+    need(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
+    ppo = t.objective == "ppo_sde"
+    need(not ppo or s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so PPO cannot "
+         "train on it (the forward-process objectives can: train.objective nft or awm)")
     need(s.steps >= 2, "sample.steps must be >= 2: the last step is decoded, at least one more must be trainable")
-    need(s.eta > 0, "sample.eta must be > 0: with no noise every rollout of a group is identical (zero advantage)")
+    if ppo:
+        need(s.eta > 0, "sample.eta must be > 0: with no noise every rollout of a group is identical (zero advantage)")
+    else:
+        need(s.eta >= 0, "sample.eta must be >= 0 (0 = the deterministic ODE rollout)")
+        need(s.eta > 0 or not s.same_noise_in_group, f"train.objective {t.objective}: with sample.eta 0 (ODE "
+             "rollouts) and sample.same_noise_in_group every sample of a group is the same image, so every advantage "
+             "is 0; set sample.same_noise_in_group false")
     need(s.shift > 0, "sample.shift must be > 0")
     need(s.reduce in ("mean", "sum"), f"sample.reduce must be 'mean' or 'sum', got {s.reduce!r}")
     need(s.batch_size >= 0, "sample.batch_size must be >= 0 (0 = whole batch)")
@@ -398,7 +452,7 @@ def validate(cfg: Config) -> None:
              and 0 <= w[0] < w[1] <= s.steps,
              f"sample.sde_window must be [start, end) step indices with 0 <= start < end <= sample.steps "
              f"({s.steps}), got {w!r}")
-        need(bool(cfg.trainable_steps()),
+        need(not ppo or bool(cfg.trainable_steps()),
              f"sample.sde_window {w!r} holds only the last step, which is not trained unless "
              "train.train_last_step: widen the window")
     try:
@@ -439,6 +493,21 @@ def validate(cfg: Config) -> None:
     need(t.warmup_iters >= 0, "train.warmup_iters must be >= 0")
     need(0 < t.clip_range < 1, "train.clip_range must be in (0, 1): the ratio is clipped to [1 - c, 1 + c]")
     need(t.kl_beta >= 0, "train.kl_beta must be >= 0")
+    need(ppo or t.kl_beta == 0, f"train.kl_beta is the SDE-transition KL of ppo_sde; train.objective {t.objective} "
+         "takes a velocity-space KL: set forward.kl_beta instead")
+    f = cfg.forward
+    need(1 <= f.timesteps <= s.steps, f"forward.timesteps must be in [1, sample.steps = {s.steps}]: K distinct noise "
+         "levels of the sampler's schedule per sample")
+    need(f.kl_beta >= 0 and f.old_kl >= 0, "forward.kl_beta and forward.old_kl must be >= 0 (0 = off)")
+    need(f.old_decay_rate >= 0 and 0 <= f.old_decay_max < 1, "forward.old_decay_rate must be >= 0 and "
+         "forward.old_decay_max in [0, 1): v_old = decay v_old + (1 - decay) policy after each iteration")
+    need(f.beta > 0, "forward.beta must be > 0 (DiffusionNFT's step between v_old and the implicit policies)")
+    need(f.r_map in ("linear", "sign"), f"forward.r_map must be 'linear' or 'sign', got {f.r_map!r}")
+    need(f.r_scale > 0 and f.adv_scale > 0, "forward.r_scale and forward.adv_scale must be > 0 (advantage scales)")
+    need(f.loss_scale > 0, "forward.loss_scale must be > 0")
+    need(f.weighting in ("uniform", "t", "ghuber"), f"forward.weighting must be uniform, t or ghuber, got {f.weighting!r}")
+    need(0 < f.ghuber_power <= 1, "forward.ghuber_power must be in (0, 1]")
+    need(f.clip_range > 0, "forward.clip_range must be > 0 (awm's ratio clip)")
     need(t.kl_form in ("analytic", "flow_grpo"), "train.kl_form must be 'analytic' or 'flow_grpo'")
     need(0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1) (0 = off)")
     need(e.every >= 0, "eval.every must be >= 0")
@@ -446,6 +515,7 @@ def validate(cfg: Config) -> None:
     need(e.n_per_prompt >= 1 and e.steps >= 1, "eval.n_per_prompt and eval.steps must be >= 1")
     need(e.max_prompts >= 0, "eval.max_prompts must be >= 0 (0 = whole split)")
     need(e.images_per_tag >= 0, "eval.images_per_tag must be >= 0 (0 = use eval.n_per_prompt)")
+    need(e.in_domain_per_tag >= 0, "eval.in_domain_per_tag must be >= 0 (0 = no in-domain evaluation)")
     mon = cfg.monitor
     need(mon.prompts >= 1, "monitor.prompts must be >= 1")
     need(mon.group >= 2, "monitor.group must be >= 2: diversity is measured between images of the same prompt")

@@ -20,6 +20,7 @@ one process ``rows`` is the whole batch and nothing is wrapped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,13 +31,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch import Tensor
 
 from . import advantages, checkpoint, distributed, rewards
 from .config import Config, ConfigError
 from .distributed import swapped_params
-from .losses import gaussian_kl, kl_loss, ppo_clip_loss
+from .losses import (
+    awm_loss,
+    awm_weighted_error,
+    gaussian_kl,
+    kl_loss,
+    nft_loss,
+    nft_optimality,
+    ppo_clip_loss,
+    velocity_kl,
+)
 from .policy import adapter_class
 from .policy.base import index_cond
+from .policy.common import cfg_free
 from .prompts import load_prompts
 from .samplers import sampler_for
 from .samplers.rollout import rollout
@@ -104,6 +116,27 @@ def lr_lambda(cfg: Config):
         return 1.0
 
     return f
+
+
+def pair_noise(seed: int, keys: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """[M, *shape] standard normal noise of the forward-process pairs ``keys`` [M] (sample * T + level): a pure
+    function of (seed, key), so it does not depend on micro-batching, the number of processes or when it is drawn
+    (AWM's old error and its training step see the same x_t), and a resumed run redraws it exactly."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + k)) for k in keys.tolist()])
+
+
+def noised_pairs(sampler, x0: Tensor, ts: Tensor, seed: int, keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The forward-process pairs of clean samples x0 [M, ...] at step levels ts [M]: x_t [M, ...], the flow level
+    t [M] and the target velocity eps - x0 [M, ...], with eps from ``pair_noise(seed, keys)``."""
+    eps = pair_noise(seed, keys, tuple(x0.shape[1:])).to(x0.device)
+    x_t, level = sampler.noised(x0, eps, ts)
+    return x_t, level.to(x0.device), eps - x0.float()
+
+
+def old_decay(cfg: Config, optimizer_steps: int) -> float:
+    """Decay of the old-policy EMA after ``optimizer_steps`` steps: min(rate * steps, max) (DiffusionNFT
+    train_nft_sd3.py:169-189 ``return_decay``; AWM ``kl_ema_decay_type: linear``)."""
+    return min(cfg.forward.old_decay_rate * optimizer_steps, cfg.forward.old_decay_max)
 
 
 def _accumulate(acc: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], pairs: int, total: int) -> None:
@@ -179,15 +212,22 @@ class MetricsLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        panels = [("train/reward_mean", "train reward"), ("eval/gold_accuracy", "held-out strict (gold)"),
-                  ("eval/geneval_accuracy", "held-out GenEval rules"), ("eval/exact_count", "held-out exact count"),
-                  ("eval/reward_mean", "held-out reward (deterministic)")]
-        panels = [(k, title) for k, title in panels if any(k in r for r in self.rows)]
+        # (title, [(metric, line label)]): a panel draws each of its metrics that the run logged
+        panels = [("train reward", [("train/reward_mean", None)]),
+                  ("strict gold accuracy", [("eval/gold_accuracy", "held-out (eval.split)"),
+                                            ("eval/id/gold_accuracy", "in-domain (train prompts)")]),
+                  ("held-out GenEval rules", [("eval/geneval_accuracy", None)]),
+                  ("exact count", [("eval/exact_count", "held-out"), ("eval/id/exact_count", "in-domain")]),
+                  ("held-out reward (deterministic)", [("eval/reward_mean", None)])]
+        panels = [(title, [(k, lab) for k, lab in lines if any(k in r for r in self.rows)]) for title, lines in panels]
+        panels = [(title, lines) for title, lines in panels if lines]
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
-        for ax, (key, title) in zip(axes[0], panels, strict=False):
-            pts = [(r["iteration"], r[key]) for r in self.rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=False), marker="o" if key.startswith("eval") else None, ms=3)
+        for ax, (title, lines) in zip(axes[0], panels, strict=False):
+            for key, label in lines:
+                pts = [(r["iteration"], r[key]) for r in self.rows if key in r]
+                ax.plot(*zip(*pts, strict=False), marker="o" if key.startswith("eval") else None, ms=3, label=label)
+            if any(label for _, label in lines):
+                ax.legend(fontsize=7)
             ax.set_title(title)
             ax.set_xlabel("iteration")
             ax.grid(alpha=0.3)
@@ -216,11 +256,37 @@ def _evaluate(backbone, cfg: Config, run_dir: Path, iteration: int) -> dict:
         "eval/gold_accuracy": summary["overall_strict"],
         "eval/geneval_accuracy": summary["overall_geneval"],
         "eval/exact_count": summary["exact_count"],
+        "eval/debris": summary["debris"],
         "eval/gold_score": summary["gold_score"],
+        "eval/n_images": summary["n_images"],
     }
     out.update({f"eval/strict/{tag}": v["strict"] for tag, v in summary["per_tag"].items()})
+    if e.in_domain_per_tag:  # the same protocol on fixed train-split prompts: what training sees
+        ind, _, _ = evaluate(backbone, split("train"), steps=e.steps, images_per_tag=e.in_domain_per_tag)
+        out.update({"eval/id/gold_accuracy": ind["overall_strict"], "eval/id/exact_count": ind["exact_count"],
+                    "eval/id/debris": ind["debris"], "eval/id/n_images": ind["n_images"]})
     out.update(monitor.evaluate(backbone, cfg, run_dir, iteration, ev_images, ev_metas))  # proxy vs gold, diversity
     return out
+
+
+def before_after(samples: Path, first: int, last: int, out: Path) -> bool:
+    """Write the evaluation grids of iterations ``first`` and ``last`` (the same prompts and seeds) side by side,
+    labelled, as ``out``; False when either grid is missing."""
+    from PIL import Image, ImageDraw
+
+    a, b = samples / f"iter_{first:06d}.png", samples / f"iter_{last:06d}.png"
+    if not (a.is_file() and b.is_file()):
+        return False
+    ia, ib = Image.open(a).convert("RGB"), Image.open(b).convert("RGB")
+    top, gap = 16, 12
+    canvas = Image.new("RGB", (ia.width + gap + ib.width, top + max(ia.height, ib.height)), "white")
+    canvas.paste(ia, (0, top))
+    canvas.paste(ib, (ia.width + gap, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 2), f"before (iteration {first})", fill="black")
+    draw.text((ia.width + gap + 2, 2), f"after (iteration {last})", fill="black")
+    canvas.save(out)
+    return True
 
 
 @torch.no_grad()
@@ -288,8 +354,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema = {k: p.detach().clone() for k, p in named.items()} if t.ema_decay > 0 else None
+    f = cfg.forward
+    forward = t.objective != "ppo_sde"  # nft / awm: flow matching on the clean samples, no trajectories
+    kl_beta = f.kl_beta if forward else t.kl_beta
     # KL reference: the adapter's own (LoRA switched off, no second copy), else a frozen copy of the start
-    ref = {k: p.detach().clone() for k, p in named.items()} if t.kl_beta > 0 and backbone.reference() is None else None
+    ref = {k: p.detach().clone() for k, p in named.items()} if kl_beta > 0 and backbone.reference() is None else None
+    # the forward-process objectives' old policy v_old: an EMA of the policy, updated after each iteration
+    old = {k: p.detach().clone() for k, p in named.items()} if forward else None
     score_fn = rewards.build(cfg.reward.weights, cfg.reward.batch_size, cfg.reward.options)
     sampler = PromptSampler(train_prompts(cfg), seed)
     eval_entries = load_prompts(cfg.data.eval_prompts) if cfg.data.eval_prompts else None
@@ -305,12 +376,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     start = 0
     ckpt = world.broadcast_object(checkpoint.latest(run_dir)) if resume else None
     if ckpt is not None:
-        state = checkpoint.load(ckpt, module, optimizer, scheduler, ema, sharded=policy.sharded)
+        state = checkpoint.load(ckpt, module, optimizer, scheduler, ema, sharded=policy.sharded, old=old)
         start, sampler.position = state["iteration"], state["sampler_position"]
         log(f"resumed {run_dir} from {ckpt.name}")
     metrics = MetricsLog(run_dir, cfg, keep_upto=start if ckpt is not None else None, main=world.is_main)
     n_params = sum(p.numel() for p in params)
-    log(f"run {run_dir}: {cfg.advantage.estimator} | {n_params:,} trainable params | "
+    log(f"run {run_dir}: {t.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
         + " | ".join(f"{k}={v}" for k, v in cfg.derived().items()))
 
     def encode(prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -367,13 +438,17 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             noise = torch.randn(P, *shape, generator=g).repeat_interleave(G, dim=0)  # [N, C, H, W]
         else:
             noise = torch.randn(N, *shape, generator=g)
-        with policy.sampling():  # this process integrates its rows; step noise is drawn for all N
+        # DiffusionNFT samples with v_old (train_nft_sd3.py:640-660); PPO and AWM with the policy itself
+        with swapped_params(module, old if t.objective == "nft" else {}), policy.sampling():
+            # this process integrates its rows; step noise is drawn for all N
             ro = rollout(
                 lambda x, tm, idx, cond=cond, pid=prompt_ids[rows]: backbone.predict(x, tm, index_cond(cond, pid[idx])),
                 noise[rows].to(device), step_fn, eta=etas, generator=g, prompt_ids=prompt_ids[rows],
                 group_ids=group_ids[rows], batch_size=s.batch_size, global_size=N, offset=rows.start,
+                keep_trajectory=not forward,
             )
-        latents, old_log_probs = ro.latents, ro.log_probs  # [n, T+1, C, H, W], [n, T]; n = N / processes
+        # PPO: latents [n, T+1, C, H, W], old_log_probs [n, T]; forward objectives: x0 only. n = N / processes
+        latents, old_log_probs = ro.latents, ro.log_probs
         images = backbone.decode(ro.x0)  # uint8 [n, H, W, 3], kept in memory
         row["time/rollout_s"] = time.time() - t0
 
@@ -391,10 +466,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         adv = adv[rows].float().to(device)  # [n] this process's samples
         weight = finite[rows].float().to(device)  # [n]
 
-        # ---- 4. TRAIN: PPO-clip on K random steps per sample --------------------
+        # ---- 4. TRAIN: K (sample, step) pairs per sample, train.objective on each ---------
         t0 = time.time()
         module.train()
-        steps_k = trainable[torch.rand(N, len(trainable), generator=g).argsort(dim=1)[:, :K]]  # [N, K] per sample
+        if forward:  # K distinct noise levels of the schedule per sample, each with its own fresh noise
+            steps_k = torch.rand(N, s.steps, generator=g).argsort(dim=1)[:, :K]  # [N, K]
+            noise_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        else:  # K random trainable transitions per sample
+            steps_k = trainable[torch.rand(N, len(trainable), generator=g).argsort(dim=1)[:, :K]]  # [N, K]
         n_idx = torch.arange(N).repeat_interleave(K)  # [N*K]
         t_idx = steps_k.reshape(-1)  # [N*K]
         order = torch.randperm(N * K, generator=g)
@@ -402,39 +481,94 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         per_update = N * K // t.updates_per_iter
         acc: dict[str, torch.Tensor] = {}  # loss diagnostics, summed as tensors: no host sync per micro-batch
         grad_norms = []
-        for u in range(t.updates_per_iter):
-            optimizer.zero_grad(set_to_none=True)
-            span = slice(u * per_update, (u + 1) * per_update)
-            batches = distributed.micro_batches(n_idx[span], t_idx[span], rows, t.micro_batch, world)
-            for j, mb in enumerate(batches):
-                n, ts = mb.n, mb.ts  # [M] this process's samples, their step indices
-                x, x_next = latents[n, ts], latents[n, ts + 1]  # [M, C, H, W]
-                tm = step_fn.model_time(ts)  # [M] the backbone's time input (sigma, or DDPM timestep)
-                c = index_cond(cond, ro.prompt_ids[n])
-                w = weight[n] if mb.pairs else torch.zeros_like(weight[n])  # a padding micro-batch counts for nothing
-                with policy.accumulate(sync=j == len(batches) - 1):  # reduce gradients once per optimizer step
-                    out = step_fn.step(policy(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next)
-                    loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=w,
-                                             sync_stats=False)
-                    if t.kl_beta > 0:
-                        with torch.no_grad(), reference():
-                            ref_mean = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta,
-                                                    prev_sample=x_next).mean
-                        dt = -step_fn.dt(ts).to(device) if t.kl_form == "flow_grpo" else None
-                        kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
-                        kl_l, kst = kl_loss(kl, t.kl_beta, weight=w, sync_stats=False)
-                        loss = loss + kl_l
-                        st = st | kst
-                    # the mean over this optimizer step's pairs; x processes, because DDP / FSDP average over ranks
-                    (loss * (mb.pairs * world.size) / per_update).backward()
-                _accumulate(acc, st, mb.pairs, N * K)
-            grad_norms.append(policy.clip_grad_norm_(params, t.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
+
+        def velocity(weights, x_t, tm, c, ts):  # no-grad velocity under another policy's weights (a context)
+            with torch.no_grad(), weights:
+                return step_fn.velocity(backbone.predict(x_t, tm, c), x_t, ts)
+
+        # forward-process objectives train the conditional velocity without CFG (DiffusionNFT)
+        guidance = cfg_free(backbone) if forward else contextlib.nullcontext()
+        with guidance:
+            old_err = None  # AWM's ratio: each pair's matching error under the policy that sampled (before any update)
+            if t.objective == "awm" and t.updates_per_iter > 1:
+                old_err = torch.zeros(len(ro.x0), s.steps, dtype=torch.float64, device=device)  # [n, T]
                 with torch.no_grad():
-                    for k, p in named.items():
-                        ema[k].lerp_(p.detach(), 1 - t.ema_decay)
+                    for mb in distributed.micro_batches(n_idx, t_idx, rows, t.micro_batch, world):
+                        x_t, level, target = noised_pairs(step_fn, ro.x0[mb.n], mb.ts, noise_seed,
+                                                          (mb.n + rows.start) * s.steps + mb.ts)
+                        tm = step_fn.model_time(mb.ts)
+                        v = step_fn.velocity(policy(x_t, tm, index_cond(cond, ro.prompt_ids[mb.n])), x_t, mb.ts)
+                        old_err[mb.n, mb.ts] = awm_weighted_error(v, target, level, f.weighting, f.ghuber_power)
+
+            for u in range(t.updates_per_iter):
+                optimizer.zero_grad(set_to_none=True)
+                span = slice(u * per_update, (u + 1) * per_update)
+                batches = distributed.micro_batches(n_idx[span], t_idx[span], rows, t.micro_batch, world)
+                for j, mb in enumerate(batches):
+                    n, ts = mb.n, mb.ts  # [M] this process's samples, their step indices
+                    tm = step_fn.model_time(ts)  # [M] the backbone's time input (sigma, or DDPM timestep)
+                    c = index_cond(cond, ro.prompt_ids[n])
+                    w = weight[n] if mb.pairs else torch.zeros_like(weight[n])  # a padding micro-batch counts for nothing
+                    if forward:
+                        with policy.accumulate(sync=j == len(batches) - 1):
+                            x_t, level, target = noised_pairs(step_fn, ro.x0[n], ts, noise_seed,
+                                                          (n + rows.start) * s.steps + ts)
+                            # the other policies first: their forwards swap weights, which must not happen between the
+                            # policy's forward and its backward
+                            v_old = (velocity(swapped_params(module, old), x_t, tm, c, ts)
+                                     if t.objective == "nft" or f.old_kl > 0 else None)
+                            v_ref = velocity(reference(), x_t, tm, c, ts) if kl_beta > 0 else None
+                            v = step_fn.velocity(policy(x_t, tm, c), x_t, ts)  # [M, C, H, W]
+                            if t.objective == "nft":
+                                r_opt = nft_optimality(adv[n], f.r_scale, f.r_map)  # [M]
+                                loss, st = nft_loss(v, v_old, target, level, r_opt, f.beta, adaptive_weight=f.adaptive_weight,
+                                                    loss_scale=f.loss_scale, weight=w, sync_stats=False)
+                            else:
+                                err = awm_weighted_error(v, target, level, f.weighting, f.ghuber_power)  # [M] fp64
+                                loss, st = awm_loss(err, adv[n] / f.adv_scale,
+                                                    old_err=None if old_err is None else old_err[n, ts],
+                                                    clip_range=f.clip_range, weight=w, sync_stats=False,
+                                                    fm_err=velocity_kl(v.detach(), target))
+                                if f.old_kl > 0:
+                                    okl, okst = kl_loss(velocity_kl(v, v_old), f.old_kl, weight=w, sync_stats=False)
+                                    loss = loss + okl
+                                    st = st | {"old_kl": okst["kl_mean"]}
+                            if v_ref is not None:
+                                kl_l, kst = kl_loss(velocity_kl(v, v_ref), kl_beta, weight=w, sync_stats=False)
+                                loss = loss + kl_l
+                                st = st | kst
+                            (loss * (mb.pairs * world.size) / per_update).backward()
+                        _accumulate(acc, st, mb.pairs, N * K)
+                        continue
+                    x, x_next = latents[n, ts], latents[n, ts + 1]  # [M, C, H, W]
+                    with policy.accumulate(sync=j == len(batches) - 1):  # reduce gradients once per optimizer step
+                        out = step_fn.step(policy(x, tm, c), x, ts, eta=s.eta, prev_sample=x_next)
+                        loss, st = ppo_clip_loss(out.log_prob, old_log_probs[n, ts], adv[n], t.clip_range, weight=w,
+                                                 sync_stats=False)
+                        if t.kl_beta > 0:
+                            with torch.no_grad(), reference():
+                                ref_mean = step_fn.step(backbone.predict(x, tm, c), x, ts, eta=s.eta,
+                                                        prev_sample=x_next).mean
+                            dt = -step_fn.dt(ts).to(device) if t.kl_form == "flow_grpo" else None
+                            kl = gaussian_kl(out.mean, ref_mean, out.std, form=t.kl_form, dt=dt, reduce=s.reduce)
+                            kl_l, kst = kl_loss(kl, t.kl_beta, weight=w, sync_stats=False)
+                            loss = loss + kl_l
+                            st = st | kst
+                        # the mean over this optimizer step's pairs; x processes, because DDP / FSDP average over ranks
+                        (loss * (mb.pairs * world.size) / per_update).backward()
+                    _accumulate(acc, st, mb.pairs, N * K)
+                grad_norms.append(policy.clip_grad_norm_(params, t.max_grad_norm))
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, p in named.items():
+                            ema[k].lerp_(p.detach(), 1 - t.ema_decay)
+        if old is not None:  # v_old <- decay v_old + (1 - decay) policy (train_nft_sd3.py:1034-1039)
+            decay = old_decay(cfg, it * t.updates_per_iter)
+            with torch.no_grad():
+                for k, p in named.items():
+                    old[k].lerp_(p.detach(), 1 - decay)
         acc = {k: float(world.all_reduce(v, "max" if k == "ratio_max_dev" else "sum")) for k, v in acc.items()}
         row["time/train_s"] = time.time() - t0
 
@@ -446,16 +580,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
             "train/adv_clip_frac": adv_stats["clip_frac"],
             "train/zero_std_groups": adv_stats["zero_std_groups"],
             "train/n_nonfinite_rewards": adv_stats["n_nonfinite"],
-            "train/ratio_mean": acc["ratio_mean"],
-            "train/ratio_max_dev": acc["ratio_max_dev"],
-            "train/clipfrac": acc["clipfrac"],
-            "train/approx_kl": acc["approx_kl"],
-            "train/policy_loss": acc["policy_loss"],
+            # the objective's loss diagnostics (losses.PPO_STATS / NFT_STATS / AWM_STATS; kl_mean is train/kl)
+            **{f"train/{'kl' if k == 'kl_mean' else k}": v for k, v in acc.items() if k != "adv_mean"},
             "train/grad_norm": float(np.mean([float(gn) for gn in grad_norms])),
             "train/lr": scheduler.get_last_lr()[0],
         })
-        if "kl_mean" in acc:
-            row["train/kl"] = acc["kl_mean"]
         for name in cfg.reward.weights:
             row[f"reward/{name}"] = float(np.nanmean(scores[name]))
         last = it == t.iterations
@@ -470,7 +599,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
         stop = world.broadcast_object(row.get("monitor/early_stop", 0.0) > 0)
         if last or stop or it % cfg.run.checkpoint_every == 0:
             checkpoint.save(run_dir, it, module, optimizer, scheduler, ema, {"sampler_position": sampler.position},
-                            keep=cfg.run.keep_checkpoints, world=world, sharded=policy.sharded)
+                            keep=cfg.run.keep_checkpoints, world=world, sharded=policy.sharded, old=old)
         if stop:
             log(f"early stop at iteration {it}: the monitor saw the gold fall while the proxy rose "
                 f"({run_dir / 'early_stop.json'})")
@@ -483,8 +612,15 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     first = next((r for r in metrics.rows if "eval/gold_accuracy" in r), None)
     final = metrics.rows[-1]
     if first is not None and "eval/gold_accuracy" in final:
-        log(f"held-out strict gold: {first['eval/gold_accuracy']:.1%} -> {final['eval/gold_accuracy']:.1%}; "
-            f"exact count {first['eval/exact_count']:.1%} -> {final['eval/exact_count']:.1%}")
-    log(f"run directory: {run_dir} (metrics.jsonl, curves.png, samples/, checkpoints/)")
+        for key, what in (("eval/gold_accuracy", "held-out strict gold"), ("eval/id/gold_accuracy", "in-domain strict gold"),
+                          ("eval/exact_count", "held-out exact count"), ("eval/debris", "held-out images with debris")):
+            if key in first and key in final:
+                log(f"{what}: {first[key]:.1%} (iteration {first['iteration']}) -> {final[key]:.1%} "
+                    f"(iteration {final['iteration']})")
+    extra = ""
+    if world.is_main and first is not None and first["iteration"] != final["iteration"]:
+        if before_after(run_dir / "samples", first["iteration"], final["iteration"], run_dir / "before_after.png"):
+            extra = ", before_after.png"
+    log(f"run directory: {run_dir} (metrics.jsonl, curves.png{extra}, samples/, checkpoints/)")
     distributed.shutdown(world)
     return run_dir

@@ -179,37 +179,16 @@ def load_model(spec: str, ema: bool = True, device: str = "auto", resolution: in
 
 
 def _load_run(path: Path, ema: bool) -> Model:
-    """The latest checkpoint of a run, built from the run's own config.yaml (``checkpoint.load``'s layout)."""
-    from safetensors.torch import load_file
+    """The latest checkpoint of a run, built from the run's own config.yaml (``slas.run_weights.load_run``): its EMA
+    weights when ``ema`` and the run keeps one (as training's own evaluation), else the policy's."""
+    from ..run_weights import RunError, load_run
 
-    from .. import checkpoint
-    from ..config import load_config
-    from ..train import build_backbone
-
-    ckpt = checkpoint.latest(path)
-    if ckpt is None:
-        raise EvalError(f"--model {path}: no checkpoint under {path / 'checkpoints'} yet (a run saves one every "
-                        "run.checkpoint_every iterations and at the end)")
-    cfg = load_config(path / "config.yaml", [f"run.out_dir={path}"])
-    backbone = build_backbone(cfg)
-    module, device = backbone.module, backbone.device
-    module.load_state_dict({k: v.to(device) for k, v in load_file(str(ckpt / "model.safetensors")).items()})
-    weights = "raw weights"
-    if ema and (ckpt / "ema.safetensors").is_file():
-        # the EMA holds the trainable parameters only; training evaluates with it swapped in (train.swapped_params)
-        named = dict(module.named_parameters())
-        saved = load_file(str(ckpt / "ema.safetensors"))
-        stray = [k for k in saved if k not in named]
-        if stray:
-            raise EvalError(f"{ckpt / 'ema.safetensors'} names parameters the model lacks: {stray[:3]}")
-        with torch.no_grad():
-            for k, v in saved.items():
-                named[k].copy_(v)
-        weights = "EMA weights"
-    module.eval()
-    toy = cfg.model.backbone == "toy"
-    return Model(backbone, f"run {path} {ckpt.name} ({weights})", toy, cfg.eval.steps,
-                 1.0 if toy else cfg.sample.shift)
+    try:
+        run = load_run(path, ema=None if ema else False)
+    except RunError as e:
+        raise EvalError(f"--model {e}") from None
+    toy = run.cfg.model.backbone == "toy"
+    return Model(run.backbone, run.description, toy, run.cfg.eval.steps, 1.0 if toy else run.cfg.sample.shift)
 
 
 def _load_pipeline(path: Path, device: str, resolution: int) -> Model:

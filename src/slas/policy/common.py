@@ -187,6 +187,24 @@ def guided(forward: Callable, x: torch.Tensor, t: torch.Tensor, cond: dict[str, 
     return out_u + scale * (out_c - out_u)
 
 
+@contextlib.contextmanager
+def cfg_free(backbone):
+    """Within: ``backbone.predict`` is the conditional branch alone (CFG off). The forward-process objectives train
+    the conditional velocity without guidance, as DiffusionNFT does (its configs set guidance_scale 1.0 in training,
+    config/nft.py); rollouts and evaluation keep the configured guidance. Adapters with a CFG branch declare
+    ``cfg = True`` and read ``guidance`` (<= 1 is no CFG); FLUX's guidance embedding is part of its conditional
+    model, not CFG, and is untouched."""
+    if not getattr(backbone, "cfg", False):
+        yield
+        return
+    saved = backbone.guidance
+    backbone.guidance = 1.0
+    try:
+        yield
+    finally:
+        backbone.guidance = saved
+
+
 @torch.no_grad()
 def vae_decode(vae, latents: torch.Tensor, dtype: torch.dtype, batch_size: int = 4) -> np.ndarray:
     """Latents [N, C, h, w] in the denoiser's space -> uint8 [N, H, W, 3]: undo the VAE's scaling and shift

@@ -25,6 +25,7 @@ class SDBackbone:
     """``Backbone`` over diffusers SD1.x components (a local folder via ``from_config``, or the components)."""
 
     prediction = "epsilon"
+    cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, *, resolution: int | None = None,
                  guidance_scale: float | None = None, cfg_detach_uncond: bool = False, lora: dict | None = None,

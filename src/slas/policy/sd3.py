@@ -32,6 +32,7 @@ class SD3Backbone:
     """``Backbone`` over diffusers SD3 components (a local folder via ``from_config``, or the components)."""
 
     prediction = "velocity"
+    cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3=None,
                  tokenizer_3=None, *, resolution: int | None = None, guidance_scale: float | None = None,

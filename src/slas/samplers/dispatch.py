@@ -69,6 +69,16 @@ class FlowSampler:
         """[M, ...] fp32 clean-sample estimate x0_hat = x - sigma v (DanceGRPO decodes it at the last step)."""
         return x.float() - _bcast(self.sigmas[idx.cpu()], x) * out.float()
 
+    def noised(self, x0: Tensor, eps: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward process at level idx [M]: (x_t = (1 - sigma) x0 + sigma eps [M, ...], flow level t = sigma [M]).
+        The forward-process objectives (DiffusionNFT, AWM) train here; ``model_time(idx)`` is the model's input."""
+        s = self.sigmas[idx.cpu()]
+        return (1 - _bcast(s, x0)) * x0.float() + _bcast(s, x0) * eps.float(), s
+
+    def velocity(self, out: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+        """[M, ...] the model output as a rectified-flow velocity (eps - x0): a velocity model's output itself."""
+        return out
+
     def dt(self, idx: Tensor) -> Tensor:
         """[M] sigma_next - sigma (< 0): Flow-GRPO's KL scales by |dt| (ANCHORS_ALGO §1.C.7)."""
         idx = idx.cpu()
@@ -108,6 +118,20 @@ class DDIMSampler:
         """[M, ...] fp32 x0_hat = (x - sqrt(1 - ab) eps) / sqrt(ab)."""
         ab = _bcast(self.alpha_bar[idx.cpu()], x)
         return (x.float() - (1 - ab).sqrt() * out.float()) / ab.sqrt()
+
+    def noised(self, x0: Tensor, eps: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward process at step idx [M]: x_t = sqrt(ab) x0 + sqrt(1 - ab) eps, and the flow level it equals,
+        t = sqrt(1 - ab) / (sqrt(ab) + sqrt(1 - ab)): x_t / (sqrt(ab) + sqrt(1 - ab)) = (1 - t) x0 + t eps. So the
+        forward-process objectives treat an epsilon model as the rectified flow it is a rescaling of."""
+        ab = self.alpha_bar[idx.cpu()]
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        return _bcast(a, x0) * x0.float() + _bcast(s, x0) * eps.float(), s / (a + s)
+
+    def velocity(self, out: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+        """[M, ...] the epsilon prediction as a rectified-flow velocity: eps_hat - x0_hat, x0_hat from ``x0``. The
+        velocity error is (1 + sqrt((1 - ab) / ab)) times the epsilon error, so the x0-space error t (v - target)
+        equals x0 - x0_hat exactly as for a flow model (t from ``noised``)."""
+        return out.float() - self.x0(out, x, idx)
 
     def dt(self, idx: Tensor) -> Tensor:
         raise ValueError("train.kl_form 'flow_grpo' scales the KL by a flow step's |dt|; DDIM has no sigma step: "

@@ -24,7 +24,7 @@ class Rollout:
     N = 128, T = 10 -> 18.9 MB; FLUX at 720^2 (D = 16*90*90 = 129,600), N = 12 per rank, T = 16 -> 112 MB.
     """
 
-    latents: Tensor  # [N, T+1, C, H, W] fp32: x at levels[0] (noise) ... levels[T]
+    latents: Tensor | None  # [N, T+1, C, H, W] fp32: x at levels[0] (noise) ... levels[T]; None unless kept
     log_probs: Tensor  # [N, T] log p(latents[:, t+1] | latents[:, t])
     sigmas: Tensor  # [T+1] the sampler's noise levels (flow sigma; sqrt(1 - alpha_bar) for DDIM)
     x0: Tensor  # [N, C, H, W] the decoded sample: x0_hat of the last step (DanceGRPO)
@@ -48,6 +48,7 @@ def rollout(
     noise_pool: int = 1,
     global_size: int | None = None,
     offset: int = 0,
+    keep_trajectory: bool = True,
 ) -> Rollout:
     """Integrate ``noise`` [N, ...] with the stochastic ``sampler`` (``slas.samplers.sampler_for``).
     ``predict(x [B, ...], t [B], idx [B])`` returns the model output for samples ``idx`` of the batch at
@@ -62,6 +63,8 @@ def rollout(
     ranks together integrate exactly the one-process rollout (slas.distributed).
     ``eta`` is one noise scale or one per step [T]; a step with eta 0 is a deterministic
     ODE step with log-prob 0 (an SDE window, Flow-GRPO-Fast / MixGRPO).
+    ``keep_trajectory=False`` keeps only the current state, not ``latents`` (None in the record): the
+    forward-process objectives train on ``x0`` alone.
     ``x0`` is x0_hat of the last step (DanceGRPO decodes it instead of x_T, so
     the last step's noise never reaches the reward: ANCHORS_ALGO §1.A.3).
     """
@@ -78,9 +81,10 @@ def rollout(
     if len(etas) != t_steps:
         raise ValueError(f"eta needs one value per step ({t_steps}), got {len(etas)}")
     dev = noise.device
-    latents = torch.empty(n, t_steps + 1, *noise.shape[1:], dtype=torch.float32, device=dev)
+    latents = torch.empty(n, t_steps + 1 if keep_trajectory else 1, *noise.shape[1:], dtype=torch.float32, device=dev)
     log_probs = torch.empty(n, t_steps, dtype=torch.float32, device=dev)
     latents[:, 0] = noise.float()
+    here = (lambda t: t) if keep_trajectory else (lambda t: 0)  # where the state before step t is kept
     x0 = torch.empty_like(noise, dtype=torch.float32)
     for t in range(t_steps):
         step_noise = torch.randn(n_global, *noise.shape[1:], generator=generator, dtype=torch.float32)
@@ -88,11 +92,11 @@ def rollout(
         for lo in range(0, n, bs):
             idx = torch.arange(lo, min(n, lo + bs))
             steps = torch.full((len(idx),), t)  # [B]
-            x = latents[idx, t]
+            x = latents[idx, here(t)]
             out = predict(x, sampler.model_time(steps), idx)
             st = sampler.step(out, x, steps, eta=etas[t], noise=step_noise[idx])
-            latents[idx, t + 1] = st.prev_sample
+            latents[idx, here(t + 1)] = st.prev_sample
             log_probs[idx, t] = st.log_prob
             if t == t_steps - 1:
                 x0[idx] = sampler.x0(out, x, steps)
-    return Rollout(latents, log_probs, sampler.levels, x0, prompt_ids, group_ids)
+    return Rollout(latents if keep_trajectory else None, log_probs, sampler.levels, x0, prompt_ids, group_ids)

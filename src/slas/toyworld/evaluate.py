@@ -84,6 +84,7 @@ def summarize(results, metas: list[dict]) -> dict:
         "overall_strict": float(np.mean([v["strict"] for v in per_tag.values()])),
         "overall_geneval": float(np.mean([v["geneval"] for v in per_tag.values()])),
         "exact_count": float(np.mean([r.exact_count for r in results])),
+        "debris": float(np.mean([r.debris > 0 for r in results])),  # fraction of images with any debris
         "gold_score": float(np.mean([r.score for r in results])),
         "n_images": len(results),
         "per_tag": per_tag,

@@ -74,6 +74,7 @@ class VerifyResult:
     score: float  # strict partial credit in [0, 1]; 1 iff correct
     geneval_score: float  # lenient partial credit in [0, 1]
     exact_count: bool  # number of blobs (debris included) == prompted objects
+    debris: int = 0  # blobs that are not clean shapes, plus unreadable-colour blobs
     detections: list[Detection] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # why strict failed
 
@@ -227,6 +228,7 @@ def verify(image: np.ndarray, meta: dict) -> VerifyResult:
         score=float(np.mean(credits)),
         geneval_score=float(np.mean(g_credits)),
         exact_count=len(dets) + n_amb == expected,
+        debris=sum(not t.shape_like for t in dets) + n_amb,
         detections=dets,
         reasons=reasons,
     )
