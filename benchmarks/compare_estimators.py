@@ -1,6 +1,6 @@
 """SLAS vs DanceGRPO vs Dr.GRPO on the default ShapesWorld recipe, several seeds: a thin wrapper of `slas compare`.
 
-The shipped configs `configs/toy_{slas,dancegrpo,drgrpo}.yaml` differ only in the advantage estimator, so this is
+The shipped configs `configs/toy_{slas,nft_grpo,drgrpo}.yaml` differ only in the advantage estimator, so this is
 
     slas compare --config configs/toy_slas.yaml --methods slas,grpo,drgrpo --seeds 0,1,2 --out runs/compare
 
@@ -22,7 +22,7 @@ from slas.compare import compare
 from slas.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["toy_slas", "toy_dancegrpo", "toy_drgrpo"]
+CONFIGS = ["toy_slas", "toy_nft_grpo", "toy_drgrpo"]
 
 
 def main() -> None:

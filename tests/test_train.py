@@ -157,6 +157,7 @@ def test_every_shipped_config_trains_two_iterations(config, tiny_ckpt, tmp_path)
     assert all(torch.equal(before[k].float(), after[k].float()) for k in frozen)  # frozen text encoder
     assert (run / "config.yaml").is_file() and (run / "curves.png").is_file()
     assert len(list((run / "samples").glob("*.png"))) == 3
+    assert (run / "before_after.png").is_file()  # iteration 0's grid beside the last one
     assert dataclasses.asdict(load_config(run / "config.yaml")) == dataclasses.asdict(cfg)
 
 

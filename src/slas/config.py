@@ -71,10 +71,13 @@ class SampleConfig:
     # "ddim" (DDIM with eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
     family: str = "dance"
     steps: int = 10  # T denoising steps per rollout
-    eta: float = 0.5  # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7)
+    # SDE noise scale (DanceGRPO FLUX: 0.3; Flow-GRPO noise_level: 0.7); 0 = the deterministic ODE, which the
+    # forward-process objectives may use (the default: nft rolls out with the ODE)
+    eta: float = 0.0
     shift: float = 1.0  # sigma time shift (DanceGRPO FLUX: 3)
     reduce: str = "mean"  # log-prob reduction over dims: "mean" (DanceGRPO parity) or "sum"
-    same_noise_in_group: bool = True  # share the initial noise within a group (never across groups)
+    # share the initial noise within a group (never across groups; DanceGRPO shares it); must be false with eta 0
+    same_noise_in_group: bool = False
     batch_size: int = 0  # rollout forward batch; 0 = the whole rollout batch at once
     # [start, end) step indices that are stochastic and trained; the other steps are deterministic ODE
     # steps, so a group's spread comes only from the window's noise (Flow-GRPO-Fast / MixGRPO,
@@ -110,9 +113,9 @@ class TrainConfig:
     # "nft": DiffusionNFT, flow matching on the clean samples with implicit positive / negative policies;
     # "awm": Advantage Weighted Matching, the flow-matching loss of each sample weighted by its advantage.
     # nft and awm need no log-probs: they take their options from the `forward` section (docs/objectives.md)
-    objective: str = "ppo_sde"
-    iterations: int = 60  # GRPO iterations (rollout + update)
-    prompts_per_iter: int = 8  # P distinct prompts per iteration
+    objective: str = "nft"
+    iterations: int = 120  # GRPO iterations (rollout + update)
+    prompts_per_iter: int = 16  # P distinct prompts per iteration
     group_size: int = 8  # G samples per prompt; N = P * G
     timestep_fraction: float = 0.6  # ppo_sde: fraction of trainable steps used per sample (random per sample)
     train_last_step: bool = False  # DanceGRPO never trains the last transition (the image is x0_hat before it)
@@ -122,12 +125,13 @@ class TrainConfig:
     weight_decay: float = 1e-4
     betas: tuple = (0.9, 0.999)
     max_grad_norm: float = 1.0
-    lr_schedule: str = "constant"  # "constant" or "cosine" (to 10%), after warmup
+    lr_schedule: str = "cosine"  # "constant" or "cosine" (to 10%), after warmup
     warmup_iters: int = 0
     clip_range: float = 1e-4  # PPO clip on the ratio (mean-over-D log-probs, ANCHORS §6.1)
     kl_beta: float = 0.0  # KL-to-reference weight; 0 = no reference model (DanceGRPO)
     kl_form: str = "analytic"  # "analytic" Gaussian KL or "flow_grpo" (= |dt| x analytic)
-    ema_decay: float = 0.0  # 0 = off; EMA weights are used for evaluation when on
+    # per optimizer step; 0 = off. When on, evaluation and `slas sample --checkpoint RUN` use the EMA weights
+    ema_decay: float = 0.9
 
 
 @dataclass
@@ -163,7 +167,7 @@ class ForwardConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 15  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
+    every: int = 20  # evaluate every this many iterations (and at 0 and the end); 0 = only at 0 and the end
     split: str = "test"  # ShapesWorld split for the held-out evaluation
     images_per_tag: int = 48  # images per tag, cycling over its prompts (the test split is unbalanced); 0 = off
     n_per_prompt: int = 1  # images per prompt when images_per_tag is 0 (or with data.eval_prompts)
