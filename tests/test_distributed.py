@@ -42,6 +42,8 @@ OVERRIDES = {
     "model.trainable": "[attn]", "reward.weights": "{toy_clean: 1.0}", "monitor.enabled": "false",
     "eval.every": 2, "eval.max_prompts": 2, "eval.images_per_tag": 1, "eval.steps": 2,
     "run.checkpoint_every": 1, "run.keep_checkpoints": 10,
+    "train.objective": "ppo_sde", "sample.eta": 0.5, "sample.same_noise_in_group": "true",
+    "eval.in_domain_per_tag": 1, "train.lr_schedule": "constant",  # the fsdp test extends the run by an iteration
 }
 # Rollouts and rewards of iteration 1 are bitwise equal; later rewards and the train diagnostics agree to REL
 # (relative) or ABS (absolute): the ratio statistics are exp/differences of fp32 log-probs of magnitude ~1, so their
@@ -176,6 +178,21 @@ def test_two_processes_reproduce_one_process(runs):
     assert _max_diff(_weights(one, 3, "ema"), _weights(two, 3, "ema")) < WEIGHT_TOL
     assert not (two / "checkpoints" / ".tmp_iter_000003").exists()
     assert len(list((two / "samples").glob("*.png"))) == 3  # rank 0 alone evaluated (iterations 0, 2, 3)
+
+
+@pytest.mark.parametrize("objective", ["nft", "awm"])
+def test_two_processes_reproduce_one_process_under_forward_objectives(objective, tiny_ckpt, tmp_path):
+    """The forward-process objectives' pair noise is a function of the pair, not of the rank: 2 processes train
+    the one-process run (old policy included)."""
+    extra = {"train.objective": objective, "sample.eta": 0.0, "sample.same_noise_in_group": "false",
+             "train.kl_beta": 0.0, "forward.kl_beta": 0.1, "forward.timesteps": 2, "train.iterations": 2}
+    _launch(1, _argv(tiny_ckpt, tmp_path / "one", **extra))
+    _launch(2, _argv(tiny_ckpt, tmp_path / "two", **extra))
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert a[1]["reward/toy_clean"] == b[1]["reward/toy_clean"] and "train/fm_err" in a[1]
+    _assert_close_rows(a, b)
+    for name in ("model", "old", "ema"):
+        assert _max_diff(_weights(tmp_path / "one", 2, name), _weights(tmp_path / "two", 2, name)) < WEIGHT_TOL, name
 
 
 def test_two_process_resume_is_exact(runs, tiny_ckpt, tmp_path):

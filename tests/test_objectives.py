@@ -100,7 +100,7 @@ def test_pair_noise_is_a_function_of_the_key_only():
 
 @pytest.mark.parametrize("overrides, needle", [
     (["train.objective=dpo"], "train.objective must be one of"),
-    (["train.objective=nft", "sample.eta=0"], "same_noise_in_group false"),
+    (["train.objective=nft", "sample.eta=0", "sample.same_noise_in_group=true"], "same_noise_in_group false"),
     (["train.objective=nft", "sample.same_noise_in_group=false", "train.kl_beta=0.1"], "forward.kl_beta"),
     (["train.objective=awm", "sample.same_noise_in_group=false", "forward.timesteps=11"], "forward.timesteps"),
     (["train.objective=nft", "forward.r_map=softmax"], "forward.r_map"),
