@@ -65,21 +65,22 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     rs = [row(Path(a)) for a in argv]
-    print("| seed | held-out base | final | best | in-domain base | final | best | exact count base -> final | "
+    print("| run | seed | held-out base | final | best | in-domain base | final | best | exact count base -> final | "
           "debris base -> final | iterations | minutes (logged) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def pct(x):
         return f"{100 * x:.1f}"
 
     for r in rs:
         h, i, e, d = r["held-out"], r["in-domain"], r["exact count"], r["debris"]
-        print(f"| {r['seed']} | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | {pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
+        print(f"| {Path(r['run']).name} | {r['seed']} | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | "
+              f"{pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
               f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | {r['iterations']} | {r['minutes']:.1f} |")
     if len(rs) > 1:
         m = {k: np.mean([r[k] for r in rs], axis=0) for k in ("held-out", "in-domain", "exact count", "debris")}
         h, i, e, d = m["held-out"], m["in-domain"], m["exact count"], m["debris"]
-        print(f"| mean | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | {pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
+        print(f"| mean | | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | {pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
               f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | | {np.mean([r['minutes'] for r in rs]):.1f} |")
     if not checking:
         return 0

@@ -10,8 +10,9 @@ Each objective's runs are one ``slas compare`` of its shipped config (``OBJECTIV
 seeds, into ``OUT/<objective>/`` (resumable: finished runs are skipped). A target is reached at the first
 evaluation whose ``eval/gold_accuracy`` is >= the run's iteration-0 value + the rise; the resolution is the
 config's ``eval.every``. Wall time is the run's logged rollout + reward + train + eval seconds up to that
-evaluation (so it does not count the time the run waited for the other job on a shared machine). An arm reports
-the mean over the seeds that reached the target, and how many did; "not reached in N iterations" when none did.
+evaluation (so it does not count the time the run waited for the other job on a shared machine). Only finished runs
+count. An arm reports the mean over the seeds that reached the target, and how many did; "not reached in N
+iterations" when none did.
 Writes ``OUT/time_to_target.json`` and ``OUT/time_to_target.md`` (the table in docs/performance.md).
 """
 
@@ -61,13 +62,15 @@ def collect(out: Path, objectives: list[str], methods: list[str]) -> list[dict]:
             per_seed = []
             for run in runs:
                 rows = read_metrics(run)
-                if not rows:
-                    continue
-                iterations = load_config(run / "config.yaml").train.iterations
+                rc = load_config(run / "config.yaml")
+                iterations = rc.train.iterations
+                if not rows or (rows[-1]["iteration"] < iterations and not (run / "early_stop.json").is_file()):
+                    continue  # unfinished: only finished runs are counted
                 rec = {"run": str(run), "seed": int(run.name.rsplit("_s", 1)[1]), "iterations": rows[-1]["iteration"],
                        "planned": iterations, "base": rows[0].get(HELDOUT, math.nan),
                        "final": rows[-1].get(HELDOUT, math.nan),
-                       "secs_total": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS)}
+                       "secs_total": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS),
+                       "samples_per_iter": rc.train.prompts_per_iter * rc.train.group_size}
                 for rise in RISES:
                     it, sec = reach(rows, rise)
                     rec[f"iters_{round(rise * 100)}"], rec[f"secs_{round(rise * 100)}"] = it, sec
@@ -107,7 +110,8 @@ def table(arms: list[dict]) -> str:
                     ratio = f"{_mean(secs) / _mean(b_secs):.2f}"
                 else:  # DanceGRPO never got there: the arm took this fraction of DanceGRPO's whole (failed) run
                     ratio = f"< {_mean(secs) / _mean([x['secs_total'] for x in base['seeds']]):.2f}"
-            cells += [f"{_mean(its):.0f} ({n} of {len(s)})", f"{_mean(secs) / 60:.1f}", ratio]
+            k_samples = _mean(its) * s[0]["samples_per_iter"] / 1000
+            cells += [f"{_mean(its):.0f} ({n} of {len(s)}; {k_samples:.1f}k samples)", f"{_mean(secs) / 60:.1f}", ratio]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
