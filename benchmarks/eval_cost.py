@@ -1,6 +1,6 @@
 """Wall time per prompt of `slas eval` on ShapesWorld: sampling, scoring and the whole run, per suite.
 
-Runs ``slas.evals.harness.run_suite`` (what ``slas eval`` runs) on the shipped base model over the ``eval`` split, one
+Runs ``slas.apps.eval.run_suite`` (what ``slas eval`` runs) on the shipped base model over the ``eval`` split, one
 image per prompt, and prints a markdown table. ``sample`` is the ODE sampler, ``score`` the suite's judge (the
 ShapesWorld verifier, or the reward), ``total`` the whole call including the model load, the image files (geneval
 writes GenEval's folder layout) and results.jsonl.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from slas.evals.harness import EvalOptions, run_suite
+from slas.apps.eval import EvalOptions, run_suite
 from slas.toyworld.evaluate import EVAL_STEPS
 
 

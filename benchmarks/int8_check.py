@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slas.policy.toy import ToyBackbone
+from slas.policy.generate import generate, seeded_noise
 from slas.toyworld import model as toymodel
 from slas.toyworld import split
-from slas.toyworld.evaluate import balanced_subset, generate, plan, seeded_noise, summarize
+from slas.toyworld.backbone import ToyBackbone
+from slas.toyworld.evaluate import balanced_subset, plan, summarize
 from slas.toyworld.verifier import verify
+from slas.toyworld.world import CANVAS
 
 
 def main() -> None:
@@ -65,7 +67,8 @@ def main() -> None:
     prompts = [m["prompt"] for m in metas]
     with torch.no_grad():  # one noisy batch at sigmas spread over (0, 1)
         n = min(64, len(prompts))
-        x0, noise = seeded_noise(list(range(n))).clamp(-1, 1), seeded_noise(list(range(1000, 1000 + n)))
+        x0, noise = (seeded_noise(list(range(n)), (3, CANVAS, CANVAS)).clamp(-1, 1),
+                     seeded_noise(list(range(1000, 1000 + n)), (3, CANVAS, CANVAS)))
         sigma = torch.linspace(0.02, 0.98, n)
         x = (1 - sigma.view(-1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1) * noise
         v_ref = ref.velocity(x, sigma, ref.encode(prompts[:n]))

@@ -1,8 +1,8 @@
 """Extra wall time of the reward-hacking monitor per evaluation of the default recipe (docs/hacking.md).
 
-Runs the recipe's ShapesWorld evaluation (``slas.train._evaluate``: the held-out split, the sample grid, and the
-monitor) on the shipped base model with the default config, alternating ``monitor.enabled`` true and false, and
-prints the mean time of each, the monitor's own ``time/monitor_s``, and its metrics on the base model.
+Runs ShapesWorld's evaluation during training (``slas.toyworld.plugin.ShapesWorld.evaluate``: the held-out split, the
+sample grid, and the monitor) on the shipped base model with the default config, alternating ``monitor.enabled``
+true and false, and prints the mean time of each, the monitor's own ``time/monitor_s``, and its metrics on the base model.
 
     .venv/bin/python benchmarks/monitor_cost.py [--repeats 2] [--threads 2] [overrides...]
 """
@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slas import rewards
 from slas.config import load_config
-from slas.train import _evaluate, build_backbone
+from slas.plugins import get_world
+from slas.recipe.builders import build_backbone
 
 
 def main() -> None:
@@ -40,7 +42,8 @@ def main() -> None:
                 run.mkdir(exist_ok=True)
                 with torch.no_grad():
                     t0 = time.perf_counter()
-                    out = _evaluate(backbone, cfg, run, 0)
+                    out = get_world(cfg.data.world).evaluate(backbone, cfg, run, 0, score_fn=rewards.build(
+                        cfg.reward.weights, cfg.reward.batch_size, cfg.reward.options), history=[])
                     times[enabled].append(time.perf_counter() - t0)
                 if enabled:
                     own.append(out["time/monitor_s"])

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slas.compare import read_metrics, series
+from slas.apps.compare import series
 from slas.config import load_config
+from slas.recipe.run_dir import read_metrics
 
 TIME_KEYS = ("time/rollout_s", "time/reward_s", "time/train_s", "time/eval_s")
 COLS = [("held-out", "eval/gold_accuracy"), ("in-domain", "eval/id/gold_accuracy")]

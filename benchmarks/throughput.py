@@ -1,11 +1,11 @@
 """Throughput of the GRPO engine against the same engine configured DanceGRPO-style, on one ShapesWorld model size.
 
-Both run the real recipe (``slas.train.train``) for a few iterations on the same config; only the batching differs:
+Both run the real recipe (``slas.recipe.train.train``) for a few iterations on the same config; only the batching differs:
 
 - ``slas``: rollout micro-batch ``sample.batch_size`` 0 (all N samples per forward), ``train.micro_batch`` 64
   (sample, timestep) pairs per forward/backward with per-sample timestep vectors, rewards in batches of 256;
-- ``dance`` (DanceGRPO, ANCHORS_ALGO §5.1/§5.2/§5.6): rollout batch 1, one forward/backward per (sample, timestep),
-  rewards one image at a time.
+- ``dance`` (DanceGRPO, DG train_grpo_flux.py:326-367, 387-432, 571-608): rollout batch 1, one forward/backward per
+  (sample, timestep), rewards one image at a time.
 
 Each runs in a fresh process (its own peak RSS); iteration 1 is warm-up, and each phase's time (``time/*`` in
 metrics.jsonl) is the minimum over the later iterations (robust to other jobs on a shared machine). FLOPs per
@@ -66,7 +66,7 @@ def child(spec: dict) -> None:
     """One engine run in this process; prints its last iteration's phase times and the peak RSS as JSON."""
     torch.set_num_threads(spec["threads"])
     from slas.config import load_config
-    from slas.train import train
+    from slas.recipe.train import train
 
     t0 = time.perf_counter()
     run = train(load_config(None, spec["overrides"]), progress=False, log=lambda s: None)

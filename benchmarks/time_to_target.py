@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slas.compare import compare, read_metrics, series
+from slas.apps.compare import compare, series
 from slas.config import load_config
+from slas.recipe.run_dir import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVE_CONFIGS = {  # the shipped recipe of each objective; compare varies only the estimator and the seed

@@ -1,7 +1,13 @@
 """Fixtures shared by the tests that train: one random-init XS ShapesWorld model per session."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# the shared helpers (_toyruns.py) live beside this file; the tests live in unit/, roundtrip/ and e2e/
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from slas.toyworld import model as toymodel
 

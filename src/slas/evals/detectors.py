@@ -6,10 +6,9 @@ A detector is any callable ``detector(image, metadata) -> list[dict]`` with a ``
 objects its rules read (the ``count`` most confident of a class that a colour clause names), and CLIP on every box
 would cost more and change nothing.
 
-Two detectors:
+Worlds bring their own (ShapesWorld: ``slas.toyworld.detector.ShapesWorldDetector``, the verifier's connected
+components). Here:
 
-- ``ShapesWorldDetector``: the ShapesWorld verifier's connected components (``slas.toyworld.verifier.detect``). Its
-  GenEval score is, image for image, the verifier's ``geneval_correct`` (``tests/test_eval_cli.py`` checks it).
 - ``Mask2FormerDetector``: GenEval's detector stack without mmdet. A local ``transformers``
   ``Mask2FormerForUniversalSegmentation`` (e.g. ``facebook/mask2former-swin-small-coco-instance``: the Swin-S COCO
   instance model, as upstream's mmdet ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco``, but not the same weights)
@@ -54,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geneval import COLORS, COUNTING_THRESHOLD, MAX_OBJECTS, NMS_THRESHOLD, THRESHOLD, select_detections
+from slas.evals.geneval import COLORS, COUNTING_THRESHOLD, MAX_OBJECTS, NMS_THRESHOLD, THRESHOLD, select_detections
 
 __all__ = [
     "COLOR_TEMPLATES",
@@ -66,14 +65,12 @@ __all__ = [
     "Detector",
     "Instances",
     "Mask2FormerDetector",
-    "ShapesWorldDetector",
     "color_requests",
     "crop_object",
     "detections_with_colors",
     "instance_postprocess",
     "instances_to_detections",
     "mask2bbox",
-    "shapesworld_detections",
 ]
 
 # evaluation/object_names.txt (same blob as prompts/object_names.txt): upstream names mmdet's label i by line i.
@@ -103,39 +100,6 @@ class Detector(Protocol):
     def __call__(self, image: np.ndarray, metadata: dict) -> list[dict]:
         """uint8 [H, W, 3] + GenEval metadata -> detections (module docstring)."""
         ...
-
-
-# ----------------------------------------------------------------------------
-# (a) ShapesWorld: the verifier's components
-# ----------------------------------------------------------------------------
-
-
-def shapesworld_detections(image: np.ndarray) -> list[dict]:
-    """GenEval detections of a ShapesWorld image: every component the verifier's lenient judge counts.
-
-    The verifier has no confidence; it ranks objects by area (largest first) where upstream ranks by score. Every
-    detection gets confidence 1.0 (above both thresholds, so counting prompts lose nothing) in the verifier's order,
-    and ``select_detections``'s stable sort keeps that order, so "the ``count`` most confident" are the ``count``
-    largest, exactly as in ``verifier._geneval``. Unreadable colours become ``None``.
-    """
-    from ..toyworld.verifier import LENIENT_MIN_AREA, _check_image, detect
-
-    dets, _ = detect(_check_image(image))
-    return [
-        {"class": d.cls, "confidence": 1.0, "box": [float(v) for v in d.box],
-         "color": d.color if d.color in COLORS else None}
-        for d in dets
-        if d.area >= LENIENT_MIN_AREA
-    ]
-
-
-class ShapesWorldDetector:
-    """Detector (a): ShapesWorld's verifier; needs no model and ignores the metadata."""
-
-    name = "shapesworld"
-
-    def __call__(self, image: np.ndarray, metadata: dict) -> list[dict]:
-        return shapesworld_detections(image)
 
 
 # ----------------------------------------------------------------------------
@@ -315,7 +279,7 @@ def _class_names(id2label: dict, num_labels: int) -> tuple[str, ...]:
 
 
 def _load_clip(clip_path: str | Path, device: torch.device):
-    from ..rewards.clip import ClipFeatures, ClipPreprocess
+    from slas.rewards.clip import ClipFeatures, ClipPreprocess
 
     p = Path(clip_path).expanduser()
     if not (p / "config.json").is_file():

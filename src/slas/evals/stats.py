@@ -12,9 +12,50 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["Z95", "mean_ci", "paired_bootstrap", "t_interval"]
+__all__ = ["MIN_N", "Z95", "format_proportion", "mean_ci", "paired_bootstrap", "resolved", "t_interval", "wilson"]
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+# The fewest images behind an accuracy for a difference of two accuracies to be presented as a gain or a loss:
+# below it the CLI prints "n too small" / "not resolved" (at n = 100 a Wilson interval is still about +-10 points).
+MIN_N = 100
+
+
+def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval (95% by default) of a proportion of ``k`` successes in ``n`` trials.
+
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``p = k/n``. Unlike the normal interval it
+    never collapses to a point at ``k = 0`` or ``k = n`` (k=0, n=4 gives [0, 0.490]) and stays inside [0, 1].
+    ``k`` may be fractional (an accuracy times its n). ``n = 0`` gives (nan, nan).
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= k <= n:
+        raise ValueError(f"wilson: need 0 <= k <= n, got k={k}, n={n}")
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_proportion(p: float, n: int, note: str = "") -> str:
+    """``41.7% [31.0%, 53.2%] (n=72)``: a proportion with its n and its Wilson 95% interval (``note`` goes after
+    the n: ``(n=72, iteration 4)``)."""
+    lo, hi = wilson(p * n, n)
+    return f"{p:.1%} [{lo:.1%}, {hi:.1%}] (n={n}{note})"
+
+
+def resolved(p_a: float, n_a: int, p_b: float, n_b: int, paired_ci: Sequence[float] | None = None,
+             min_n: int = MIN_N) -> bool:
+    """Whether accuracy ``p_b`` (over ``n_b`` images) differs from ``p_a`` (over ``n_a``) clearly enough to be shown as
+    a gain or a loss: both n at least ``min_n``, and the paired 95% interval of ``B - A`` (``paired_bootstrap``, when
+    per-image results are available) excluding 0, or without one, the two Wilson intervals disjoint (conservative:
+    it ignores the pairing)."""
+    if min(n_a, n_b) < min_n:
+        return False
+    if paired_ci is not None:
+        return paired_ci[0] > 0 or paired_ci[1] < 0
+    (lo_a, hi_a), (lo_b, hi_b) = wilson(p_a * n_a, n_a), wilson(p_b * n_b, n_b)
+    return hi_a < lo_b or hi_b < lo_a
 
 
 def mean_ci(values: Sequence[float], clusters: Sequence[Hashable] | None = None, z: float = Z95) -> dict:

@@ -80,7 +80,6 @@ __all__ = [
 ]
 
 UPSTREAM_REPO = "CodeGoat24/UniGenBench"
-DATA_COMMIT = "49d0bcebb0b9418d975d3957c2fee10f34811d14"
 DATA_FILES = {"short": "test_prompts_en.csv", "long": "test_prompts_en_long.csv"}
 DEFINITIONS_FILE = "eval_testpoint_definitions_en.json"
 IMAGES_PER_PROMPT = 4  # upstream's protocol; evaluate() accepts any number per prompt

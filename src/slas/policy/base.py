@@ -8,10 +8,10 @@ tensors so that the recipe can index and concatenate it per sample
 Optional members, looked up by the code that needs them:
 
 - ``alphas_cumprod`` [L]: the training alpha-bars of an epsilon backbone (its DDIM schedule,
-  ``slas.samplers.sampler_for``);
+  ``slas.algo.samplers.sampler_for``);
 - ``export(out_dir, info)``: write what a stock diffusers pipeline loads (``slas export``);
 - ``denoiser``: the network ``predict`` runs, when ``module`` holds more (the toy model's text encoder):
-  what FSDP2 shards and ``model.compile`` compiles (``slas.distributed.Policy``); default ``module``.
+  what FSDP2 shards and ``model.compile`` compiles (``slas.recipe.parallel.Policy``); default ``module``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 @runtime_checkable
 class Backbone(Protocol):
-    # "velocity" (rectified flow: v = noise - x0) or "epsilon"; it picks the sampler (slas.samplers.sampler_for)
+    # "velocity" (rectified flow: v = noise - x0) or "epsilon"; it picks the sampler (slas.algo.samplers.sampler_for)
     prediction: str
     sample_shape: tuple[int, ...]  # [C, H, W] of what the sampler integrates (pixels or latents)
     module: nn.Module  # everything whose state a checkpoint must hold
@@ -42,10 +42,6 @@ class Backbone(Protocol):
 
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         """Final samples [N, C, H, W] -> uint8 images [N, H, W, 3]."""
-        ...
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """The parameters RL updates (all of them for full fine-tuning, adapters for LoRA)."""
         ...
 
     def reference(self):

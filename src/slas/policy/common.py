@@ -65,13 +65,13 @@ def resolve_device(name: str) -> torch.device:
 
 def compute_dtype(device: torch.device, name: str) -> torch.dtype:
     """The autocast dtype (``model.dtype``) on a GPU; always float32 on the CPU, which has no fast bf16/fp16 matmul
-    (5-15x slower than fp32, TINY_MODELS.md)."""
+    (5-15x slower than fp32)."""
     return _DTYPES[name] if device.type == "cuda" else torch.float32
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed precision for the forward passes (DanceGRPO: bf16 autocast over fp32 master weights, ANCHORS_ALGO
-    §1.A.14); a no-op in fp32."""
+    """Mixed precision for the forward passes (DanceGRPO: bf16 autocast over fp32 master weights,
+    DG train_grpo_flux.py:699-703, fsdp_util.py:56-117); a no-op in fp32."""
     if device.type == "cuda" and dtype != torch.float32:
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
@@ -97,6 +97,30 @@ def add_lora(module: nn.Module, rank: int, alpha: float, targets: list[str]) -> 
     module.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True))
     for n, p in module.named_parameters():
         p.requires_grad_("lora_" in n)
+
+
+def check_diffusers(cfg, cfg_branch: bool = True) -> None:
+    """The config rules of every diffusers backbone (``Adapter.check``): ValueError naming the field and why."""
+    m, name = cfg.model, cfg.model.backbone
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ValueError(msg)
+
+    # the weights themselves are only looked for when the model loads
+    need(bool(m.path), f"model.path must name the local diffusers folder of backbone {name!r} (docs/real-models.md)")
+    need(m.checkpoint is None, f"model.checkpoint is the ShapesWorld model's; backbone {name!r} loads model.path")
+    need(not m.train_text_encoder, f"model.train_text_encoder: backbone {name!r} keeps its text encoders frozen "
+         "(prompt embeddings are cached, as DanceGRPO / Flow-GRPO precompute them)")
+    need(cfg.data.prompts is not None, f"data.prompts must name a prompt file for backbone {name!r} (a world's "
+         "prompts, e.g. ShapesWorld's, are for its own backbone)")
+    need(cfg.data.eval_prompts is not None, f"data.eval_prompts must name held-out prompts for backbone {name!r}: "
+         "a world's evaluation (e.g. the ShapesWorld verifier) only judges that world's images")
+    need(cfg_branch or not m.cfg_detach_uncond, f"model.cfg_detach_uncond: backbone {name!r} has no CFG branch "
+         "(FLUX.1-dev's guidance is an embedding)")
+    # the sampler integrates the latent, whose side is resolution / 8 (the sampler checks the actual shape)
+    need(m.resolution == 0 or (m.resolution // 8) % cfg.sample.noise_pool == 0,
+         f"sample.noise_pool must divide the latent side model.resolution / 8, got {cfg.sample.noise_pool}")
 
 
 def lora_options(model_cfg) -> dict | None:
@@ -228,7 +252,7 @@ def vae_decode(vae, latents: torch.Tensor, dtype: torch.dtype, batch_size: int =
 class EmbedCache:
     """Prompt embeddings on disk, one safetensors file per prompt, named by sha256 of the encoder's identity and
     the prompt. DanceGRPO precomputes FLUX's T5/CLIP embeddings for its whole prompt file before training
-    (preprocess_flux_embedding.py:93-124, ANCHORS_ALGO §1.A.1); here the cache fills in on first use, so the text
+    (DG fastvideo/data_preprocess/preprocess_flux_embedding.py:93-124); here the cache fills in on first use, so the text
     encoders run once per prompt across runs. ``identity`` must change whenever the embeddings would (model path,
     sequence length, ...). Files are written atomically (temporary name, then rename)."""
 

@@ -1,6 +1,6 @@
 """FLUX.1 [dev] / [schnell] adapter: a rectified-flow transformer over packed VAE latents (diffusers
-``FluxTransformer2DModel``), sampled with the flow SDEs of ``slas.samplers`` (DanceGRPO's FLUX path,
-ANCHORS_ALGO §1.A).
+``FluxTransformer2DModel``), sampled with the flow SDEs of ``slas.algo.samplers`` (DanceGRPO's FLUX path,
+DG fastvideo/train_grpo_flux.py).
 
 - Text: CLIP-L's pooled output [N, 768] (``pooled_projections``) and T5-XXL's last hidden states [N, L, 4096]
   (``encoder_hidden_states``), tokenised and encoded as ``FluxPipeline.encode_prompt`` does (diffusers 0.42
@@ -10,7 +10,7 @@ ANCHORS_ALGO §1.A).
   noise act on the image grid); the transformer sees it packed into 2x2 patches, [N, (H/16)(W/16), 64] tokens
   with (0, row, col) position ids (``FluxPipeline._pack_latents`` / ``_prepare_latent_image_ids``).
 - Time input: sigma in [0, 1] (the pipeline passes ``timestep / 1000``); DanceGRPO floors it to 1e-3
-  (ANCHORS_ALGO §6.5), slas passes it exactly, as the pipeline does.
+  (DG train_grpo_flux.py:231-232), slas passes it exactly, as the pipeline does.
 - Guidance: FLUX.1-dev is guidance-distilled: the scale enters through the guidance embedding, one forward per
   step and no CFG batch (DanceGRPO: 3.5 in sampling and training, train_grpo_flux.py:239-243, 280-284);
   FLUX.1-schnell has no guidance embedding.
@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import common
+from slas.policy import common
 
 DEFAULT_RESOLUTION = 1024  # FluxPipeline: default_sample_size 128 x vae_scale_factor 8
 DEFAULT_GUIDANCE = 3.5  # DanceGRPO train_grpo_flux.py:239-243; also FluxPipeline's default
@@ -86,6 +85,11 @@ class FluxBackbone:
         self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="flux", dtype=str(self.dtype),
                                                          max_sequence_length=max_sequence_length)) if embed_cache else None
 
+    @staticmethod
+    def check(cfg) -> None:
+        """Config rules of this backbone (slas.config.validate calls it)."""
+        common.check_diffusers(cfg, cfg_branch=False)
+
     @classmethod
     def from_config(cls, m) -> FluxBackbone:
         """From the ``model`` config section: components from the local diffusers folder ``model.path``."""
@@ -144,9 +148,6 @@ class FluxBackbone:
 
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         return common.vae_decode(self.vae, x0, self.dtype)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.transformer.parameters() if p.requires_grad]
 
     def reference(self):
         return common.reference(self.transformer)

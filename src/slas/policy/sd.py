@@ -1,9 +1,9 @@
 """Stable Diffusion 1.x adapter: an epsilon-prediction UNet (diffusers ``UNet2DConditionModel``) with
-classifier-free guidance, sampled with DDIM-eta (DanceGRPO's SD1.4 path, DDPO-derived, ANCHORS_ALGO §1.B).
+classifier-free guidance, sampled with DDIM-eta (DanceGRPO's SD1.4 path, DDPO-derived, DG fastvideo/train_grpo_sd.py).
 
 - Text: CLIP-L's last hidden states [N, 77, 768], as ``StableDiffusionPipeline.encode_prompt`` (diffusers 0.42;
   no clip skip; the attention mask only when the text encoder's config asks for it).
-- Time input: the DDPM timestep of the DDIM schedule (``slas.samplers.ddim_alphas``: leading spacing with
+- Time input: the DDPM timestep of the DDIM schedule (``slas.algo.samplers.ddim_alphas``: leading spacing with
   steps_offset 1, SD1.x's scheduler config); the schedule's alpha-bars come from the folder's scheduler betas,
   read into a ``DDIMScheduler`` as DanceGRPO does (train_grpo_sd.py:140).
 - CFG with an empty negative prompt (DanceGRPO-SD: 5.0, both branches with gradients, train_grpo_sd.py:594-678);
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import common
+from slas.policy import common
 
 DEFAULT_GUIDANCE = 5.0  # DanceGRPO config_sd/base.py (sample.guidance_scale), DDPO config/base.py
 
@@ -54,6 +53,11 @@ class SDBackbone:
         self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="sd", dtype=str(self.dtype))
                                        ) if embed_cache else None
         self._negative: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def check(cfg) -> None:
+        """Config rules of this backbone (slas.config.validate calls it)."""
+        common.check_diffusers(cfg, cfg_branch=True)
 
     @classmethod
     def from_config(cls, m) -> SDBackbone:
@@ -113,9 +117,6 @@ class SDBackbone:
 
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         return common.vae_decode(self.vae, x0, self.dtype)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.unet.parameters() if p.requires_grad]
 
     def reference(self):
         return common.reference(self.unet)

@@ -1,6 +1,6 @@
 """Stable Diffusion 3 / 3.5 adapter: an MMDiT rectified-flow transformer (diffusers ``SD3Transformer2DModel``)
-with classifier-free guidance, sampled with the flow SDEs of ``slas.samplers`` (Flow-GRPO's SD3.5-M path,
-ANCHORS_ALGO §1.C).
+with classifier-free guidance, sampled with the flow SDEs of ``slas.algo.samplers`` (Flow-GRPO's SD3.5-M path,
+FG scripts/train_sd3.py).
 
 - Text: three encoders, as ``StableDiffusion3Pipeline.encode_prompt`` (diffusers 0.42): CLIP-L and CLIP-G
   penultimate hidden states concatenated on channels [N, 77, 768 + 1280] and zero-padded to T5's width, then
@@ -12,7 +12,7 @@ ANCHORS_ALGO §1.C).
   ``v = v_u + w (v_c - v_u)``. ``cfg_detach_uncond`` (Flow-GRPO: ``noise_pred_uncond.detach()``, train_sd3.py:190)
   runs the unconditional branch as its own forward under ``no_grad`` (no activations kept for it), in rollout too,
   so both passes compute the same batches and re-scoring still gives ratio 1; otherwise one forward on the
-  concatenated [uncond; cond] batch with gradients through both (DanceGRPO-SD, ANCHORS_ALGO §1.B.6).
+  concatenated [uncond; cond] batch with gradients through both (DanceGRPO-SD, DG train_grpo_sd.py:594-678).
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from . import common
+from slas.policy import common
 
-DEFAULT_GUIDANCE = 4.5  # Flow-GRPO config/grpo.py (all SD3.5-M recipes, ANCHORS_ALGO §2.3)
+DEFAULT_GUIDANCE = 4.5  # Flow-GRPO config/grpo.py (all SD3.5-M recipes)
 DEFAULT_MAX_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default (Flow-GRPO uses 128)
 
 
@@ -63,6 +62,11 @@ class SD3Backbone:
         self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="sd3", dtype=str(self.dtype),
                                                          max_sequence_length=max_sequence_length)) if embed_cache else None
         self._negative: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def check(cfg) -> None:
+        """Config rules of this backbone (slas.config.validate calls it)."""
+        common.check_diffusers(cfg, cfg_branch=True)
 
     @classmethod
     def from_config(cls, m) -> SD3Backbone:
@@ -143,9 +147,6 @@ class SD3Backbone:
 
     def decode(self, x0: torch.Tensor) -> np.ndarray:
         return common.vae_decode(self.vae, x0, self.dtype)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.transformer.parameters() if p.requires_grad]
 
     def reference(self):
         return common.reference(self.transformer)

@@ -1,7 +1,8 @@
 """Reward registry: batched callables ``(images, prompts, metadata) -> scores [N]``.
 
 ``images`` are uint8 [N, H, W, 3] in memory (never written to disk and re-read:
-JPEG round trips change the reward input, ANCHORS_ALGO §5.5). ``build`` turns a
+JPEG round trips change the reward input: DanceGRPO saves PNGs and re-reads them,
+Flow-GRPO JPEG-compresses some rewards' inputs). ``build`` turns a
 ``{name: weight}`` mapping into one scorer that returns every component and
 their weighted sum under ``"total"``.
 
@@ -21,31 +22,58 @@ import numpy as np
 
 RewardFn = Callable[[np.ndarray, list[str], list[dict]], np.ndarray]
 RewardFactory = Callable[..., RewardFn]
+Prepare = Callable[[str, dict], dict]
 _REGISTRY: dict[str, RewardFactory] = {}
+_PREPARE: dict[str, Prepare] = {}
 
 
-def register(name: str):
+def register(name: str, prepare: Prepare | None = None):
     """Register a reward factory: ``@register("x") def x(*, model_path: str, device: str = "cpu"): return fn``.
 
-    The factory's keyword parameters are the reward's options; a zero-argument factory takes none.
+    The factory's keyword parameters are the reward's options; a zero-argument factory takes none. ``prepare(prompt,
+    meta) -> meta``, for a reward that reads metadata beyond the prompt: returns the metadata the reward needs
+    (derived from the prompt text where it can be) or raises ValueError saying which fields it needs
+    (``prepare_metas``). The recipe runs it on every prompt when the prompts load, the reward server on every request.
     """
 
     def deco(factory: RewardFactory):
         if name in _REGISTRY:
             raise ValueError(f"reward {name!r} is already registered")
         _REGISTRY[name] = factory
+        if prepare is not None:
+            _PREPARE[name] = prepare
         return factory
 
     return deco
 
 
+def prepare_metas(names, prompts: list[str], metas: list[dict]) -> list[dict]:
+    """The metadata of each prompt as rewards ``names`` need it (their ``prepare`` hooks, in order); ValueError
+    naming the reward and the first prompt whose metadata it cannot have."""
+    available()  # plugins registered
+    out = [dict(m) for m in metas]
+    for name in names:
+        prep = _PREPARE.get(name)
+        if prep is None:
+            continue
+        for i, (prompt, meta) in enumerate(zip(prompts, out, strict=True)):
+            try:
+                out[i] = prep(prompt, meta)
+            except ValueError as e:
+                raise ValueError(f"reward {name!r} cannot judge prompt {prompt[:80]!r}: {e}") from None
+    return out
+
+
 def available() -> list[str]:
+    from slas.plugins import load_plugins
+
+    load_plugins()  # plugins (ShapesWorld's toy_* rewards among them) register on import
     return sorted(_REGISTRY)
 
 
 def accepted_options(name: str) -> dict[str, object]:
     """Option name -> default of reward ``name`` (``inspect.Parameter.empty`` marks a required option)."""
-    if name not in _REGISTRY:
+    if name not in available():
         raise ValueError(f"unknown reward {name!r}; registered: {available()}")
     params = inspect.signature(_REGISTRY[name]).parameters.values()
     return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -74,7 +102,7 @@ def build(weights: dict[str, float], batch_size: int = 256, options: dict[str, d
     Returns ``score(images, prompts, metas) -> {name: float64 [N], ..., "total": float64 [N]}``.
     """
     options = options or {}
-    unknown = [n for n in weights if n not in _REGISTRY]
+    unknown = [n for n in weights if n not in available()]
     if unknown:
         raise ValueError(f"unknown reward {unknown[0]!r}; registered: {available()}")
     stray = [n for n in options if n not in weights]
@@ -102,7 +130,6 @@ def build(weights: dict[str, float], batch_size: int = 256, options: dict[str, d
     return score
 
 
-# Registration imports: toy (the ShapesWorld verifier rewards), proxies (ShapesWorld proxy rewards for
-# reward-hacking studies), clip (CLIP-family reward models and ImageReward, loaded lazily) and server (the
-# `remote` client).
-from . import clip, proxies, server, toy  # noqa: E402,F401
+# Registration imports: clip (CLIP-family reward models and ImageReward, loaded lazily) and server (the `remote`
+# client). Plugins (slas.plugins) register theirs, e.g. ShapesWorld's verifier and proxy rewards.
+from slas.rewards import clip, server  # noqa: E402,F401

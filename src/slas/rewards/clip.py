@@ -2,7 +2,7 @@
 
 Every reward here scores a whole batch under ``torch.no_grad()``, loads only from local paths (no hub
 download: a missing path is a FileNotFoundError naming the option) and runs in float32 on CPU (bf16 has
-no fast CPU matmul path: 5-15x slower, TINY_MODELS.md). The CLIP ones run through
+no fast CPU matmul path: 5-15x slower). The CLIP ones run through
 ``transformers.CLIPModel`` with the torch-only preprocessing below, so they need no torchvision (which
 does not import beside the CPU torch build); HPS reaches its OpenCLIP checkpoint by converting the state
 dict. Only ``hps_openclip`` and ``imagereward`` import extra packages, lazily.
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import RewardFn, register
+from slas.rewards import RewardFn, register
 
 # transformers.image_utils.OPENAI_CLIP_MEAN / _STD (also open_clip's OPENAI_DATASET_MEAN / _STD)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -252,8 +252,9 @@ def pickscore(*, model_path: str, processor_path: str | None = None, device: str
     """exp(logit_scale) · cos(î, t̂): the PickScore logit (yuvalkirstain/PickScore README ``calc_probs``, before the
     softmax over candidate images). model_path = PickScore_v1, processor_path = the processor it was trained with
     (laion/CLIP-ViT-H-14-laion2B-s32B-b79K). CLIP training caps exp(logit_scale) at 100 and PickScore_v1 sits at
-    about that cap, so scores are ~100 x the cosine (~22 on real images, ANCHORS_ALGO §3.2); Flow-GRPO divides by 26,
-    DanceGRPO drops the scale (cosine only): set the reward weight accordingly."""
+    about that cap, so scores are ~100 x the cosine (~22 on real images, an estimate from FG
+    flow_grpo/pickscore_scorer.py's /26); Flow-GRPO divides by 26, DanceGRPO drops the scale (cosine only): set the
+    reward weight accordingly."""
     clip = load_clip("pickscore", model_path, processor_path, device, dtype)
     scale = float(clip.model.logit_scale.detach().float().exp())
     return lambda images, prompts, metas: _numpy(scale * clip.cosine(images, prompts))

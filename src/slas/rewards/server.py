@@ -15,7 +15,9 @@ Protocol::
          "metas": [object, ...]}         # N, optional (default: {} each)
       -> 200 {"reward": name, "scores": [float or null, ...]}     null = a non-finite score
       -> 400 bad payload, 404 unknown path, 411 no Content-Length, 413 too large, 500 the reward raised:
-         {"error": message}
+         {"error": one line}
+    A reward with a metadata resolver (``register_metadata``; ShapesWorld's verifier rewards have one) gets its
+    metadata filled in and checked first: what the resolver refuses is a 400 naming what the reward needs.
     GET /health -> 200 {"status": "ok", "reward": name, "max_bytes": body limit}
 
 The server has no authentication: it binds 127.0.0.1 unless told otherwise.
@@ -30,16 +32,18 @@ import io
 import json
 import logging
 import math
+import socket
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from . import RewardFn, build, register
+from slas.rewards import RewardFn, build, register
 
 DEFAULT_PORT = 18100
 DEFAULT_MAX_BYTES = 64 * 2**20  # request body limit
@@ -47,6 +51,12 @@ DEFAULT_MAX_BYTES = 64 * 2**20  # request body limit
 # the body limit (raw uint8 already is its own size).
 DECODED_FACTOR = 16
 _RETRY_STATUS = (502, 503, 504)  # a proxy or a restarting server: worth another try; 4xx and 500 are not
+MAX_ERROR_CHARS = 500  # an error answer is one line of at most this many characters
+# reward name -> resolve(images, prompts, metas) -> metas: fills in the metadata the reward reads (e.g. parsed from
+# the prompt text) and checks it, raising ValueError with a one-line message for what the client got wrong (a 400).
+# Plugins register theirs (ShapesWorld: slas.toyworld.server_metadata); the server never imports a world.
+MetadataFn = Callable[[np.ndarray, list[str], list[dict]], list[dict]]
+_METADATA: dict[str, MetadataFn] = {}
 
 _log = logging.getLogger(__name__)
 # Requests go straight to the server: an http_proxy in the environment must not relay rollout images.
@@ -63,6 +73,17 @@ class PayloadError(ValueError):
 
 class RemoteRewardError(RuntimeError):
     """The reward server could not be reached or answered with an error: never scored as zeros."""
+
+
+def _short(value: object, n: int = 80) -> str:
+    """``repr(value)`` cut to ``n`` characters: a message about a client's huge value stays one short line."""
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _one_line(message: str) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 # ----------------------------------------------------------------------------
@@ -111,9 +132,11 @@ def decode_images(obj: object, max_decoded_bytes: int) -> np.ndarray:
         shape = obj.get("shape")
         if (not isinstance(shape, list) or len(shape) != 4 or shape[3] != 3
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-            raise PayloadError(f'raw images need "shape": [N, H, W, 3] of non-negative ints, got {shape!r}')
+            raise PayloadError(f'raw images need "shape": [N, H, W, 3] of non-negative ints, got {_short(shape)}')
+        if any(d >= 2**31 for d in shape):  # numpy cannot even describe an empty array with such sides
+            raise PayloadError(f"raw images: shape {shape} has a side over 2**31")
         if obj.get("dtype", "uint8") != "uint8":
-            raise PayloadError(f'raw images must be uint8, got dtype {obj["dtype"]!r}')
+            raise PayloadError(f'raw images must be uint8, got dtype {_short(obj["dtype"])}')
         data = _b64(obj["data"], "images.data")
         if len(data) != math.prod(shape):
             raise PayloadError(f"raw images: {len(data)} bytes do not fill shape {shape} ({math.prod(shape)} bytes)")
@@ -127,7 +150,9 @@ def decode_images(obj: object, max_decoded_bytes: int) -> np.ndarray:
         for i, s in enumerate(obj["data"]):
             try:
                 img = Image.open(io.BytesIO(_b64(s, f"images.data[{i}]")))  # lazy: reads the header only
-            except (UnidentifiedImageError, OSError) as e:
+            except Image.DecompressionBombError as e:
+                raise PayloadError(f"images.data[{i}] is too large to decode: {e}", status=413) from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # PIL's plugins raise all three
                 raise PayloadError(f"images.data[{i}] is not an image: {e}") from None
             if img.format != "PNG" or img.mode != "RGB":
                 raise PayloadError(f"images.data[{i}] must be an 8-bit RGB PNG, got {img.format} {img.mode}")
@@ -142,9 +167,9 @@ def decode_images(obj: object, max_decoded_bytes: int) -> np.ndarray:
             return np.zeros((0, 1, 1, 3), dtype=np.uint8)
         try:
             return np.stack([np.asarray(img) for img in opened])  # [N, H, W, 3]
-        except OSError as e:
-            raise PayloadError(f"a PNG could not be decoded: {e}") from None
-    raise PayloadError(f'images.encoding must be "png" or "raw", got {obj["encoding"]!r}')
+        except Exception as e:  # a corrupt or truncated PNG body: OSError, SyntaxError, zlib.error, ...
+            raise PayloadError(f"a PNG could not be decoded: {type(e).__name__}: {e}") from None
+    raise PayloadError(f'images.encoding must be "png" or "raw", got {_short(obj["encoding"])}')
 
 
 def parse_request(payload: object, max_decoded_bytes: int) -> tuple[np.ndarray, list[str], list[dict]]:
@@ -153,7 +178,7 @@ def parse_request(payload: object, max_decoded_bytes: int) -> tuple[np.ndarray, 
         raise PayloadError("the request body must be a JSON object with images, prompts and metas")
     unknown = sorted(set(payload) - {"images", "prompts", "metas"})
     if unknown:
-        raise PayloadError(f"unknown field(s) {unknown}; a request has images, prompts and metas")
+        raise PayloadError(f"unknown field(s) {_short(unknown)}; a request has images, prompts and metas")
     if "images" not in payload or "prompts" not in payload:
         raise PayloadError('a request needs "images" and "prompts"')
     images = decode_images(payload["images"], max_decoded_bytes)
@@ -167,6 +192,14 @@ def parse_request(payload: object, max_decoded_bytes: int) -> tuple[np.ndarray, 
     return images, prompts, metas
 
 
+def register_metadata(names: str | Iterable[str], resolve: MetadataFn) -> None:
+    """Have the server call ``resolve(images, prompts, metas) -> metas`` before reward(s) ``names`` score a request:
+    it fills in the metadata the reward reads (e.g. parsed from the prompt text) and raises ValueError, with a
+    one-line message naming what the reward needs, for a request it cannot serve (answered 400)."""
+    for name in [names] if isinstance(names, str) else names:
+        _METADATA[name] = resolve
+
+
 # ----------------------------------------------------------------------------
 # Server
 # ----------------------------------------------------------------------------
@@ -178,38 +211,74 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, obj: dict) -> None:
         body = json.dumps(obj, allow_nan=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client left before its answer: nothing to tell it
+            self.close_connection = True
+
+    def _error(self, status: int, message: str) -> None:
+        self._reply(status, {"error": _one_line(message)})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line or header, an unknown method) as the same
+        one-line JSON errors as the server's, instead of an HTML page."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.0"  # an unparsed request line leaves HTTP/0.9, which gets no status line
+        self.log_error("code %d, message %s", code, message)
+        short, long = self.responses.get(code, ("Error", ""))
+        self._error(code, f"{message or short}: {explain or long}" if (explain or long) else (message or short))
 
     def do_GET(self) -> None:
         if self.path == "/health":
             self._reply(200, {"status": "ok", "reward": self.server.reward, "max_bytes": self.server.max_bytes})
         else:
-            self._reply(404, {"error": f"unknown path {self.path!r}; use POST /score or GET /health"})
+            self._error(404, f"unknown path {_short(self.path)}; use POST /score or GET /health")
 
     def do_POST(self) -> None:
         if self.path != "/score":
-            self._reply(404, {"error": f"unknown path {self.path!r}; use POST /score or GET /health"})
+            self.close_connection = True  # the body is not read
+            self._error(404, f"unknown path {_short(self.path)}; use POST /score or GET /health")
+            self._drain()
             return
         try:
-            images, prompts, metas = parse_request(self._read_json(), self.server.max_bytes * DECODED_FACTOR)
+            self._score()
         except PayloadError as e:
             if e.status in (411, 413):
                 self.close_connection = True  # the body may be unread
-            self._reply(e.status, {"error": str(e)})
-            return
+            _log.info("refused a request (%d): %s", e.status, _one_line(str(e)))
+            self._error(e.status, str(e))
+            self._drain()
+        except Exception as e:  # a bug in the server itself: still a one-line answer, and the server keeps serving
+            _log.exception("internal error on POST /score")
+            self._error(500, f"internal error: {type(e).__name__}: {e}")
+
+    def _score(self) -> None:
+        images, prompts, metas = parse_request(self._read_json(), self.server.max_bytes * DECODED_FACTOR)
+        reward = self.server.reward
+        resolve = _METADATA.get(reward)
+        if resolve is not None:
+            try:
+                metas = resolve(images, prompts, metas)
+            except ValueError as e:
+                raise PayloadError(str(e)) from None
         try:
             with self.server.lock:  # reward models and their caches are not written for concurrent calls
                 scores = np.asarray(self.server.score_fn(images, prompts, metas), dtype=np.float64)
+            if scores.shape != (len(images),):
+                raise ValueError(f"returned shape {list(scores.shape)} for {len(images)} images")
         except Exception as e:  # any reward failure must reach the client as an error, never as a score
-            _log.exception("reward %r failed", self.server.reward)
-            self._reply(500, {"error": f"reward {self.server.reward!r} failed: {type(e).__name__}: {e}"})
+            message = f"reward {reward!r} failed: {type(e).__name__}: {e}"
+            _log.error("%s", _one_line(message))  # one line per failure; the traceback only at DEBUG
+            _log.debug("traceback of the failure of reward %r", reward, exc_info=True)
+            self._error(500, message)
             return
-        self._reply(200, {"reward": self.server.reward,
-                          "scores": [float(s) if math.isfinite(s) else None for s in scores.tolist()]})
+        self._reply(200, {"reward": reward, "scores": [float(s) if math.isfinite(s) else None for s in scores.tolist()]})
 
     def _read_json(self) -> object:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -220,20 +289,44 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(raw)
         except ValueError:
-            raise PayloadError(f"bad Content-Length {raw!r}") from None
-        if length < 0:
-            raise PayloadError(f"bad Content-Length {raw!r}")
+            length = -1
+        if length < 0 or not raw.strip().isdigit():  # int() also takes "+1", "1_0" and " 1 "
+            self.close_connection = True  # where the body ends is unknown
+            raise PayloadError(f"bad Content-Length {_short(raw)}")
         if length > self.server.max_bytes:
             self._discard(length)
             raise PayloadError(f"request body of {length} bytes exceeds the server's limit of "
                                f"{self.server.max_bytes} (--max-bytes); send smaller batches", status=413)
         body = self.rfile.read(length)
         if len(body) != length:
+            self.close_connection = True
             raise PayloadError(f"request body ended after {len(body)} of {length} bytes")
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an int of more than 4300 digits
             raise PayloadError(f"request body is not JSON: {e}") from None
+        except RecursionError:
+            raise PayloadError("request body is not JSON this server reads: it is nested too deeply") from None
+
+    def _drain(self, seconds: float = 1.0) -> None:
+        """After an error answer on a connection that closes: end our side, then read and drop what the client may
+        still send (a body not read, or longer than its Content-Length) until it closes, at most max_bytes and
+        ``seconds`` per read, so that closing the socket does not reset the connection before the client has read
+        the answer."""
+        if not self.close_connection:
+            return
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)  # the answer is complete: a client reading to EOF stops here
+            self.connection.settimeout(seconds)
+            left = self.server.max_bytes
+            while left > 0:
+                chunk = self.rfile.read1(min(left, 2**16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:  # a timeout or a reset: the connection closes now either way
+            pass
 
     def _discard(self, length: int) -> None:
         """Read and drop a refused body of moderate size, in chunks: closing a socket with unread data resets the

@@ -5,47 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-import torch
 
-from ..policy.base import Backbone, index_cond
-from ..samplers import euler_ode, flow_sigmas
-from .verifier import verify
-from .world import CANVAS, TAGS
+from slas.policy.base import Backbone
+from slas.policy.generate import generate
+from slas.toyworld.verifier import verify
+from slas.toyworld.world import TAGS
 
 EVAL_STEPS = 20  # Euler steps for evaluation (deterministic ODE)
-
-
-def seeded_noise(seeds: list[int], shape: tuple[int, ...] = (3, CANVAS, CANVAS)) -> torch.Tensor:
-    """[N, *shape] standard normal, one generator per seed, so a sample does
-    not depend on its batch or position."""
-    g = torch.Generator()
-    out = torch.empty(len(seeds), *shape)
-    for i, s in enumerate(seeds):
-        g.manual_seed(int(s))
-        out[i] = torch.randn(*shape, generator=g)
-    return out
-
-
-@torch.no_grad()
-def generate(backbone: Backbone, prompts: list[str], seeds: list[int], steps: int = EVAL_STEPS, shift: float = 1.0,
-             batch_size: int = 128, progress=None) -> np.ndarray:
-    """Deterministic ODE samples for (prompt, seed) pairs: uint8 [N, H, W, 3]."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-    sigmas = flow_sigmas(steps, shift)
-    uniq = sorted(set(prompts))
-    cond_all = backbone.encode_prompts(uniq)
-    index = {p: i for i, p in enumerate(uniq)}
-    out = []
-    for lo in range(0, len(prompts), batch_size):
-        idx = torch.tensor([index[p] for p in prompts[lo : lo + batch_size]])
-        cond = index_cond(cond_all, idx)
-        noise = seeded_noise(seeds[lo : lo + batch_size], backbone.sample_shape)
-        x0 = euler_ode(lambda x, s, cond=cond: backbone.predict(x, s, cond), noise, sigmas)
-        out.append(backbone.decode(x0))
-        if progress is not None:
-            progress(len(idx))
-    return np.concatenate(out)
 
 
 def balanced_subset(entries: list[dict], k: int) -> list[dict]:
@@ -124,31 +90,91 @@ def evaluate(backbone: Backbone, entries: list[dict], n_per_prompt: int = 1, ste
     Returns the summary, the images [N, H, W, 3] and the metadata of each image.
     """
     metas, seeds = plan(entries, n_per_prompt, images_per_tag)
-    images = generate(backbone, [m["prompt"] for m in metas], seeds, steps, shift, batch_size, progress)
+    images = generate(backbone, [m["prompt"] for m in metas], seeds, steps, shift=shift, batch_size=batch_size,
+                      progress=progress)
     results = [verify(img, m) for img, m in zip(images, metas, strict=True)]
     return summarize(results, metas), images, metas
 
 
-def format_table(summary: dict) -> str:
-    lines = [f"{'tag':<15}{'strict':>8}{'geneval':>9}{'exact#':>8}{'n':>6}"]
-    for tag, v in summary["per_tag"].items():
-        lines.append(f"{tag:<15}{v['strict']:>8.1%}{v['geneval']:>9.1%}{v['exact_count']:>8.1%}{v['n']:>6}")
-    lines.append(
-        f"{'overall':<15}{summary['overall_strict']:>8.1%}{summary['overall_geneval']:>9.1%}"
-        f"{summary['exact_count']:>8.1%}{summary['n_images']:>6}"
-    )
-    return "\n".join(lines)
+PASS_COLOUR, FAIL_COLOUR = (0, 140, 0), (200, 0, 0)
 
 
-def grid(images: np.ndarray, ncol: int = 8, pad: int = 2, scale: int = 2) -> np.ndarray:
-    """Tile uint8 [N, H, W, 3] into one uint8 image (nearest-neighbour upscaled)."""
+def _fit(draw, text: str, width: int, font) -> str:
+    """``text`` cut (with "...") to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "..."
+
+
+def _wrap(draw, text: str, width: int, font, lines: int) -> list[str]:
+    """``text`` word-wrapped into at most ``lines`` lines of ``width`` pixels, the last one cut to fit."""
+    out: list[str] = []
+    words = text.split()
+    while words and len(out) < lines:
+        line = words.pop(0)
+        while words and draw.textlength(line + " " + words[0], font=font) <= width:
+            line += " " + words.pop(0)
+        out.append(line)
+    if words:  # more text than lines: the last line ends in "..."
+        out[-1] = _fit(draw, out[-1] + " " + " ".join(words) + " ...", width, font)
+    return [_fit(draw, ln, width, font) for ln in out]
+
+
+def verdict_record(meta: dict, result, **extra) -> dict:
+    """One image's strict verdict as a JSON-able record: ``extra`` (e.g. image, seed), prompt, correct, reasons."""
+    return {**extra, "prompt": meta["prompt"], "tag": meta.get("tag"), "correct": bool(result.correct),
+            "reasons": list(result.reasons), "score": float(result.score)}
+
+
+def labelled_grid(images: np.ndarray, metas: list[dict], results: list, ncol: int = 8, scale: int = 3,
+                  pad: int = 6) -> np.ndarray:
+    """Tile ShapesWorld images [N, H, W, 3] (uint8) into one uint8 image, each labelled under it with its prompt
+    (word-wrapped, cut to two lines; the common "a photo of" dropped) and the strict verifier's mark: a green frame
+    and "PASS", or a red frame and "FAIL" with the first reason (``results``: ``verify`` results, one per image).
+    The generic, unlabelled tiling is ``slas.policy.generate.grid``."""
+    from PIL import Image, ImageDraw, ImageFont
+
     n, h, w, _ = images.shape
-    ncol = min(ncol, n)
+    if not len(metas) == len(results) == n:
+        raise ValueError(f"labelled_grid: {n} images, {len(metas)} metadata, {len(results)} results")
+    ncol = max(1, min(ncol, n))
     nrow = -(-n // ncol)
-    h2, w2 = h * scale, w * scale
-    out = np.full((nrow * (h2 + pad) + pad, ncol * (w2 + pad) + pad, 3), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
+    font = ImageFont.load_default()
+    cw, ch = w * scale, h * scale
+    line_h = 12
+    cell_w, cell_h = cw + pad, ch + 3 * line_h + 4 + pad  # image, two prompt lines, the mark
+    canvas = Image.new("RGB", (pad + ncol * cell_w, pad + nrow * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (img, meta, res) in enumerate(zip(images, metas, results, strict=True)):
         r, c = divmod(i, ncol)
-        big = img.repeat(scale, 0).repeat(scale, 1)
-        out[pad + r * (h2 + pad) : pad + r * (h2 + pad) + h2, pad + c * (w2 + pad) : pad + c * (w2 + pad) + w2] = big
-    return out
+        x, y = pad + c * cell_w, pad + r * cell_h
+        canvas.paste(Image.fromarray(img).resize((cw, ch), Image.NEAREST), (x, y))
+        colour = PASS_COLOUR if res.correct else FAIL_COLOUR
+        draw.rectangle([x - 2, y - 2, x + cw + 1, y + ch + 1], outline=colour, width=2)
+        prompt = meta["prompt"].removeprefix("a photo of ")
+        for k, line in enumerate(_wrap(draw, prompt, cw, font, 2)):
+            draw.text((x, y + ch + 3 + k * line_h), line, fill="black", font=font)
+        mark = "PASS" if res.correct else "FAIL" + (f": {res.reasons[0]}" if res.reasons else "")
+        draw.text((x, y + ch + 3 + 2 * line_h), _fit(draw, mark, cw, font), fill=colour, font=font)
+    return np.asarray(canvas)
+
+
+def format_table(summary: dict) -> str:
+    """The per-tag table of ``slas toyworld eval``: each strict accuracy with its Wilson 95% interval and its n
+    (overall: the mean over tags, its interval that of a proportion over all the images)."""
+    from slas.evals.stats import wilson
+
+    def ci(p: float, n: int) -> str:
+        lo, hi = wilson(p * n, n)
+        return f"[{lo:.1%}, {hi:.1%}]"
+
+    lines = [f"{'tag':<15}{'strict':>8}  {'95% CI (Wilson)':<17}{'geneval':>8}{'exact#':>8}{'n':>6}"]
+    for tag, v in summary["per_tag"].items():
+        lines.append(f"{tag:<15}{v['strict']:>8.1%}  {ci(v['strict'], v['n']):<17}{v['geneval']:>8.1%}"
+                     f"{v['exact_count']:>8.1%}{v['n']:>6}")
+    n = summary["n_images"]
+    lines.append(f"{'overall':<15}{summary['overall_strict']:>8.1%}  {ci(summary['overall_strict'], n):<17}"
+                 f"{summary['overall_geneval']:>8.1%}{summary['exact_count']:>8.1%}{n:>6}")
+    return "\n".join(lines)

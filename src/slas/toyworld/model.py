@@ -8,7 +8,7 @@
   ``v = noise - x0`` at ``x_sigma = (1 - sigma) x0 + sigma noise``.
 
 A pixel-space convnet draws clean flat shapes after a short CPU pretraining,
-where a patch-4 DiT drew patch debris (shared/reference/FEASIBILITY.md).
+where a patch-4 DiT drew patch debris (docs/shapesworld.md).
 Checkpoints are ``model.safetensors`` + ``config.json``; nothing is pickled.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .world import CANVAS, VOCAB_WORDS
+from slas.toyworld.world import CANVAS, VOCAB_WORDS
 
 MAX_TOKENS = 16  # longest prompt is 10 words + BOS/EOS
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>"]  # ids 0..3

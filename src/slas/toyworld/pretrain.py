@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import model as toymodel
-from .renderer import render
-from .world import TAGS, all_prompts
+from slas.toyworld import model as toymodel
+from slas.toyworld.renderer import render
+from slas.toyworld.world import TAGS, all_prompts
 
 DEFAULTS = {
     # steps, batch, lr: chosen so that size M trains in < 90 min on 2 CPU cores

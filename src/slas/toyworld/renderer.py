@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # GenEval's relation rule has one implementation: the cited upstream port.
-from ..evals.geneval import relative_position
-from .world import BACKGROUND, CANVAS, COLORS, GAP, MAX_OBJECTS, PALETTE, SIZE_RANGE, SIZE_RANGE_CROWDED
+from slas.evals.geneval import relative_position
+from slas.toyworld.world import BACKGROUND, CANVAS, COLORS, GAP, MAX_OBJECTS, PALETTE, SIZE_RANGE, SIZE_RANGE_CROWDED
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..evals.geneval import relative_position
-from .world import BACKGROUND, CANVAS, COLORS, PALETTE
+from slas.evals.geneval import relative_position
+from slas.toyworld.world import BACKGROUND, CANVAS, COLORS, PALETTE
 
 # --- Thresholds (documented in the module docstring; the tests read them) ---
 ASSIGN_DIST = 55.0  # RGB distance to a colour to count as it (< half the min pairwise distance, 118)

@@ -135,10 +135,35 @@ def _normalise(text: str) -> str:
     return " ".join(text.strip().lower().split())
 
 
+def _valid(candidates: list[str]) -> list[str]:
+    """The candidate prompts that parse, in order, without duplicates."""
+    out: list[str] = []
+    for c in candidates:
+        try:
+            out.append(parse(c)["prompt"])
+        except PromptError:
+            continue
+    return list(dict.fromkeys(out))
+
+
+def _did_you_mean(candidates: list[str]) -> str:
+    valid = _valid(candidates)
+    return "; did you mean " + " or ".join(repr(c) for c in valid) + "?" if valid else ""
+
+
+_COLOURED_COUNT = re.compile(rf"^(?P<n>{'|'.join(NUMBERS.values())}) (?P<c>{_COLOR_RE}) (?P<s>\w+)$")
+
+
+def _singular(word: str) -> str:
+    return next((s for s, pl in PLURALS.items() if word == pl), word)
+
+
 def parse(text: str) -> dict:
     """Parse a ShapesWorld prompt into GenEval-schema metadata.
 
-    Raises PromptError naming the unknown word or the malformed structure.
+    Raises PromptError naming the unknown word or the malformed structure. The grammar is GenEval's: counting and
+    position prompts take no colours (GenEval has no such prompts, and the tags, the splits and the pretrained
+    model follow it); for such a near miss the error suggests the nearest valid prompts.
     """
     norm = _normalise(text)
     if not norm:
@@ -150,7 +175,8 @@ def parse(text: str) -> dict:
             f"shapes {list(SHAPES)}, counts {list(NUMBERS.values())} and relations {list(RELATIONS)}"
         )
     if not norm.startswith(PROMPT_PREFIX):
-        raise PromptError(f"prompt {text!r} must start with {PROMPT_PREFIX!r} (GenEval style)")
+        raise PromptError(f"prompt {text!r} must start with {PROMPT_PREFIX!r} (GenEval style)"
+                          + _did_you_mean([PROMPT_PREFIX + norm.removeprefix("photo of ").removeprefix("of ")]))
     body = norm[len(PROMPT_PREFIX):]
     for kind, pat in _PATTERNS:
         m = pat.match(body)
@@ -163,7 +189,9 @@ def parse(text: str) -> dict:
             expected = PLURALS if n > 1 else {s: s for s in SHAPES}
             cls = next((s for s, w in expected.items() if w == word), None)
             if cls is None:
-                raise PromptError(f"in {text!r}: {g['n']!r} needs {'a plural' if n > 1 else 'a singular'} shape")
+                shape = _singular(word)
+                raise PromptError(f"in {text!r}: {g['n']!r} needs {'a plural' if n > 1 else 'a singular'} shape"
+                                  + _did_you_mean([f"{PROMPT_PREFIX}{g['n']} {PLURALS.get(shape, shape) if n > 1 else shape}"]))
             return make_meta("counting", [{"class": cls, "count": n}])
         o1 = {"class": g["s1"], "count": 1} | ({"color": g["c1"]} if g["c1"] else {})
         if kind == "single":
@@ -173,17 +201,27 @@ def parse(text: str) -> dict:
             if o1["class"] == o2["class"]:
                 raise PromptError(f"in {text!r}: the two objects must be different shapes (GenEval two_object)")
             if bool(g["c1"]) != bool(g["c2"]):
-                raise PromptError(f"in {text!r}: give a colour to both objects or to neither")
+                raise PromptError(f"in {text!r}: give a colour to both objects or to neither"
+                                  + _did_you_mean([f"{PROMPT_PREFIX}a {o1['class']} and a {o2['class']}"]))
             if g["c1"] and g["c1"] == g["c2"]:
                 raise PromptError(f"in {text!r}: the two colours must differ (GenEval color_attr)")
             return make_meta("color_attr" if g["c1"] else "two_object", [o1, o2])
         # position: "<o1> <rel> <o2>" means o1 is <rel> o2; GenEval stores the
         # reference object first and the relation on the second entry.
         if g["c1"] or g["c2"]:
-            raise PromptError(f"in {text!r}: position prompts take no colours (GenEval position)")
+            colours = [c for c in (g["c1"], g["c2"]) if c]
+            raise PromptError(f"in {text!r}: position prompts take no colours (GenEval position)" + _did_you_mean(
+                [f"{PROMPT_PREFIX}a {o1['class']} {g['rel']} a {o2['class']}"]
+                + ([f"{PROMPT_PREFIX}a {g['c1']} {o1['class']} and a {g['c2']} {o2['class']}"] if len(colours) == 2
+                   else [f"{PROMPT_PREFIX}a {colours[0]} {o1['class'] if g['c1'] else o2['class']}"])))
         if o1["class"] == o2["class"]:
             raise PromptError(f"in {text!r}: the two objects must be different shapes")
         return make_meta("position", [o2, o1 | {"position": [g["rel"], 0]}])
+    m = _COLOURED_COUNT.match(body)
+    if m:  # "three green triangles": GenEval's counting prompts take no colour
+        n, c, shape = m["n"], m["c"], _singular(m["s"])
+        raise PromptError(f"in {text!r}: counting prompts take no colours (GenEval counting)" + _did_you_mean(
+            [f"{PROMPT_PREFIX}{n} {shape if n == 'one' else PLURALS.get(shape, shape)}", f"{PROMPT_PREFIX}a {c} {shape}"]))
     raise PromptError(
         f"cannot parse prompt {text!r}; expected forms like 'a photo of a red circle', "
         "'a photo of three squares', 'a photo of a circle left of a triangle', "

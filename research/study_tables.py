@@ -1,0 +1,306 @@
+"""Tables of the ShapesWorld hacking study (docs/shapesworld-study.md) from the runs of research/study.sh.
+
+    .venv/bin/python research/study_tables.py [runs/study] [--md PATH] [--plots DIR]
+
+Reads every ``OUT/<part>/runs/<arm>_s<seed>/metrics.jsonl`` (parts: main, gamma, recenter, normalize,
+batch_std_of; whichever exist) and prints markdown:
+
+1. per arm, mean ± 95% Student-t half-width over seeds of the quantities the paper's claims are about;
+2. paired differences against DanceGRPO (``grpo``) at the same seed (the iteration-0 evaluation is identical
+   for every arm of one seed, so pairing removes the evaluation's sampling noise from the base level);
+3. how reliably DanceGRPO hacks: per seed, the proxy's rise and the out-of-domain gold's fall from its best;
+4. the held-out evaluation's strict accuracy per GenEval tag at the end (compositional fidelity).
+
+Only finished runs (all ``train.iterations``) count; unfinished ones are listed. ``--plots DIR`` writes
+``study_curves.png`` (proxy, out-of-domain gold score and saturation vs iteration of the main arms: mean,
+95% t band), ``study_gamma.png`` (the same for the gamma sweep) and ``study_grid_iter_*.png`` (the main
+comparison's sample grids at its first and last evaluation, from ``slas compare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from slas.apps.compare import best_value, first_value, last_value, series  # noqa: E402
+from slas.config import load_config  # noqa: E402
+from slas.evals.stats import t_interval  # noqa: E402
+from slas.recipe.run_dir import read_metrics  # noqa: E402
+from slas.toyworld.model import resolve_checkpoint  # noqa: E402
+
+PARTS = ["main", "gamma", "recenter", "normalize", "batch_std_of"]
+# the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
+SCALE_PARTS = {"S": "scale_S", "M": "main", "L": "scale_L"}
+TAGS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
+EARLY = 8  # iterations 1..EARLY: the "speed" window of the training reward
+
+
+def load_runs(root: Path, parts: list[str] = PARTS) -> dict[str, dict[int, list[dict]]]:
+    """arm -> seed -> metrics rows, for the finished runs; unfinished ones are reported on stderr."""
+    arms: dict[str, dict[int, list[dict]]] = {}
+    origin: dict[str, str] = {}
+    for part in parts:
+        for run in sorted((root / part / "runs").glob("*_s*")):
+            m = re.fullmatch(r"(.+)_s(\d+)", run.name)
+            cfg = run / "config.yaml"
+            if not m or not (run / "metrics.jsonl").is_file() or not cfg.is_file():
+                continue
+            rows = read_metrics(run)
+            want = load_config(cfg).train.iterations
+            if not rows or rows[-1]["iteration"] < want:
+                print(f"unfinished: {part}/{run.name} ({rows[-1]['iteration'] if rows else 0}/{want})",
+                      file=sys.stderr)
+                continue
+            arm = m.group(1)
+            if origin.setdefault(arm, part) != part:  # an arm belongs to the first part that ran it
+                print(f"skipped: {part}/{run.name} ({arm} comes from {origin[arm]}/)", file=sys.stderr)
+                continue
+            arms.setdefault(arm, {})[int(m.group(2))] = rows
+    return arms
+
+
+def run_stats(rows: list[dict]) -> dict[str, float]:
+    """The per-run quantities of the tables (fractions, not percent)."""
+    first, last, best = (functools.partial(f, rows) for f in (first_value, last_value, best_value))
+    rew = series(rows, "train/reward_mean")
+    out = {
+        "early_reward": sum(v for i, v in rew if i <= EARLY) / max(1, sum(1 for i, _ in rew if i <= EARLY)),
+        "late_reward": sum(v for _, v in rew[-EARLY:]) / max(1, len(rew[-EARLY:])),
+        "proxy_gain": last("monitor/proxy_id") - first("monitor/proxy_id"),
+        "base_ood": first("monitor/gold_acc_ood"),
+        "final_ood": last("monitor/gold_acc_ood"),
+        "best_ood": best("monitor/gold_acc_ood"),
+        "d_ood_score": last("monitor/gold_score_ood") - first("monitor/gold_score_ood"),
+        "d_id_score": last("monitor/gold_score_id") - first("monitor/gold_score_id"),
+        "d_heldout": last("eval/gold_accuracy") - first("eval/gold_accuracy"),
+        "final_heldout": last("eval/gold_accuracy"),
+        "peak_gap": best("monitor/hacking_gap"),
+        "final_gap_ood": last("monitor/hacking_gap_ood"),
+        "d_saturation": last("monitor/saturation") - first("monitor/saturation"),
+        "final_div_pixel": last("monitor/div_pixel"),
+        "final_div_detect": last("monitor/div_detect"),
+        "d_exact_count": last("eval/exact_count") - first("eval/exact_count"),
+    }
+    for t in TAGS:
+        out[f"tag_{t}"] = last(f"eval/strict/{t}")
+        out[f"base_tag_{t}"] = first(f"eval/strict/{t}")
+    return out
+
+
+def fmt(values: list[float], scale: float = 1.0, digits: int = 3, sign: bool = False) -> str:
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return "–"
+    ci = t_interval(vals)
+    s = f"{scale * ci['mean']:+.{digits}f}" if sign else f"{scale * ci['mean']:.{digits}f}"
+    return s if math.isnan(ci["half"]) else f"{s} ± {scale * ci['half']:.{digits}f}"
+
+
+COLS = [  # key, header, scale, digits, signed
+    ("early_reward", f"train reward, it. 1–{EARLY}", 1, 3, False),
+    ("late_reward", f"train reward, last {EARLY}", 1, 3, False),
+    ("proxy_gain", "proxy rise (ID)", 1, 3, True),
+    ("final_ood", "final gold OOD %", 100, 1, False),
+    ("d_ood_score", "Δ gold score OOD", 1, 3, True),
+    ("d_heldout", "Δ held-out gold (pts)", 100, 1, True),
+    ("peak_gap", "peak hacking gap", 1, 3, False),
+    ("d_saturation", "Δ saturation", 1, 3, True),
+    ("final_div_detect", "final diversity (detections)", 1, 3, False),
+]
+
+
+def arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
+    lines = ["| arm | seeds | " + " | ".join(h for _, h, *_ in COLS) + " |", "|---" * (len(COLS) + 2) + "|"]
+    for arm in order:
+        if arm not in arms:
+            continue
+        stats = [run_stats(r) for _, r in sorted(arms[arm].items())]
+        cells = [fmt([s[k] for s in stats], sc, d, sg) for k, _, sc, d, sg in COLS]
+        lines.append(f"| {arm} | {len(stats)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_table(arms: dict[str, dict[int, list[dict]]], order: list[str], ref: str = "grpo") -> list[str]:
+    keys = [("proxy_gain", "proxy rise", 1, 3), ("early_reward", f"train reward it. 1–{EARLY}", 1, 3),
+            ("late_reward", f"train reward, last {EARLY}", 1, 3),
+            ("final_ood", "final gold OOD (pts)", 100, 1), ("d_ood_score", "Δ gold score OOD", 1, 3),
+            ("d_heldout", "Δ held-out gold (pts)", 100, 1), ("peak_gap", "peak hacking gap", 1, 3),
+            ("d_saturation", "Δ saturation", 1, 3)]
+    lines = [f"| arm − {ref} | pairs | " + " | ".join(h for _, h, *_ in keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    if ref not in arms:
+        return lines
+    for arm in order:
+        if arm == ref or arm not in arms:
+            continue
+        seeds = sorted(set(arms[arm]) & set(arms[ref]))
+        a = {s: run_stats(arms[arm][s]) for s in seeds}
+        b = {s: run_stats(arms[ref][s]) for s in seeds}
+        cells = [fmt([a[s][k] - b[s][k] for s in seeds], sc, d, True) for k, _, sc, d in keys]
+        lines.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def is_hacked(rows: list[dict]) -> bool:
+    """The proxy ends higher than it started while the OOD gold ends >= 5 points below its best."""
+    p, g = series(rows, "monitor/proxy_id"), series(rows, "monitor/gold_acc_ood")
+    return p[-1][1] > p[0][1] and g[-1][1] <= max(v for _, v in g) - 0.05
+
+
+def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> list[str]:
+    lines = ["| seed | proxy it. 0 → final | gold OOD it. 0 / best / final % | held-out gold it. 0 → final % "
+             "| hacked? |", "|---|---|---|---|---|"]
+    n_hacked = 0
+    for seed, rows in sorted(arms.get(arm, {}).items()):
+        p = series(rows, "monitor/proxy_id")
+        g = series(rows, "monitor/gold_acc_ood")
+        h = series(rows, "eval/gold_accuracy")
+        best = max(v for _, v in g)
+        hacked = is_hacked(rows)
+        n_hacked += hacked
+        lines.append(f"| {seed} | {p[0][1]:.3f} → {p[-1][1]:.3f} | {100 * g[0][1]:.1f} / {100 * best:.1f} / "
+                     f"{100 * g[-1][1]:.1f} | {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if hacked else 'no'} |")
+    lines.append("")
+    lines.append(f"{arm}: {n_hacked} of {len(arms.get(arm, {}))} seeds hacked (proxy up, out-of-domain gold "
+                 "finishing at least 5 points below its best).")
+    return lines
+
+
+def tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
+    runs = [run_stats(r) for arm in order for r in arms.get(arm, {}).values()]
+    tags = [t for t in TAGS if any(math.isfinite(s[f"tag_{t}"]) for s in runs)]  # the split may lack a tag
+    lines = ["| arm | " + " | ".join(tags) + " | Δ exact count (pts) |", "|---" * (len(tags) + 2) + "|"]
+    base_done = False
+    for arm in order:
+        if arm not in arms:
+            continue
+        stats = [run_stats(r) for _, r in sorted(arms[arm].items())]
+        if not base_done:
+            lines.append("| base model (iteration 0) | " + " | ".join(
+                fmt([s[f"base_tag_{t}"] for s in stats], 100, 1) for t in tags) + " | – |")
+            base_done = True
+        lines.append(f"| {arm} | " + " | ".join(fmt([s[f"tag_{t}"] for s in stats], 100, 1) for t in tags)
+                     + f" | {fmt([s['d_exact_count'] for s in stats], 100, 1, True)} |")
+    return lines
+
+
+def model_params(root: Path, part: str) -> int | None:
+    """Parameter count of the model a part's runs trained (from its checkpoint's config.json)."""
+    for cfg in sorted((root / part / "runs").glob("*/config.yaml")):
+        info = resolve_checkpoint(load_config(cfg).model.checkpoint) / "config.json"
+        if info.is_file():
+            return json.loads(info.read_text()).get("n_params")
+    return None
+
+
+def scale_table(root: Path) -> list[str]:
+    """SLAS vs DanceGRPO per model size: each size's arms, and their paired differences."""
+    per_seed = []
+    lines = ["| model | parameters | pairs | base gold OOD % | grpo final OOD % | slas final OOD % "
+             "| slas − grpo: OOD gold (pts) | held-out gold (pts) | peak hacking gap | Δ saturation | grpo seeds hacked |",
+             "|---" * 11 + "|"]
+    for size, part in SCALE_PARTS.items():
+        arms = load_runs(root, [part])
+        if "grpo" not in arms or "slas" not in arms:
+            continue
+        seeds = sorted(set(arms["grpo"]) & set(arms["slas"]))
+        a = {s: run_stats(arms["slas"][s]) for s in seeds}
+        b = {s: run_stats(arms["grpo"][s]) for s in seeds}
+        n = model_params(root, part)
+        hacked = f"{sum(is_hacked(arms['grpo'][s]) for s in seeds)} of {len(seeds)}"
+        diff = [fmt([a[s][k] - b[s][k] for s in seeds], sc, d, True)
+                for k, sc, d in [("final_ood", 100, 1), ("d_heldout", 100, 1), ("peak_gap", 1, 3),
+                                 ("d_saturation", 1, 3)]]
+        lines.append(f"| {size} | {f'{n:,}' if n else '?'} | {len(seeds)} | {fmt([b[s]['base_ood'] for s in seeds], 100, 1)} "
+                     f"| {fmt([b[s]['final_ood'] for s in seeds], 100, 1)} | {fmt([a[s]['final_ood'] for s in seeds], 100, 1)} "
+                     f"| " + " | ".join(diff) + f" | {hacked} |")
+        d = [100 * (a[s]["final_ood"] - b[s]["final_ood"]) for s in seeds]
+        ci = t_interval(d)
+        per_seed.append(f"- {size}: slas − grpo final OOD gold per seed {', '.join(f'{v:+.1f}' for v in d)} pts; "
+                        f"95% t interval [{ci['mean'] - ci['half']:+.2f}, {ci['mean'] + ci['half']:+.2f}]")
+    return lines + [""] + per_seed
+
+
+def plot(arms: dict[str, dict[int, list[dict]]], order: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, (key, title) in zip(axes, [("monitor/proxy_id", "proxy (toy_biased), in-domain"),
+                                       ("monitor/gold_score_ood", "gold score, out-of-domain"),
+                                       ("monitor/saturation", "saturation (the bias)")], strict=True):
+        for arm in order:
+            if arm not in arms:
+                continue
+            per_seed = [dict(series(r, key)) for r in arms[arm].values()]
+            its = sorted(set.intersection(*[set(s) for s in per_seed]))
+            cis = [t_interval([s[i] for s in per_seed]) for i in its]
+            mean = [c["mean"] for c in cis]
+            half = [0.0 if math.isnan(c["half"]) else c["half"] for c in cis]
+            ax.plot(its, mean, label=arm)
+            ax.fill_between(its, [m - h for m, h in zip(mean, half, strict=True)],
+                            [m + h for m, h in zip(mean, half, strict=True)], alpha=0.15)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", nargs="?", default="runs/study")
+    ap.add_argument("--md", help="also write the markdown here")
+    ap.add_argument("--plots", help="directory for study_curves.png")
+    args = ap.parse_args()
+    root = Path(args.root)
+    if not root.is_dir():
+        sys.exit(f"{root} does not exist: run `bash research/study.sh {root}` first")
+    arms = load_runs(root)
+    has_scale = any((root / p / "runs").is_dir() for p in SCALE_PARTS.values() if p != "main")
+    if not arms and not has_scale:
+        sys.exit(f"no finished runs under {root}")
+    main_order = ["grpo", "slas", "drgrpo", "grpo_global_std"]
+    # grpo_global_std is the linear end of the gamma axis (SLAS at gamma 0 with batch_std_of=rewards)
+    ablation = ["grpo_global_std", "slas-gamma0.5", "slas", "slas-gamma2", "slas-recenterTrue", "slas-normalizeafter",
+                "slas-batch_std_ofrewards"]
+    ablation += sorted(a for a in arms if a not in main_order + ablation)  # any other swept arm found
+    out = [] if not arms else ["## Estimators (configs/toy_hack.yaml)", "", *arm_table(arms, main_order), "",
+           "### Paired differences against DanceGRPO (same seeds)", "", *paired_table(arms, main_order), "",
+           "### SLAS against the linear batch-std estimator (what the power adds)", "",
+           *paired_table(arms, ["slas"], ref="grpo_global_std"), "",
+           "### Does DanceGRPO hack reliably?", "", *hack_table(arms), "",
+           "### Held-out strict accuracy per tag at the end (%)", "", *tag_table(arms, main_order), "",
+           "## SLAS ablations (gamma and the undetermined options)", "", *arm_table(arms, ablation), "",
+           "### Paired differences against SLAS at its defaults", "", *paired_table(arms, ablation, ref="slas")]
+    if has_scale:  # a part of the scale comparison alone (e.g. only scale_L rerun) prints its rows
+        out += ["", "## Model scale: SLAS vs DanceGRPO on S, M and L (same config)", "", *scale_table(root)]
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.md:
+        Path(args.md).write_text(text)
+    if args.plots and arms:
+        plot(arms, main_order, Path(args.plots) / "study_curves.png")
+        plot(arms, ablation[:4], Path(args.plots) / "study_gamma.png")
+        from PIL import Image
+
+        grids = sorted((root / "main" / "grids").glob("iter_*.png"))
+        for g in grids[:1] + grids[-1:]:  # slas compare's side-by-side grids, first and last evaluation
+            # 64-colour palette: ShapesWorld images are a handful of flat colours, so the copy stays small
+            Image.open(g).convert("RGB").quantize(64).save(Path(args.plots) / f"study_grid_{g.stem}.png",
+                                                          optimize=True)
+
+
+if __name__ == "__main__":
+    main()

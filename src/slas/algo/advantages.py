@@ -1,0 +1,346 @@
+"""Advantage estimators: pure tensor functions ``(rewards [N], group ids [N]) -> advantages [N]``.
+
+Pick one by name once at setup (``validate(name, **params)``), then call ``compute`` /
+``compute_with_stats`` each iteration on the *global* batch (docs/distributed.md).
+
+Every estimator sees the same prepared batch (``Groups``), built in one place so that the edge cases are handled
+identically for all of them:
+
+- arithmetic is float64 (DG train_grpo_flux.py:532-548 computes in fp32, where a group of identical rewards can get
+  a large |A|: the fp32 group mean can be off by one ulp and the deviations are then of the order of eps; see
+  docs/upstream-parity.md);
+- a group whose finite rewards have zero spread (``max - min <= tol``, ``tol = ZERO_SPREAD_RTOL * max(1, max|r|)``)
+  gets advantage exactly 0 for every member, whatever the estimator;
+- NaN / +-inf rewards are masked: they take part in no mean or std and get advantage exactly 0; ``finite_mask``
+  tells the recipe which samples to drop from the loss;
+- ``adv_clip`` clamps the shaped advantages to ``[-adv_clip, adv_clip]`` (DanceGRPO ``adv_clip_max`` = 5,
+  DG train_grpo_flux.py:571-608).
+
+Group ids may be arbitrary integers (not contiguous, not sorted); they are mapped to dense indices with
+``torch.unique`` and every per-group reduction is a ``bincount`` / ``index_add_`` / ``scatter_reduce``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ZERO_SPREAD_RTOL",
+    "Groups",
+    "available",
+    "compute",
+    "compute_with_stats",
+    "finite_mask",
+    "prepare",
+    "validate",
+]
+
+# A group counts as "all rewards equal" when max - min <= ZERO_SPREAD_RTOL * max(1, max|r|): far below any real
+# reward difference, far above the float64 rounding of the group mean (~1e-16 relative).
+ZERO_SPREAD_RTOL = 1e-12
+
+
+
+def finite_mask(rewards: Tensor) -> Tensor:
+    """[N] bool: True where the reward is finite. Samples with False get advantage 0 from ``compute``; the recipe
+    should also drop them from the loss (``weight=finite_mask(rewards)`` in ``losses.ppo_clip_loss``)."""
+    return torch.isfinite(rewards)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The finite rewards of one batch with their group statistics, float64, computed once in ``prepare``.
+
+    ``n`` below is the number of finite rewards, ``K`` the number of distinct group ids in the whole batch (a group
+    whose rewards are all non-finite has count 0 and counts as zero-spread).
+    """
+
+    rewards: Tensor  # [n] float64, finite rewards only
+    index: Tensor  # [n] int64 in [0, K): dense group index of each finite reward
+    count: Tensor  # [K] float64: number of finite rewards per group
+    mean: Tensor  # [K] float64: group mean of the finite rewards (0 for empty groups)
+    centered: Tensor  # [n] float64: r - mean_g, set to exactly 0 in zero-spread groups
+    zero_spread: Tensor  # [K] bool: max - min <= tol (includes groups with < 2 finite rewards)
+    spread: float  # max r - min r over the finite batch: the reward scale used by relative eps
+
+    @property
+    def num_groups(self) -> int:
+        return self.count.shape[0]
+
+    def group_sum(self, x: Tensor) -> Tensor:
+        """[n] -> [K]: per-group sum."""
+        return torch.zeros(self.num_groups, dtype=x.dtype, device=x.device).index_add_(0, self.index, x)
+
+    def group_mean(self, x: Tensor) -> Tensor:
+        """[n] -> [K]: per-group mean (0 for empty groups)."""
+        return self.group_sum(x) / self.count.clamp_min(1)
+
+
+def prepare(rewards: Tensor, group_ids: Tensor) -> tuple[Groups, Tensor]:
+    """Build the shared ``Groups`` view of a batch; also returns the finite mask [N]."""
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
+    if group_ids.shape != rewards.shape:
+        raise ValueError(
+            f"group_ids must have the same shape as rewards, got {tuple(group_ids.shape)} vs {tuple(rewards.shape)}"
+        )
+    if group_ids.dtype.is_floating_point or group_ids.dtype.is_complex or group_ids.dtype == torch.bool:
+        raise ValueError(f"group_ids must be an integer tensor (prompt ids), got dtype {group_ids.dtype}")
+    finite = finite_mask(rewards)  # [N]
+    _, dense = torch.unique(group_ids.to(rewards.device), return_inverse=True)  # [N] in [0, K)
+    num_groups = int(dense.max()) + 1 if dense.numel() else 0
+    r = rewards[finite].to(torch.float64)  # [n]
+    index = dense[finite]  # [n]
+    count = torch.bincount(index, minlength=num_groups).to(torch.float64)  # [K]
+    mean = torch.zeros(num_groups, dtype=torch.float64, device=r.device).index_add_(0, index, r)
+    mean = mean / count.clamp_min(1)  # [K]
+    # include_self=False: an empty group keeps the initial 0 for both max and min, so it reads as zero-spread.
+    gmax = torch.zeros_like(mean).scatter_reduce_(0, index, r, reduce="amax", include_self=False)  # [K]
+    gmin = torch.zeros_like(mean).scatter_reduce_(0, index, r, reduce="amin", include_self=False)  # [K]
+    scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
+    zero_spread = (gmax - gmin) <= ZERO_SPREAD_RTOL * scale  # [K]
+    centered = torch.where(zero_spread[index], torch.zeros_like(r), r - mean[index])  # [n]
+    spread = float(r.max() - r.min()) if r.numel() else 0.0
+    groups = Groups(r, index, count, mean, centered, zero_spread, spread)
+    return groups, finite
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registry. An estimator takes the prepared batch and keyword-only options and returns
+# (advantages of the finite samples [n] float64, the batch std it divided by or 0.0).
+
+Estimator = Callable[..., tuple[Tensor, float]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: Estimator
+    check: Callable[..., None]  # validates option values; raises ValueError saying what is allowed
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def _register(name: str, check: Callable[..., None] | None = None) -> Callable[[Estimator], Estimator]:
+    def deco(fn: Estimator) -> Estimator:
+        _REGISTRY[name] = _Entry(fn, check or (lambda **_: None))
+        return fn
+
+    return deco
+
+
+def available() -> tuple[str, ...]:
+    """Names of the registered estimators."""
+    return tuple(sorted(_REGISTRY))
+
+
+def _options(name: str) -> dict[str, object]:
+    """Option name -> default of estimator ``name``."""
+    params = list(inspect.signature(_REGISTRY[name].fn).parameters.values())[1:]  # drop ``groups``
+    return {p.name: p.default for p in params}
+
+
+def options(name: str) -> dict[str, object]:
+    """Option name -> default of estimator ``name`` (what an empty ``advantage.params`` means)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown advantage estimator {name!r}; registered: {', '.join(available())}")
+    return _options(name)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_eps(eps: object) -> None:
+    if not _is_real(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite float >= 0 (it is added to a std before dividing), got {eps!r}")
+
+
+def validate(name: str, *, adv_clip: float | None = 5.0, **params: object) -> None:
+    """Check an estimator name and its options; call once at setup so a bad config fails before any rollout."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown advantage estimator {name!r}; registered: {', '.join(available())}")
+    allowed = _options(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        opts = ", ".join(f"{k}={v!r}" for k, v in allowed.items())
+        raise ValueError(f"unknown option(s) {unknown} for advantage estimator {name!r}; it accepts: {opts}")
+    if adv_clip is not None and (not _is_real(adv_clip) or adv_clip <= 0):
+        raise ValueError(f"adv_clip must be a finite float > 0 (A is clamped to +-adv_clip) or None, got {adv_clip!r}")
+    _REGISTRY[name].check(**{**allowed, **params})
+
+
+def compute(name: str, rewards: Tensor, group_ids: Tensor, *, adv_clip: float | None = 5.0, **params: object) -> Tensor:
+    """Advantages [N] in the rewards' dtype (default float dtype for integer rewards); see ``compute_with_stats``."""
+    return compute_with_stats(name, rewards, group_ids, adv_clip=adv_clip, **params)[0]
+
+
+def compute_with_stats(
+    name: str, rewards: Tensor, group_ids: Tensor, *, adv_clip: float | None = 5.0, **params: object
+) -> tuple[Tensor, dict[str, float]]:
+    """Advantages [N] of estimator ``name`` and diagnostics.
+
+    Shared post-processing (all estimators): members of zero-spread groups and samples with a non-finite reward get
+    exactly 0; then ``clamp(A, -adv_clip, adv_clip)`` unless ``adv_clip`` is None.
+
+    Stats (floats): ``n_nonfinite`` (count of NaN/inf rewards); ``zero_std_groups`` (fraction of distinct group ids
+    whose finite rewards have zero spread, groups with < 2 finite rewards included); ``adv_abs_mean``, ``adv_mean``,
+    ``adv_std`` (ddof 0) and ``clip_frac`` (fraction with |A| > adv_clip before clamping), all over the finite-reward
+    samples, i.e. the ones that train; ``batch_std`` (the batch sigma the estimator divided by, 0.0 if none).
+    """
+    validate(name, adv_clip=adv_clip, **params)
+    groups, finite = prepare(rewards, group_ids)
+    adv, batch_std = _REGISTRY[name].fn(groups, **params)  # [n] float64
+    adv = torch.where(groups.zero_spread[groups.index], torch.zeros_like(adv), adv)
+    clipped = torch.zeros_like(adv, dtype=torch.bool)
+    if adv_clip is not None:
+        clipped = adv.abs() > adv_clip
+        adv = adv.clamp(-adv_clip, adv_clip)
+    out_dtype = rewards.dtype if rewards.dtype.is_floating_point else torch.get_default_dtype()
+    full = torch.zeros(rewards.shape, dtype=torch.float64, device=rewards.device)  # [N]
+    full[finite] = adv
+    n = adv.numel()
+    if n:
+        moments = torch.stack([adv.abs().mean(), adv.mean(), adv.std(correction=0), clipped.double().mean()])
+        adv_abs_mean, adv_mean, adv_std, clip_frac = moments.tolist()
+    else:
+        adv_abs_mean = adv_mean = adv_std = clip_frac = 0.0
+    stats = {
+        "n_nonfinite": float(rewards.numel() - n),
+        "zero_std_groups": float(groups.zero_spread.double().mean()) if groups.num_groups else 0.0,
+        "adv_abs_mean": adv_abs_mean,
+        "adv_mean": adv_mean,
+        "adv_std": adv_std,
+        "clip_frac": clip_frac,
+        "batch_std": float(batch_std),
+    }
+    return full.to(out_dtype), stats
+
+
+def _safe_div(num: Tensor, den: Tensor | float) -> Tensor:
+    """num / den, or 0 where den == 0 (a zero-spread batch: then num is 0 as well, and 0/0 must not become NaN)."""
+    den = torch.as_tensor(den, dtype=num.dtype, device=num.device)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _batch_std(x: Tensor) -> Tensor:
+    """Population std (ddof 0) of a [n] tensor; 0 for n == 0."""
+    return x.std(correction=0) if x.numel() else x.new_zeros(())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Estimators
+
+
+@_register("grpo", check=lambda eps: _check_eps(eps))
+def grpo(groups: Groups, *, eps: float = 1e-8) -> tuple[Tensor, float]:
+    """DanceGRPO group z-score (DG train_grpo_flux.py:532-548, ``--use_group``):
+
+        A_i = (r_i - mean_g) / (std_g + eps),   std_g unbiased (ddof 1),   eps = 1e-8.
+
+    DG computes this in fp32; here float64, and zero-spread groups give exactly 0 (docs/upstream-parity.md).
+    """
+    dev = groups.centered  # [n]
+    var = groups.group_sum(dev * dev) / (groups.count - 1).clamp_min(1)  # [K]; groups with < 2 rewards are zeroed
+    return dev / (var.sqrt()[groups.index] + eps), 0.0
+
+
+@_register("grpo_global_std", check=lambda eps: _check_eps(eps))
+def grpo_global_std(groups: Groups, *, eps: float = 1e-4) -> tuple[Tensor, float]:
+    """Flow-GRPO per-prompt mean with a batch std (FG flow_grpo/stat_tracking.py:25-31, ``global_std=True``):
+
+        A_i = (r_i - mean_g) / (std_B(r) + eps),   std_B over all (finite) rewards of the batch, ddof 0, eps = 1e-4.
+
+    FG computes it in float64 numpy; eps is absolute, so it is not exactly reward-scale invariant (``slas`` is).
+    """
+    sigma = _batch_std(groups.rewards)
+    return groups.centered / (sigma + eps), float(sigma)
+
+
+@_register("drgrpo")
+def drgrpo(groups: Groups) -> tuple[Tensor, float]:
+    """Group-centred reward without any std (Dr. GRPO, arXiv 2503.20783; the linear ascent direction SLAS starts from):
+
+    A_i = r_i - mean_g.
+    """
+    return groups.centered.clone(), 0.0
+
+
+_SLAS_BATCH_STD_OF = ("centered", "rewards")
+_SLAS_NORMALIZE = ("before", "after")
+
+
+def _check_slas(gamma: object, batch_std_of: object, normalize: object, recenter: object, eps: object) -> None:
+    if not _is_real(gamma) or gamma < 0:
+        raise ValueError(
+            f"slas gamma must be a finite float >= 0 (the power on |A| is 1 + gamma: 0 is linear, > 0 super-linear),"
+            f" got {gamma!r}"
+        )
+    if batch_std_of not in _SLAS_BATCH_STD_OF:
+        raise ValueError(
+            f"slas batch_std_of must be one of {_SLAS_BATCH_STD_OF} (std of r - mean_g, or of the raw rewards),"
+            f" got {batch_std_of!r}"
+        )
+    if normalize not in _SLAS_NORMALIZE:
+        raise ValueError(
+            f"slas normalize must be one of {_SLAS_NORMALIZE} (divide by the batch std before or after the power),"
+            f" got {normalize!r}"
+        )
+    if normalize == "after" and batch_std_of != "centered":
+        raise ValueError(
+            "slas batch_std_of='rewards' only applies to normalize='before': normalize='after' divides by the batch"
+            " std of the shaped (group-centred) advantages; use batch_std_of='centered' with it"
+        )
+    if not isinstance(recenter, bool):
+        raise ValueError(f"slas recenter must be a bool (subtract the group mean of shaped values), got {recenter!r}")
+    _check_eps(eps)
+
+
+@_register("slas", check=_check_slas)
+def slas(
+    groups: Groups,
+    *,
+    gamma: float = 1.0,
+    batch_std_of: str = "centered",
+    normalize: str = "before",
+    recenter: bool = False,
+    eps: float = 1e-8,
+) -> tuple[Tensor, float]:
+    """Super-Linear Advantage Shaping (Sun et al., arXiv 2605.10937):
+
+        normalize="before" (default):  d_i = (r_i - mean_g) / (sigma_B + eps'),   A_i = sign(d_i) |d_i|^(1+gamma)
+        normalize="after":             A'_i = sign(dr_i) |dr_i|^(1+gamma),  dr_i = r_i - mean_g,
+                                       A_i  = A'_i / (std_B(A') + eps'^(1+gamma))
+
+    with no per-prompt std. The public text fixes neither the batch std nor the order, so both are options:
+
+    - ``gamma`` >= 0 (default 1.0): gamma = 0 is linear (``batch_std_of="rewards"`` then equals ``grpo_global_std``
+      up to eps), gamma > 0 amplifies large advantages and suppresses small, likely-noise ones.
+    - ``batch_std_of`` (``normalize="before"`` only): ``"centered"`` (default) = std of r - mean_g over the batch,
+      ``"rewards"`` = std of the raw rewards (Flow-GRPO ``global_std``). ddof 0 in both.
+    - ``recenter`` (default False): subtract the per-group mean of the shaped values (the power breaks the zero group
+      mean of r - mean_g); applied before the ``"after"`` division, so that mode returns unit batch std.
+    - ``eps`` (default 1e-8) is *relative*: eps' = eps * (max r - min r) over the finite batch, so the result is
+      exactly invariant to reward scale and shift, and a zero-spread batch gives 0 (0/0 is mapped to 0).
+    """
+    dev = groups.centered  # [n]
+    eps_abs = eps * groups.spread
+    p = 1.0 + gamma
+    if normalize == "before":
+        sigma = _batch_std(dev if batch_std_of == "centered" else groups.rewards)
+        d = _safe_div(dev, sigma + eps_abs)
+        adv = d.sign() * d.abs().pow(p)
+    else:
+        adv = dev.sign() * dev.abs().pow(p)
+    if recenter:
+        adv = adv - groups.group_mean(adv)[groups.index]
+    if normalize == "after":
+        sigma = _batch_std(adv)
+        adv = _safe_div(adv, sigma + eps_abs**p)
+    return adv, float(sigma)

@@ -1,0 +1,21 @@
+"""Samplers: pure functions of (model output, state, explicit sigmas / alpha-bars); no scheduler state."""
+
+from slas.algo.samplers.ddim import ddim_alphas, ddim_step_with_logprob
+from slas.algo.samplers.dispatch import PREDICTIONS, SAMPLER_FAMILIES, DDIMSampler, FlowSampler, Sampler, sampler_for
+from slas.algo.samplers.flow import FAMILIES, StepOutput, euler_ode, flow_sigmas, flow_step_with_logprob
+
+__all__ = [
+    "FAMILIES",
+    "PREDICTIONS",
+    "SAMPLER_FAMILIES",
+    "DDIMSampler",
+    "FlowSampler",
+    "Sampler",
+    "StepOutput",
+    "ddim_alphas",
+    "ddim_step_with_logprob",
+    "euler_ode",
+    "flow_sigmas",
+    "flow_step_with_logprob",
+    "sampler_for",
+]

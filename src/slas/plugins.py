@@ -1,0 +1,78 @@
+"""Plugins: modules that register backbones, rewards and worlds when imported.
+
+A plugin is any importable module whose import calls ``slas.policy.register_adapter``, ``slas.rewards.register``
+and/or ``slas.plugins.register_world``. Installed packages declare theirs as entry points in the group
+``slas.plugins`` (``[project.entry-points."slas.plugins"] name = "package.module"``); the ``SLAS_PLUGINS``
+environment variable (comma-separated module names) adds more without packaging. ShapesWorld (``slas.toyworld``)
+is a plugin like any other: the generic layers never import it, they look names up in the registries, which load
+the plugins on first use.
+
+A *world* supplies what the recipe needs when the config names no prompt files: its prompts by split name and
+its evaluation. The recipe calls ``world.prompts("train")`` for ``data.prompts: null`` and
+``world.evaluate(backbone, cfg, run_dir, iteration, score_fn=..., history=...)`` at each evaluation when
+``data.eval_prompts`` is null.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+GROUP = "slas.plugins"
+BUILTIN = ("slas.toyworld",)  # shipped plugins, loaded even when the package metadata is missing (a bare checkout)
+_loaded: list[str] = []
+
+
+class World(Protocol):
+    """A prompt world: named prompt splits and an evaluation protocol (``data.world``)."""
+
+    def prompts(self, split: str) -> list[dict]:
+        """The prompt entries (``{"prompt": str, ...metadata}``) of split ``split``; ValueError for an unknown one."""
+
+    def evaluate(self, backbone: Any, cfg: Any, run_dir: Path, iteration: int, *, score_fn: Any,
+                 history: list[dict]) -> dict[str, float]:
+        """One evaluation of ``backbone`` (eval mode, the weights to evaluate in place): ``eval/*`` metrics; it may
+        write files (sample grids) under ``run_dir``. ``score_fn``: the training reward (``slas.rewards.build``);
+        ``history``: the run's metrics rows so far."""
+
+
+_WORLDS: dict[str, World] = {}
+
+
+def load_plugins() -> list[str]:
+    """Import every plugin once (built-in, entry points, ``SLAS_PLUGINS``); returns the module names loaded."""
+    if _loaded:
+        return list(_loaded)
+    names = list(BUILTIN)
+    names += [ep.value for ep in entry_points(group=GROUP)]
+    names += [n.strip() for n in os.environ.get("SLAS_PLUGINS", "").split(",") if n.strip()]
+    for name in dict.fromkeys(names):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"slas plugin {name!r} cannot be imported: {e}") from e
+        _loaded.append(name)
+    return list(_loaded)
+
+
+def register_world(name: str, world: World) -> None:
+    """Register world ``name`` (``data.world``)."""
+    if name in _WORLDS and _WORLDS[name] is not world:
+        raise ValueError(f"world {name!r} is already registered")
+    _WORLDS[name] = world
+
+
+def worlds() -> list[str]:
+    load_plugins()
+    return sorted(_WORLDS)
+
+
+def get_world(name: str) -> World:
+    """The world registered as ``name``; ValueError naming the known ones otherwise."""
+    load_plugins()
+    if name not in _WORLDS:
+        raise ValueError(f"unknown world {name!r}; registered: {sorted(_WORLDS)}")
+    return _WORLDS[name]

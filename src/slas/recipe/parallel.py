@@ -1,0 +1,345 @@
+"""Many processes for the GRPO recipe: ``torchrun --nproc_per_node K -m slas train ...`` with DDP or FSDP2.
+
+The config fixes the *global* batch: P prompts x G samples = N per iteration, whatever the number of processes W
+(docs/distributed.md). Rank r owns the contiguous rows ``[r N/W, (r+1) N/W)`` of it; a group may span ranks.
+Every random draw of an iteration (initial noise, step noise, trained steps, pair order) is made for the whole
+global batch from the iteration's generator on every rank, exactly as the one-process run makes it, and each rank
+keeps its rows. A W-process run therefore rolls out the same samples as the one-process run, and its metrics and
+weights differ from it only by the order of floating-point sums (tests/test_distributed.py).
+
+What crosses ranks in an iteration:
+
+- rewards (every component), prompt ids and group ids: ``World.gather``; advantages, and SLAS's batch std, are
+  computed over the global batch on every rank (docs/distributed.md) and each rank takes its slice;
+- gradients: once per optimizer step. ``Policy.accumulate(sync=False)`` (DDP ``no_sync``, FSDP2
+  ``set_requires_gradient_sync(False)``) on every micro-batch but the last (DanceGRPO reduces
+  after every (sample, timestep) backward, DG train_grpo_flux.py:605-613);
+- the loss diagnostics: one all-reduce of a few numbers per iteration (no host sync per micro-batch).
+
+Only rank 0 writes: metrics, checkpoints, sample grids. Evaluation runs on rank 0 alone (the others wait in the
+next collective; ``dist.timeout_min`` bounds the wait); under FSDP every rank first joins the all-gather of the
+full weights (``Policy.gathered``), then rank 0 evaluates with them.
+
+One process (no torchrun) with ``dist.strategy: ddp`` has no process group and no wrapper: the recipe is the plain
+single-process loop, bit for bit. ``fsdp`` in one process makes a one-member group so that ``fully_shard`` and the
+sharded checkpoints work the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from slas.config import ConfigError
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+# ----------------------------------------------------------------------------
+# The process group
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the torchrun processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # where collectives run: cuda for NCCL, cpu for gloo
+    owns_group: bool = False  # init() created the process group (shutdown() destroys it)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only one that writes files and evaluates."""
+        return self.rank == 0
+
+    @property
+    def grouped(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    def share(self, n: int, what: str) -> slice:
+        """This rank's rows of a global batch of ``n``: a contiguous block of n / W. ConfigError when W does not
+        divide n (the global batch is what the config fixes; a share that differs by rank would change the math)."""
+        if n % self.size:
+            raise ConfigError(f"{what} = {n} must divide evenly over the {self.size} torchrun processes: every rank "
+                              f"rolls out and trains the same share of the global batch; choose a multiple of "
+                              f"{self.size} or another --nproc_per_node")
+        k = n // self.size
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def gather(self, x: Tensor) -> Tensor:
+        """All ranks' ``x`` [n, ...] (the same shape on every rank) concatenated along dim 0 in rank order."""
+        if self.size == 1:
+            return x
+        src = x.to(self.device).contiguous()
+        parts = [torch.empty_like(src) for _ in range(self.size)]
+        dist.all_gather(parts, src)
+        return torch.cat(parts).to(x.device)
+
+    def gather_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{name: [n]}`` from every rank -> ``{name: [N]}`` in rank order (one collective for all of them)."""
+        if self.size == 1:
+            return arrays
+        names = list(arrays)
+        full = self.gather(torch.from_numpy(np.stack([np.asarray(arrays[k], dtype=np.float64) for k in names], 1)))
+        return {k: full[:, i].numpy() for i, k in enumerate(names)}  # [N] each
+
+    def all_reduce(self, x: Tensor, op: str = "sum") -> Tensor:
+        """Element-wise sum (or max) of ``x`` over ranks, returned on x's device."""
+        if self.size == 1:
+            return x
+        y = x.to(self.device).clone()
+        dist.all_reduce(y, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+        return y.to(x.device)
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` (picklable) on every rank."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.grouped:
+            dist.barrier()
+
+
+def init(strategy: str = "ddp", timeout_min: float = 60.0) -> World:
+    """Join the process group that torchrun describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``MASTER_PORT``, env:// rendezvous), or return the one-process world.
+
+    NCCL when CUDA is available (each rank on ``cuda:LOCAL_RANK``, made the current device so that the backbone's
+    ``cuda`` means it), gloo on the CPU."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"dist.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1 and strategy != "fsdp":
+        return World()
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    owns = False
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(minutes=timeout_min)
+        backend = "nccl" if cuda else "gloo"
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend, timeout=timeout)
+        else:  # FSDP in a plain one-process run: a one-member group, no rendezvous
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        owns = True
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
+
+
+def shutdown(world: World) -> None:
+    """Wait for every rank (rank 0 may still be writing the last checkpoint), then leave the group init() made."""
+    if world.owns_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------
+# The trained network over ranks
+# ----------------------------------------------------------------------------
+
+
+class _Forward(nn.Module):
+    """``backbone.predict`` as an nn.Module over ``backbone.module``: what DDP wraps, so that the adapter's own
+    forward (conditioning, CFG, autocast) runs inside DDP and the checkpointed module keeps its parameter names."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.net = backbone.module
+        self.predict = backbone.predict  # a bound method, not a submodule
+
+    def forward(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        return self.predict(x, t, cond)
+
+
+def _fsdp_modules(module: nn.Module) -> list[nn.Module]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+
+def _denoiser(backbone) -> nn.Module:
+    """The network ``predict`` runs (the toy adapter's ``module`` also holds its text encoder)."""
+    return getattr(backbone, "denoiser", backbone.module)
+
+
+class Policy:
+    """The trained network as the recipe's TRAIN phase calls it: ``policy(x, t, cond)`` runs the adapter's
+    ``predict`` through DDP (W > 1), through FSDP2-sharded modules (``dist.strategy: fsdp``) or as is (one process).
+
+    - ``accumulate(sync)``: gradient synchronisation only on the last micro-batch of an optimizer step;
+    - ``gathered()``: the full weights for many no-grad forwards (evaluation; rollouts through ``sampling()``
+      unless ``gather_rollout`` is off): FSDP all-gathers once instead of before every forward (as DG
+      train_grpo_flux.py:326-367 does), at the cost of one full copy of the weights per process meanwhile; a no-op otherwise;
+    - ``clip_grad_norm_``: the global norm (a sharded norm is reduced over ranks by torch).
+
+    FSDP2 shards each block of the denoiser's top-level ``nn.ModuleList``s (diffusers: ``down_blocks``,
+    ``up_blocks``, ``transformer_blocks``, ...) and then the denoiser itself; modules outside the denoiser (the toy
+    model's frozen text encoder) stay replicated. ``compile`` applies ``torch.compile`` to the denoiser (rollout,
+    training and evaluation forwards alike).
+    """
+
+    def __init__(self, backbone, world: World, strategy: str = "ddp", compile: bool = False,
+                 gather_rollout: bool = True):
+        self.backbone, self.world, self.strategy, self.gather_rollout = backbone, world, strategy, gather_rollout
+        self.denoiser = _denoiser(backbone)
+        self._ddp = None
+        if strategy == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for child in self.denoiser.children():
+                if isinstance(child, nn.ModuleList):
+                    for block in child:
+                        fully_shard(block)
+            fully_shard(self.denoiser)
+        elif world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [world.local_rank] if world.device.type == "cuda" else None
+            # broadcast_buffers=False: no buffer changes in training (no batch norm); saves a broadcast per forward.
+            # torch 2.13 calls it deprecated in favour of forward_sync_buffers, which older torch lacks.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                self._ddp = DistributedDataParallel(_Forward(backbone), device_ids=ids, broadcast_buffers=False)
+        if compile:  # in place (nn.Module.compile), after sharding: parameter names and checkpoints are unchanged
+            self.denoiser.compile()
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy == "fsdp"
+
+    def __call__(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        if self._ddp is not None:
+            return self._ddp(x, t, cond)
+        return self.backbone.predict(x, t, cond)
+
+    @contextlib.contextmanager
+    def accumulate(self, sync: bool):
+        """Run one micro-batch's forward and backward; gradients are reduced over ranks only when ``sync``."""
+        if self._ddp is not None and not sync:
+            with self._ddp.no_sync():
+                yield
+            return
+        if self.sharded:
+            self.denoiser.set_requires_gradient_sync(sync)
+        yield
+
+    @contextlib.contextmanager
+    def gathered(self):
+        """FSDP: all-gather the full weights once (every rank must enter), keep them through any number of forwards,
+        reshard on exit. Under it a forward runs on one rank alone (rank-0 evaluation)."""
+        if not self.sharded:
+            yield
+            return
+        mods = _fsdp_modules(self.denoiser)
+        for m in mods:
+            m.set_reshard_after_forward(False, recurse=False)
+        for m in mods:
+            m.unshard()
+        try:
+            yield
+        finally:
+            for m in mods:
+                m.reshard()
+                # FSDP2's default: reshard blocks after forward, keep the root (needed first in backward)
+                m.set_reshard_after_forward(m is not self.denoiser, recurse=False)
+
+    def sampling(self):
+        """The context of a rollout: ``gathered()``, or per-forward all-gathers when ``gather_rollout`` is off."""
+        return self.gathered() if self.gather_rollout else contextlib.nullcontext()
+
+    def clip_grad_norm_(self, params: list[nn.Parameter], max_norm: float) -> Tensor:
+        """Clip to ``max_norm`` and return the global pre-clip norm (a 0-d tensor; no host sync)."""
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+@contextlib.contextmanager
+def swapped_params(module: nn.Module, params: dict[str, Tensor]):
+    """Temporarily run ``module`` with other values for the named parameters (the KL reference policy, or EMA
+    weights for evaluation).
+
+    Plain and DDP parameters: their ``.data`` is swapped (no copy). FSDP2 parameters are copied in place instead:
+    FSDP all-gathers from the sharded storage, which a ``.data`` swap would not reach; every FSDP module is
+    resharded first, so no stale full weights survive, and again on exit (every rank must enter)."""
+    if not params:
+        yield
+        return
+    mods = _fsdp_modules(module)
+    if not mods:
+        named = dict(module.named_parameters())
+        saved = {k: named[k].data for k in params}
+        try:
+            for k, v in params.items():
+                named[k].data = v
+            yield
+        finally:
+            for k, v in saved.items():
+                named[k].data = v
+        return
+    with torch.no_grad():
+        for m in mods:  # frees gathered weights; a module's parameters are its shards again
+            m.reshard()
+        named = dict(module.named_parameters())
+        saved = {k: named[k].detach().clone() for k in params}
+        for k, v in params.items():
+            named[k].detach().copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m in mods:
+                m.reshard()
+            named = dict(module.named_parameters())
+            for k, v in saved.items():
+                named[k].detach().copy_(v)
+
+
+# ----------------------------------------------------------------------------
+# One optimizer step's pairs, split over ranks
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    n: Tensor  # [M] this rank's sample index (row of its rollout)
+    ts: Tensor  # [M] step index of each pair
+    pairs: int  # real pairs in it; 0 = padding (one pair with weight 0, see micro_batches)
+
+
+def micro_batches(n_idx: Tensor, t_idx: Tensor, rows: slice, micro_batch: int, world: World) -> list[MicroBatch]:
+    """This rank's micro-batches for one optimizer step of the (sample, step) pairs ``n_idx``, ``t_idx`` [U]
+    (global sample ids, in the order the one-process run trains them).
+
+    A rank trains the pairs whose sample it rolled out (``rows``), in that order, ``micro_batch`` at a time. How
+    many that is differs by rank (the pair order is a global random permutation), but every rank must make the
+    same number of forward/backward calls (FSDP's all-gathers, DDP's one reduce); a rank with fewer pads with
+    one-pair micro-batches of weight 0, whose loss is an exact 0 that still reaches every parameter. With one
+    process this is ``micro_batch``-sized chunks of the pairs, as before.
+    """
+    per_rank = rows.stop - rows.start
+    owner = torch.div(n_idx, per_rank, rounding_mode="floor")  # [U] rank of each pair's sample
+    counts = torch.bincount(owner, minlength=world.size).tolist()  # the same on every rank: no communication
+    n_batches = max(1, max(-(-c // micro_batch) for c in counts))
+    mine = owner == world.rank
+    n_own, t_own = n_idx[mine] - rows.start, t_idx[mine]  # [c]
+    out = [MicroBatch(n_own[lo : lo + micro_batch], t_own[lo : lo + micro_batch],
+                      min(micro_batch, len(n_own) - lo)) for lo in range(0, len(n_own), micro_batch)]
+    pad = MicroBatch(torch.zeros(1, dtype=torch.long), t_idx[:1], 0)
+    return out + [pad] * (n_batches - len(out))

@@ -1,0 +1,78 @@
+"""The one prompt-file reader: ``data.prompts`` / ``data.eval_prompts``, ``slas sample --prompts-file``,
+``slas eval --prompts``.
+
+One prompt per line; blank lines and lines starting with ``#`` are skipped, a trailing ``\\r`` is stripped (some
+upstream files have CRLF endings). A line starting with ``{`` is a JSON record with a ``"prompt"`` field (GenEval
+``evaluation_metadata.jsonl``, Flow-GRPO ``*_metadata.jsonl``, DPG-Bench): the whole record is the prompt's
+metadata, passed to the reward. Any other line is the prompt's text (HPD-v2 ``prompts.txt``, Flow-GRPO
+``dataset/*/train.txt``, T2I-CompBench); ``parse(text)``, when given (a world's grammar, e.g. ShapesWorld's), turns
+it into its metadata.
+
+Each prompt becomes a dict with at least ``"prompt"``, like a world's split entry. Every problem is a
+``PromptFileError`` (a ``ValueError``) naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be read: names the file (and line)."""
+
+
+TABULAR = (".csv", ".tsv", ".json", ".parquet", ".xlsx")  # not one prompt per line: refused, not misread
+
+
+def _prompt_lines(text: str):
+    """(line number, stripped text) of the lines that hold a prompt: not blank, not a ``#`` comment."""
+    for i, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r").strip()
+        if line and not line.startswith("#"):
+            yield i, line
+
+
+def prompt_line_numbers(path: str | Path) -> list[int]:
+    """The line number of each prompt ``load_prompts(path)`` returns, in order (for messages naming a line)."""
+    return [i for i, _ in _prompt_lines(Path(path).expanduser().read_text(encoding="utf-8"))]
+
+
+def load_prompts(path: str | Path, parse: Callable[[str], dict] | None = None) -> list[dict]:
+    if not str(path).strip():
+        raise PromptFileError("prompt file: the path is empty")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise PromptFileError(f"prompt file {p} is a directory")
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file {str(p)!r} does not exist")
+    if p.suffix.lower() in TABULAR:
+        raise PromptFileError(f"prompt file {p}: expected .txt (one prompt per line) or .jsonl (a 'prompt' per record), "
+                              f"not {p.suffix}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    out: list[dict] = []
+    for i, line in _prompt_lines(text):
+        if line.startswith("{"):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PromptFileError(f"{p}:{i}: not a JSON record: {e}") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+                raise PromptFileError(f"{p}:{i}: a JSON record needs a non-empty string 'prompt' field, got "
+                                      f"{line[:80]!r}")
+        elif parse is not None:
+            try:
+                rec = parse(line)
+            except ValueError as e:
+                raise PromptFileError(f"{p}:{i}: {e}") from None
+        else:
+            rec = {"prompt": line}
+        out.append(rec)
+    if not out:
+        raise PromptFileError(f"prompt file {p} is empty" if not text.strip() else
+                              f"prompt file {p} holds no prompts (only blank or # comment lines)")
+    return out

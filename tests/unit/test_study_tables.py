@@ -1,0 +1,103 @@
+"""research/study_tables.py: per-run quantities, pairing by seed, the hacking verdict, unfinished runs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "study_tables", Path(__file__).resolve().parents[2] / "research" / "study_tables.py")
+st = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(st)
+
+
+def write_run(root: Path, part: str, name: str, evals: list[dict], iterations: int = 4, rewards=None,
+              checkpoint: Path | None = None):
+    run = root / part / "runs" / name
+    run.mkdir(parents=True)
+    model = f"model:\n  checkpoint: {checkpoint}\n" if checkpoint else ""
+    (run / "config.yaml").write_text(f"{model}train:\n  iterations: {iterations}\n  lr: 0.1\n")
+    rows = []
+    for i in range(len(evals)):
+        row = {"iteration": 2 * i} | {f"monitor/{k}": v for k, v in evals[i].items() if k != "heldout"}
+        row["eval/gold_accuracy"] = evals[i]["heldout"]
+        rows.append(row)
+    # evaluations at iterations 0, 2, 4, ...; training rows at iterations 1..last
+    last = rows[-1]["iteration"]
+    rewards = rewards or [0.5] * last
+    train = [{"iteration": i + 1, "train/reward_mean": r} for i, r in enumerate(rewards[:last])]
+    merged = {r["iteration"]: r for r in train}
+    for r in rows:
+        merged[r["iteration"]] = merged.get(r["iteration"], {}) | r
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(merged[k]) for k in sorted(merged)) + "\n")
+
+
+def ev(proxy, ood, heldout, sat=0.1, gap=0.0):
+    return {"proxy_id": proxy, "gold_acc_ood": ood, "gold_score_ood": ood, "gold_score_id": 0.5,
+            "saturation": sat, "hacking_gap": gap, "heldout": heldout}
+
+
+def test_stats_pairing_and_hacking_verdict(tmp_path, capsys):
+    # grpo seed 0: proxy up, OOD gold 0.30 -> best 0.30 -> 0.10: hacked; seed 1: OOD gold ends at its best
+    write_run(tmp_path, "main", "grpo_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3), ev(1.0, 0.1, 0.2, sat=0.3, gap=0.2)])
+    write_run(tmp_path, "main", "grpo_s1", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.32, 0.4)])
+    write_run(tmp_path, "main", "slas_s0", [ev(0.8, 0.3, 0.4), ev(0.85, 0.3, 0.4), ev(0.9, 0.25, 0.35)])
+    write_run(tmp_path, "main", "slas_s1", [ev(0.8, 0.3, 0.4), ev(0.85, 0.3, 0.4), ev(0.9, 0.30, 0.45)])
+    write_run(tmp_path, "main", "drgrpo_s0", [ev(0.8, 0.3, 0.4), ev(0.85, 0.3, 0.4)], iterations=4)  # unfinished
+    # a sweep part: every seed of its arm counts; an arm another part already ran is not mixed in
+    write_run(tmp_path, "gamma", "slas-gamma2_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3)], iterations=2)
+    write_run(tmp_path, "gamma", "slas-gamma2_s1", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3)], iterations=2)
+    write_run(tmp_path, "gamma", "slas_s2", [ev(0.8, 0.3, 0.4), ev(0.9, 0.2, 0.3)], iterations=2)
+    arms = st.load_runs(tmp_path)
+    assert sorted(arms) == ["grpo", "slas", "slas-gamma2"] and sorted(arms["grpo"]) == [0, 1]
+    assert sorted(arms["slas-gamma2"]) == [0, 1] and sorted(arms["slas"]) == [0, 1]
+    err = capsys.readouterr().err
+    assert "unfinished: main/drgrpo_s0 (2/4)" in err and "skipped: gamma/slas_s2 (slas comes from main/)" in err
+
+    s = st.run_stats(arms["grpo"][0])
+    assert s["proxy_gain"] == pytest.approx(0.2)
+    assert s["final_ood"] == pytest.approx(0.1) and s["best_ood"] == pytest.approx(0.3)
+    assert s["d_heldout"] == pytest.approx(-0.2) and s["d_saturation"] == pytest.approx(0.2)
+    assert s["peak_gap"] == pytest.approx(0.2)
+
+    hack = "\n".join(st.hack_table(arms))
+    assert "| 0 | 0.800 → 1.000 | 30.0 / 30.0 / 10.0 |" in hack and "grpo: 1 of 2 seeds hacked" in hack
+
+    paired = st.paired_table(arms, ["grpo", "slas"])
+    row = next(line for line in paired if line.startswith("| slas |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # proxy rise: slas 0.1 vs grpo 0.2 at both seeds -> -0.100 exactly (no spread -> half-width 0)
+    assert cells[1] == "2" and cells[2] == "-0.100 ± 0.000"
+    # final OOD gold (points): seed 0 +15, seed 1 -2 -> mean +6.5
+    assert cells[5].startswith("+6.5 ± ")
+
+
+def test_missing_root_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["study_tables.py", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="run `bash research/study.sh"):
+        st.main()
+
+
+def test_scale_table_pairs_each_size(tmp_path):
+    ckpt = tmp_path / "ckpt_S"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"n_params": 1234}))
+    for seed, (g, sl) in enumerate([(0.1, 0.2), (0.2, 0.2)]):  # S: slas - grpo OOD gold = +10, 0 points
+        write_run(tmp_path, "scale_S", f"grpo_s{seed}", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.3), ev(1.0, g, 0.2)],
+                  checkpoint=ckpt)
+        write_run(tmp_path, "scale_S", f"slas_s{seed}", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.3), ev(1.0, sl, 0.3)],
+                  checkpoint=ckpt)
+    write_run(tmp_path, "main", "grpo_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.3, 0.4)])
+    write_run(tmp_path, "main", "slas_s0", [ev(0.8, 0.3, 0.4), ev(0.9, 0.3, 0.4), ev(1.0, 0.25, 0.4)])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in st.scale_table(tmp_path)[2:] if line.startswith("| ")}
+    assert sorted(rows) == ["M", "S"]  # no L runs: no L row
+    s = rows["S"]
+    assert s[1] == "1,234" and s[2] == "2" and s[3] == "30.0 ± 0.0"
+    assert s[6].startswith("+5.0 ± ") and s[7] == "+10.0 ± 0.0"  # OOD gold +10/0; held-out +10 at both seeds
+    assert s[10] == "2 of 2"  # grpo: proxy up, OOD gold 10 and 20 points below its best of 30
+    m = rows["M"]
+    assert m[1] == "4,207,340" and m[6] == "-5.0" and m[10] == "0 of 1"  # shipped M; one pair: no CI
+    assert "- S: slas − grpo final OOD gold per seed +10.0, +0.0 pts; 95% t interval [-58.53, +68.53]" in \
+        st.scale_table(tmp_path)
