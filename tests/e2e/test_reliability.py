@@ -115,3 +115,19 @@ def test_reward_of_the_wrong_shape_is_named():
     score = rewards.build({"test_wrong_shape": 1.0})
     with pytest.raises(ValueError, match="test_wrong_shape.*returned shape"):
         score(np.zeros((2, 32, 32, 3), np.uint8), ["a", "b"], [{}, {}])
+
+
+def test_a_shipped_config_by_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    assert main(["config", "show", "--config", "toy_dancegrpo"]) == 0
+    out = capsys.readouterr().out
+    assert "objective: ppo_sde" in out and "# the policy objective" in out  # values with their documentation
+    assert main(["config", "check", "toy_slas", "flux_slas.yaml"]) == 0
+
+
+@pytest.mark.parametrize("command, default", [("sample", "(default: 8)"), ("sample", "(default: grid.png)"),
+                                              ("compare", "(default 2)")])
+def test_help_shows_defaults(command, default, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and default in " ".join(capsys.readouterr().out.split())

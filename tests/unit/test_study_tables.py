@@ -101,3 +101,32 @@ def test_scale_table_pairs_each_size(tmp_path):
     assert m[1] == "4,207,340" and m[6] == "-5.0" and m[10] == "0 of 1"  # shipped M; one pair: no CI
     assert "- S: slas − grpo final OOD gold per seed +10.0, +0.0 pts; 95% t interval [-58.53, +68.53]" in \
         st.scale_table(tmp_path)
+
+
+def test_part2_gold_stats_reach_and_area():
+    rows = [{"iteration": 0, "eval/gold_accuracy": 0.30}, {"iteration": 20, "eval/gold_accuracy": 0.34},
+            {"iteration": 40, "eval/gold_accuracy": 0.41}, {"iteration": 60, "eval/gold_accuracy": 0.38}]
+    s = st.gold_stats(rows)
+    assert s["to_5"] == 40  # 0.34 < 0.35 at 20; 0.41 >= 0.35 at 40
+    assert s["to_10"] == 40
+    assert s["d_heldout"] == pytest.approx(0.08)
+    # trapezoids of the gain over iteration 0: (0 + .04)/2*20 + (.04 + .11)/2*20 + (.11 + .08)/2*20 = 3.8, / 60
+    assert s["auc"] == pytest.approx(3.8 / 60)
+    assert st.reach(rows, 0.2) != st.reach(rows, 0.2)  # never: NaN
+
+
+def test_part2_verdicts_follow_the_paired_intervals(tmp_path):
+    def arm_rows(gain):
+        return [{"iteration": 0, "eval/gold_accuracy": 0.3, "eval/exact_count": 0.7},
+                {"iteration": 10, "eval/gold_accuracy": 0.3 + gain, "eval/exact_count": 0.7}]
+
+    better = {"grpo": {s: arm_rows(0.05 + 0.01 * s) for s in range(5)},
+              "slas": {s: arm_rows(0.15 + 0.011 * s) for s in range(5)}}
+    lines = st.gold_verdicts(better)
+    assert lines[0].startswith("1. faster training dynamics: supported")
+    assert lines[1].startswith("2. better out-of-domain (held-out compositions): supported")
+    worse = {"grpo": better["slas"], "slas": better["grpo"]}
+    assert st.gold_verdicts(worse)[1].startswith("2. better out-of-domain (held-out compositions): contradicted")
+    noisy = {"grpo": {s: arm_rows(0.1) for s in range(5)},
+             "slas": {s: arm_rows(0.1 + (0.05 if s % 2 else -0.05)) for s in range(5)}}
+    assert "not supported" in st.gold_verdicts(noisy)[1]

@@ -365,11 +365,22 @@ def cmd_report(args) -> None:
     print(f"wrote {write_report(runs, out)}")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows each option's default, unless it is None or False or its help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     """Sub-command parsers that show each option's default in --help."""
 
     def __init__(self, *a, **kw):
-        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kw.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*a, **kw)
 
 
