@@ -53,13 +53,14 @@ class FluxBackbone:
 
     prediction = "velocity"
 
-    def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, *,
-                 resolution: int = DEFAULT_RESOLUTION, guidance_scale: float | None = None,
-                 max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH, lora: dict | None = None,
-                 trainable: list[str] | None = None, gradient_checkpointing: bool = False, device: str = "auto",
-                 dtype: str = "bfloat16", embed_cache: str | None = None, identity: dict | None = None):
-        self.device = common.resolve_device(device)
-        self.dtype = common.compute_dtype(self.device, dtype)
+    def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, m,
+                 identity: dict | None = None):
+        """The components and the ``model`` config section ``m`` (slas.config.ModelConfig); ``identity`` keys the
+        prompt-embedding cache (the model folder)."""
+        resolution, guidance_scale = m.resolution or DEFAULT_RESOLUTION, m.guidance_scale
+        max_sequence_length = m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
+        self.device = common.resolve_device(m.device)
+        self.dtype = common.compute_dtype(self.device, m.dtype)
         vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         if resolution % (2 * vae_scale):
             raise ValueError(f"model.resolution {resolution} must be a multiple of {2 * vae_scale} for FLUX "
@@ -73,8 +74,8 @@ class FluxBackbone:
                              "branch here: leave model.guidance_scale unset")
         else:
             self.guidance = None
-        common.setup_denoiser(transformer, lora=lora, trainable=list(trainable or []),
-                              gradient_checkpointing=gradient_checkpointing, device=self.device, dtype=self.dtype)
+        common.setup_denoiser(transformer, lora=common.lora_options(m), trainable=list(m.trainable or []),
+                              gradient_checkpointing=m.gradient_checkpointing, device=self.device, dtype=self.dtype)
         self.transformer = self.module = transformer
         self.vae = common.frozen(vae, self.device, self.dtype)
         self.text_encoder = common.frozen(text_encoder, self.device, self.dtype)
@@ -82,8 +83,8 @@ class FluxBackbone:
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
         self.max_sequence_length = max_sequence_length
         self.img_ids = image_ids(h // 2, w // 2).to(self.device)  # [(h/2)(w/2), 3]
-        self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="flux", dtype=str(self.dtype),
-                                                         max_sequence_length=max_sequence_length)) if embed_cache else None
+        self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="flux", dtype=str(self.dtype),
+                                                           max_sequence_length=max_sequence_length)) if m.embed_cache else None
 
     @staticmethod
     def check(cfg) -> None:
@@ -108,10 +109,7 @@ class FluxBackbone:
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
             T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", local_files_only=True),
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
-            resolution=m.resolution or DEFAULT_RESOLUTION, guidance_scale=m.guidance_scale,
-            max_sequence_length=m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH, lora=common.lora_options(m),
-            trainable=m.trainable, gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
-            embed_cache=m.embed_cache, identity={"path": str(path.resolve())},
+            m, identity={"path": str(path.resolve())},
         )
 
     # ---- Backbone protocol --------------------------------------------------------------------------

@@ -26,16 +26,16 @@ class SDBackbone:
     prediction = "epsilon"
     cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, *, resolution: int | None = None,
-                 guidance_scale: float | None = None, cfg_detach_uncond: bool = False, lora: dict | None = None,
-                 trainable: list[str] | None = None, gradient_checkpointing: bool = False, device: str = "auto",
-                 dtype: str = "bfloat16", embed_cache: str | None = None, identity: dict | None = None):
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, m, identity: dict | None = None):
+        """The components and the ``model`` config section ``m`` (slas.config.ModelConfig); ``identity`` keys the
+        prompt-embedding cache (the model folder)."""
+        resolution, guidance_scale, cfg_detach_uncond = m.resolution or None, m.guidance_scale, m.cfg_detach_uncond
         pred = scheduler.config.get("prediction_type", "epsilon")
         if pred != "epsilon":
             raise ValueError(f"the scheduler config says prediction_type {pred!r}; the SD1.x adapter and its DDIM "
                              "sampler need epsilon prediction (SD 2.x 768-v models predict v)")
-        self.device = common.resolve_device(device)
-        self.dtype = common.compute_dtype(self.device, dtype)
+        self.device = common.resolve_device(m.device)
+        self.dtype = common.compute_dtype(self.device, m.dtype)
         vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         resolution = resolution or unet.config.sample_size * vae_scale  # SD1.4: 64 x 8 = 512
         if resolution % vae_scale:
@@ -44,14 +44,14 @@ class SDBackbone:
         self.alphas_cumprod = scheduler.alphas_cumprod.float()  # [L] the DDIM schedule (sampler_for)
         self.guidance = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
         self.cfg_detach_uncond = cfg_detach_uncond
-        common.setup_denoiser(unet, lora=lora, trainable=list(trainable or []),
-                              gradient_checkpointing=gradient_checkpointing, device=self.device, dtype=self.dtype)
+        common.setup_denoiser(unet, lora=common.lora_options(m), trainable=list(m.trainable or []),
+                              gradient_checkpointing=m.gradient_checkpointing, device=self.device, dtype=self.dtype)
         self.unet = self.module = unet
         self.vae = common.frozen(vae, self.device, self.dtype)
         self.text_encoder = common.frozen(text_encoder, self.device, self.dtype)
         self.tokenizer = tokenizer
-        self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="sd", dtype=str(self.dtype))
-                                       ) if embed_cache else None
+        self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="sd", dtype=str(self.dtype))
+                                       ) if m.embed_cache else None
         self._negative: dict[str, torch.Tensor] | None = None
 
     @staticmethod
@@ -74,9 +74,7 @@ class SDBackbone:
             CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
             DDIMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True),
-            resolution=m.resolution or None, guidance_scale=m.guidance_scale, cfg_detach_uncond=m.cfg_detach_uncond,
-            lora=common.lora_options(m), trainable=m.trainable, gradient_checkpointing=m.gradient_checkpointing,
-            device=m.device, dtype=m.dtype, embed_cache=m.embed_cache, identity={"path": str(path.resolve())},
+            m, identity={"path": str(path.resolve())},
         )
 
     # ---- Backbone protocol --------------------------------------------------------------------------

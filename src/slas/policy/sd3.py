@@ -33,14 +33,14 @@ class SD3Backbone:
     prediction = "velocity"
     cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
-    def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3=None,
-                 tokenizer_3=None, *, resolution: int | None = None, guidance_scale: float | None = None,
-                 cfg_detach_uncond: bool = False, max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
-                 lora: dict | None = None, trainable: list[str] | None = None, gradient_checkpointing: bool = False,
-                 device: str = "auto", dtype: str = "bfloat16", embed_cache: str | None = None,
-                 identity: dict | None = None):
-        self.device = common.resolve_device(device)
-        self.dtype = common.compute_dtype(self.device, dtype)
+    def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3, tokenizer_3,
+                 m, identity: dict | None = None):
+        """The components (no T5: ``text_encoder_3`` and ``tokenizer_3`` None) and the ``model`` config section
+        ``m`` (slas.config.ModelConfig); ``identity`` keys the prompt-embedding cache (the model folder)."""
+        resolution, guidance_scale, cfg_detach_uncond = m.resolution or None, m.guidance_scale, m.cfg_detach_uncond
+        max_sequence_length = m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
+        self.device = common.resolve_device(m.device)
+        self.dtype = common.compute_dtype(self.device, m.dtype)
         vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         patch = transformer.config.patch_size
         resolution = resolution or transformer.config.sample_size * vae_scale  # SD3.5-M: 128 x 8 = 1024
@@ -50,8 +50,8 @@ class SD3Backbone:
         self.sample_shape = (transformer.config.in_channels, resolution // vae_scale, resolution // vae_scale)
         self.guidance = DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
         self.cfg_detach_uncond = cfg_detach_uncond
-        common.setup_denoiser(transformer, lora=lora, trainable=list(trainable or []),
-                              gradient_checkpointing=gradient_checkpointing, device=self.device, dtype=self.dtype)
+        common.setup_denoiser(transformer, lora=common.lora_options(m), trainable=list(m.trainable or []),
+                              gradient_checkpointing=m.gradient_checkpointing, device=self.device, dtype=self.dtype)
         self.transformer = self.module = transformer
         self.vae = common.frozen(vae, self.device, self.dtype)
         self.text_encoders = [common.frozen(e, self.device, self.dtype) for e in (text_encoder, text_encoder_2)]
@@ -59,8 +59,8 @@ class SD3Backbone:
         self.tokenizers = [tokenizer, tokenizer_2]
         self.tokenizer_3 = tokenizer_3
         self.max_sequence_length = max_sequence_length
-        self.cache = common.EmbedCache(embed_cache, dict(identity or {}, backbone="sd3", dtype=str(self.dtype),
-                                                         max_sequence_length=max_sequence_length)) if embed_cache else None
+        self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="sd3", dtype=str(self.dtype),
+                                                           max_sequence_length=max_sequence_length)) if m.embed_cache else None
         self._negative: dict[str, torch.Tensor] | None = None
 
     @staticmethod
@@ -89,10 +89,7 @@ class SD3Backbone:
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
             T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", local_files_only=True) if has_t5 else None,
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_3", local_files_only=True) if has_t5 else None,
-            resolution=m.resolution or None, guidance_scale=m.guidance_scale, cfg_detach_uncond=m.cfg_detach_uncond,
-            max_sequence_length=m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH, lora=common.lora_options(m),
-            trainable=m.trainable, gradient_checkpointing=m.gradient_checkpointing, device=m.device, dtype=m.dtype,
-            embed_cache=m.embed_cache, identity={"path": str(path.resolve())},
+            m, identity={"path": str(path.resolve())},
         )
 
     # ---- Backbone protocol --------------------------------------------------------------------------
