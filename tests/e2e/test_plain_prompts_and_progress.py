@@ -120,6 +120,7 @@ def test_compare_shows_one_bar_with_each_running_runs_iteration(tmp_path, monkey
         return real_popen([sys.executable, "-c", child, out], **kw)
 
     monkeypatch.setattr(cmp.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(cmp, "LOG_REFRESH_S", 1.0)  # stderr is captured here, not a terminal
     codes = cmp.execute(specs, tmp_path, jobs=2, threads=1, log=lambda *_: None)
     assert codes == {"grpo_s0": 0, "slas_s0": 0}
     texts = [p for p in bars if isinstance(p, str)]

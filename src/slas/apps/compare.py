@@ -163,6 +163,9 @@ def status(spec: RunSpec) -> str:
 # ----------------------------------------------------------------------------
 
 
+LOG_REFRESH_S = 60.0  # the progress bar's refresh when stderr is a file, not a terminal (1 s there)
+
+
 def default_jobs(threads: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, threads))
@@ -220,6 +223,7 @@ def execute(specs: list[RunSpec], out: Path, jobs: int, threads: int, log=print,
                disable=not progress or not todo)
     by_name = {spec.name: spec for spec, _ in todo}
     shown = 0.0
+    every = 1.0 if sys.stderr.isatty() else LOG_REFRESH_S
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -243,7 +247,7 @@ def execute(specs: list[RunSpec], out: Path, jobs: int, threads: int, log=print,
                 msg = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see logs/{name}.log)"
                 log(f"{msg} {name} in {(time.time() - t0) / 60:.1f} min")
                 bar.update(1)
-            if running and time.time() - shown >= 1.0:  # each running run's latest iteration, once a second
+            if running and time.time() - shown >= every:  # each running run's latest iteration
                 bar.set_postfix_str(progress_text([by_name[n] for n in running]), refresh=True)
                 shown = time.time()
     finally:  # interrupted: stop the processes this call started (each resumes next time)
