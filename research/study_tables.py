@@ -291,6 +291,9 @@ def gold_stats(rows: list[dict]) -> dict[str, float]:
         "d_exact_count": last("eval/exact_count") - first("eval/exact_count"),
         "final_debris": last("eval/debris"), "d_debris": last("eval/debris") - first("eval/debris"),
     }
+    rew = series(rows, "train/reward_mean")  # the training reward (the strict partial credit on train prompts)
+    out["early_reward"] = sum(v for i, v in rew if i <= 20) / max(1, sum(1 for i, _ in rew if i <= 20))
+    out["late_reward"] = sum(v for _, v in rew[-20:]) / max(1, len(rew[-20:]))
     for rise in RISES:
         out[f"to_{round(100 * rise)}"] = reach(rows, rise)
     for t in TAGS:
@@ -330,7 +333,7 @@ def gold_paired(arms: dict[str, dict[int, list[dict]]], arm: str, ref: str = "gr
     seeds = sorted(set(arms.get(arm, {})) & set(arms.get(ref, {})))
     a = {s: gold_stats(arms[arm][s]) for s in seeds}
     b = {s: gold_stats(arms[ref][s]) for s in seeds}
-    keys = [k for k, *_ in GOLD_COLS] + [f"d_tag_{t}" for t in TAGS]
+    keys = [k for k, *_ in GOLD_COLS] + [f"d_tag_{t}" for t in TAGS] + ["early_reward", "late_reward"]
     return {k: t_interval([a[s][k] - b[s][k] for s in seeds]) for k in keys}
 
 
@@ -370,20 +373,25 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
         return [f"(needs finished {arm} and {ref} runs)"]
     d = gold_paired(arms, arm, ref)
 
-    def show(k: str, sc: float = 100, unit: str = "pts") -> str:
+    def show(k: str, sc: float = 100, unit: str = "pts", digits: int = 1) -> str:
         ci = d[k]
-        return f"{sc * ci['mean']:+.1f} ± {sc * ci['half']:.1f} {unit} (n = {ci['n']})"
+        return f"{sc * ci['mean']:+.{digits}f} ± {sc * ci['half']:.{digits}f}{' ' + unit if unit else ''} (n = {ci['n']})"
 
     speed = [_sign(d["auc"]), -_sign(d["to_5"]), -_sign(d["to_10"])]
     v1 = ("supported" if max(speed) > 0 and min(speed) >= 0 else "contradicted" if min(speed) < 0 and max(speed) <= 0
           else "not supported (the paired intervals hold 0)" if max(speed) == 0 else "mixed")
     v2 = {1: "supported", -1: "contradicted", 0: "not supported (the paired interval holds 0)"}[_sign(d["d_heldout"])]
-    falls = [t for t in TAGS if _sign(d[f"d_tag_{t}"]) < 0] + (["exact count"] if _sign(d["d_exact_count"]) < 0 else [])
+    keys5 = [f"d_tag_{t}" for t in TAGS] + ["d_exact_count"]
+    name5 = {k: k.removeprefix("d_tag_").replace("d_exact_count", "exact count") for k in keys5}
+    falls = [name5[k] for k in keys5 if _sign(d[k]) < 0]
+    rises = [f"{name5[k]} {show(k)}" for k in keys5 if _sign(d[k]) > 0]
     v5 = (f"contradicted ({', '.join(falls)} fall against {ref})" if falls else
-          "supported" if _sign(d["d_exact_count"]) > 0 else "not supported (no per-tag or exact-count difference "
-          "resolved)")
+          f"supported where resolved (no tag falls; resolved rises: {'; '.join(rises)})" if rises else
+          "not supported (no per-tag or exact-count difference resolved)")
     return [f"1. faster training dynamics: {v1}. Mean held-out gain over the run {show('auc')}; iterations to +5 "
-            f"{show('to_5', 1, 'iterations')}, to +10 {show('to_10', 1, 'iterations')} (seeds where both reached).",
+            f"{show('to_5', 1, 'iterations')}, to +10 {show('to_10', 1, 'iterations')} (seeds where both reached); "
+            f"training reward over iterations 1-20 {show('early_reward', 1, '', 3)}, over the last 20 "
+            f"{show('late_reward', 1, '', 3)}; final in-domain strict accuracy {show('d_id')}.",
             f"2. better out-of-domain (held-out compositions): {v2}. Final held-out {show('d_heldout')}.",
             f"5. fidelity (per-tag, exact count): {v5}. Exact count {show('d_exact_count')}.",
             "3. less reward hacking, 4. better with scale: not tested in part 2 (the gold reward cannot be hacked; "

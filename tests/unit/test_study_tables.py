@@ -130,3 +130,16 @@ def test_part2_verdicts_follow_the_paired_intervals(tmp_path):
     noisy = {"grpo": {s: arm_rows(0.1) for s in range(5)},
              "slas": {s: arm_rows(0.1 + (0.05 if s % 2 else -0.05)) for s in range(5)}}
     assert "not supported" in st.gold_verdicts(noisy)[1]
+
+
+def test_part2_fidelity_verdict_names_resolved_tags():
+    def rows(tag_gain):
+        return [{"iteration": 0, "eval/gold_accuracy": 0.3, "eval/exact_count": 0.7, "eval/strict/colors": 0.2},
+                {"iteration": 10, "eval/gold_accuracy": 0.35, "eval/exact_count": 0.7,
+                 "eval/strict/colors": 0.2 + tag_gain}]
+
+    arms = {"grpo": {s: rows(0.0 + 0.01 * s) for s in range(5)}, "slas": {s: rows(0.2 + 0.012 * s) for s in range(5)}}
+    line = st.gold_verdicts(arms)[2]
+    assert line.startswith("5. fidelity (per-tag, exact count): supported where resolved") and "colors +" in line
+    arms = {"grpo": arms["slas"], "slas": arms["grpo"]}
+    assert "contradicted (colors fall against grpo)" in st.gold_verdicts(arms)[2]
