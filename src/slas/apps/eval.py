@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,20 +386,23 @@ def _sampler_name(model: Model) -> str:
 # ----------------------------------------------------------------------------
 
 
-class Suite:
+class Suite(ABC):
     """One ``slas eval --suite``: ``run`` samples (or reads) images and scores them into per-image records and run
     info; ``summarize`` turns them into the suite's scores; ``format`` is the table the CLI prints."""
 
     name = ""
 
+    @abstractmethod
     def run(self, opts: EvalOptions, model: Model | None, progress: Progress | None) -> tuple[list[dict], dict]:
-        raise NotImplementedError
+        """Per-image records and the run's info (settings, timings; ``scores`` for suites that summarise while
+        scoring)."""
 
     def summarize(self, records: list[dict], info: dict) -> dict:
         return info.pop("scores")  # the suite's own summary, computed while scoring
 
+    @abstractmethod
     def format(self, summary: dict) -> str:
-        raise NotImplementedError
+        """The table ``slas eval`` prints for ``summary``."""
 
 
 class GenEvalSuite(Suite):

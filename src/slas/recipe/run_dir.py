@@ -2,7 +2,7 @@
 
 ``run_dir/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object per logged
 iteration; ``MetricsLog`` writes it, ``read_metrics`` is the one reader), ``curves.png``, ``samples/`` and
-``checkpoints/iter_XXXXXX/``.
+``checkpoints/iter_NNNNNN/``.
 
 A checkpoint directory holds everything that changes future updates:
 
@@ -430,7 +430,7 @@ class LoadedRun:
     cfg: Any
     """The run's ``slas.config.Config`` (its config.yaml, with ``run.out_dir`` = the run directory)."""
     checkpoint: Path
-    """The checkpoint directory read (``checkpoints/iter_XXXXXX``)."""
+    """The checkpoint directory read (``checkpoints/iter_NNNNNN``)."""
     iteration: int
     """The training iteration of that checkpoint."""
     ema: bool
