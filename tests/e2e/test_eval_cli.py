@@ -306,27 +306,12 @@ def test_mask2former_scores_an_image_folder_from_the_cli(tiny_detector_dirs, tmp
 @pytest.fixture(scope="module")
 def tiny_sd_pipeline(tmp_path_factory):
     """A stock StableDiffusionPipeline of tiny random components, saved as a local folder."""
-    import diffusers as d
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
+
+    from _tinypipes import build_pipeline
 
     words = [f"a photo of a {c} {o}" for c in geneval.COLORS for o in ("cup", "dog", "bench")]
-    tok = CLIPTokenizer(model_max_length=77).train_new_from_iterator(words * 5, vocab_size=400)
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                        num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    vae = d.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-                          down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                          block_out_channels=[8, 16, 32, 32], layers_per_block=1, norm_num_groups=8)
-    unet = d.UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                  block_out_channels=[32, 64], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                                  up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], cross_attention_dim=32,
-                                  attention_head_dim=8, norm_num_groups=8)
-    sched = d.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                            set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
-    pipe = d.StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                     safety_checker=None, feature_extractor=None, image_encoder=None,
-                                     requires_safety_checker=False)
+    pipe = build_pipeline("sd", CLIPTokenizer(model_max_length=77).train_new_from_iterator(words * 5, vocab_size=400))
     path = tmp_path_factory.mktemp("pipe") / "sd"
     pipe.save_pretrained(path)
     return path

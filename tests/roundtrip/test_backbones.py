@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from _tinypipes import build_pipeline, clip_text
 from slas.algo.samplers import DDIMSampler, FlowSampler, ddim_alphas, flow_sigmas, sampler_for
 from slas.algo.samplers.rollout import rollout
 from slas.apps.cli import main
@@ -74,68 +75,6 @@ def toks():
     return clip, t5
 
 
-def _clip_text(tok, projection: bool):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
-                         layer_norm_eps=1e-5, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
-
-
-def _t5(tok):
-    from transformers import T5Config, T5EncoderModel
-
-    return T5EncoderModel(T5Config(vocab_size=len(tok), d_model=64, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
-                                   relative_attention_num_buckets=8, relative_attention_max_distance=32,
-                                   dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-                                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-
-
-def _vae(sd: bool):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                         block_out_channels=[8, 16, 32, 32], layers_per_block=1, norm_num_groups=8,
-                         use_quant_conv=sd, use_post_quant_conv=sd, shift_factor=None if sd else 0.1,
-                         scaling_factor=0.18215 if sd else 1.5)  # 8x down: 64 px <-> 4 x 8 x 8
-
-
-def build_pipeline(kind: str, toks):
-    """A stock diffusers pipeline of tiny random components."""
-    import diffusers as d
-
-    clip_tok, t5_tok = toks
-    torch.manual_seed(0)
-    if kind == "flux":
-        flux = d.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64,
-                                        pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=[4, 6, 6])
-        sched = d.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
-        return d.FluxPipeline(scheduler=sched, vae=_vae(False), text_encoder=_clip_text(clip_tok, False),
-                              tokenizer=clip_tok, text_encoder_2=_t5(t5_tok), tokenizer_2=t5_tok, transformer=flux)
-    if kind == "sd3":
-        sd3 = d.SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
-                                      attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64,
-                                      caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16)
-        sched = d.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
-        return d.StableDiffusion3Pipeline(transformer=sd3, scheduler=sched, vae=_vae(False),
-                                          text_encoder=_clip_text(clip_tok, True), tokenizer=clip_tok,
-                                          text_encoder_2=_clip_text(clip_tok, True), tokenizer_2=clip_tok,
-                                          text_encoder_3=_t5(t5_tok), tokenizer_3=t5_tok)
-    unet = d.UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                  block_out_channels=[32, 64], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                                  up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], cross_attention_dim=32,
-                                  attention_head_dim=8, norm_num_groups=8)
-    sched = d.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                            set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
-    return d.StableDiffusionPipeline(vae=_vae(True), text_encoder=_clip_text(clip_tok, False), tokenizer=clip_tok,
-                                     unet=unet, scheduler=sched, safety_checker=None, feature_extractor=None,
-                                     image_encoder=None, requires_safety_checker=False)
-
-
 @pytest.fixture(scope="module")
 def clip_reward(tmp_path_factory, toks):
     """A tiny random CLIPModel for the `clip_score` reward (64 px, patch 8), with its tokenizer."""
@@ -144,7 +83,7 @@ def clip_reward(tmp_path_factory, toks):
     d = tmp_path_factory.mktemp("clip_reward")
     tok = toks[0]
     torch.manual_seed(1)
-    text = _clip_text(tok, False).config.to_dict()
+    text = clip_text(tok, False).config.to_dict()
     vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=64,
                   patch_size=8, num_channels=3, hidden_act="gelu")
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(d)
@@ -188,7 +127,7 @@ def model_dirs(tmp_path_factory, toks):
     """kind -> the tiny random pipeline saved as a local diffusers folder (built once, read by every run)."""
     d = tmp_path_factory.mktemp("models")
     for kind in RUNS:
-        build_pipeline(kind, toks).save_pretrained(d / kind)
+        build_pipeline(kind, *toks).save_pretrained(d / kind)
     return {kind: d / kind for kind in RUNS}
 
 
@@ -410,7 +349,7 @@ def test_forward_process_of_the_samplers():
 def test_backbones_satisfy_the_protocol_and_encode_like_the_pipelines(tmp_path, toks):
     """Each adapter's prompt encoding equals its pipeline's encode_prompt; the protocol holds."""
     for kind in RUNS:
-        pipe = build_pipeline(kind, toks)
+        pipe = build_pipeline(kind, *toks)
         pipe.save_pretrained(tmp_path / kind)
         cfg = load_config(None, [f"model.backbone={kind}", f"model.path={tmp_path / kind}", "model.resolution=64",
                                  "model.max_sequence_length=16", "model.device=cpu", "data.prompts=x.txt",
