@@ -167,6 +167,10 @@ class TrainConfig:
     """optimizer steps per iteration (gradient accumulation chunks)"""
     micro_batch: int = 64
     """(sample, timestep) pairs per forward/backward"""
+    drop_zero_advantage: bool = False
+    """leave samples whose advantage is exactly 0 (zero-spread groups) out of the loss and its mean, as Flow-GRPO does
+    (scripts/train_sd3.py:796-817 at ac4c86e); false keeps them in the denominator (DanceGRPO), and under nft they
+    pull the policy towards v_old (r = 1/2)"""
     lr: float = 1e-4
     """AdamW learning rate (peak, after warmup)"""
     weight_decay: float = 1e-4

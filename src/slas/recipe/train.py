@@ -312,8 +312,11 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
         adv, adv_stats = advantages.compute_with_stats(a.estimator, r, world.gather(ro.group_ids),
                                                        adv_clip=a.adv_clip, **a.params)
         finite = advantages.finite_mask(r)  # [N]: NaN/inf rewards never reach the loss
+        # [N] the samples the loss averages over; Flow-GRPO also drops zero advantages (train_sd3.py:796-817), but
+        # by re-sampling per rank, which weights ranks unequally: here the step stays the exact mean over all ranks
+        used = finite & (adv != 0) if t.drop_zero_advantage else finite
         adv = adv[rows].float().to(device)  # [n] this process's samples
-        weight = finite[rows].float().to(device)  # [n]
+        weight = used[rows].float().to(device)  # [n]
 
         # ---- 4. TRAIN: K (sample, step) pairs per sample, train.objective on each ---------
         t0 = time.time()
@@ -353,17 +356,17 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
                 optimizer.zero_grad(set_to_none=True)
                 span = slice(u * per_update, (u + 1) * per_update)
                 batches = distributed.micro_batches(n_idx[span], t_idx[span], rows, t.micro_batch, world)
-                step_finite = int(finite[n_idx[span]].sum())  # finite pairs of this optimizer step, every rank's
+                step_used = int(used[n_idx[span]].sum())  # the pairs of this optimizer step in the loss, every rank's
                 for j, mb in enumerate(batches):
                     n, ts = mb.n, mb.ts  # [M] this process's samples, their step indices
                     tm = step_fn.model_time(ts)  # [M] the backbone's time input (sigma, or DDPM timestep)
                     c = (encode([metas[i]["prompt"] for i in ro.prompt_ids[n].tolist()], grad=True)
                          if cfg.model.train_text_encoder else index_cond(cond, ro.prompt_ids[n]))
                     w = weight[n] if mb.pairs else torch.zeros_like(weight[n])  # a padding micro-batch counts for nothing
-                    # each loss is the mean over its micro-batch's finite pairs; scaled by their number over the
-                    # optimizer step's finite pairs (all ranks), the step's gradient is the exact mean over those
+                    # each loss is the mean over its micro-batch's used pairs; scaled by their number over the
+                    # optimizer step's used pairs (all ranks), the step's gradient is the exact mean over those
                     # pairs (x processes, because DDP / FSDP average over ranks)
-                    scale = (w > 0).sum() * world.size / max(step_finite, 1)
+                    scale = (w > 0).sum() * world.size / max(step_used, 1)
                     if forward:
                         with policy.accumulate(sync=j == len(batches) - 1):
                             x_t, level, target = noised_pairs(step_fn, ro.x0[n], ts, noise_seed,
@@ -434,6 +437,7 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
             "train/adv_clip_frac": adv_stats["clip_frac"],
             "train/zero_std_groups": adv_stats["zero_std_groups"],
             "train/n_nonfinite_rewards": adv_stats["n_nonfinite"],
+            "train/n_in_loss": int(used.sum()),  # samples the loss averages over (all ranks)
             # the objective's loss diagnostics (losses.PPO_STATS / NFT_STATS / AWM_STATS; kl_mean is train/kl)
             **{f"train/{'kl' if k == 'kl_mean' else k}": v for k, v in acc.items() if k != "adv_mean"},
             "train/grad_norm": float(np.mean([float(gn) for gn in grad_norms])),
