@@ -7,12 +7,35 @@ set -euo pipefail
 OUT=${1:-runs/study}
 PART=${2:-all}
 SLAS=${SLAS:-.venv/bin/slas}
+LAM=${LAM:-4}  # part 2's toy_biased strength, from its probe
 part2() {
+  # Every part 2 arm: 5 seeds, 120 iterations of configs/toy_slas.yaml (the proxies: 60), 2 runs at a time x 1
+  # thread: about 17 min per 120-iteration M run (S: less). In the order they were run; each line resumes or skips.
   local c2=(--config configs/toy_slas.yaml --seeds 5 --jobs 2 --threads 1)
-  # 1. DanceGRPO's estimator against SLAS (gamma 1), then the other estimators and the gamma sweep
+  local biased=('reward.weights={toy_biased: 1.0}')
+  # 1. the gold reward: DanceGRPO's estimator against SLAS (gamma 1)
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_main"
+  # 2. a hackable proxy: the strength probe (grpo, seed 0, 60 iterations: docs/shapesworld-study.md), then both
+  #    arms at the chosen strength; 60 iterations (DanceGRPO has hacked by then) evaluated every 10, so the
+  #    monitor's early-stop rule (3 evaluations in a row) can fire
+  $SLAS compare "${c2[@]}" --seeds 1 --methods grpo --sweep reward.options.toy_biased.lam=0.5,2,4,8 \
+    --out "$OUT/part2_hack_probe" "${biased[@]}" train.iterations=60
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack" "${biased[@]}" \
+    reward.options.toy_biased.lam="$LAM" train.iterations=60 eval.every=10
+  # 3. scale: S on the gold reward (M is part2_main), then L
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_S" model.checkpoint=toy_S
+  # 2b. the learned preference proxy (the closest analogue of HPS)
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_pref" 'reward.weights={toy_pref: 1.0}' \
+    train.iterations=60 eval.every=10
+  # 1b. the other estimators and the gamma sweep on the gold reward
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_estimators"
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_gamma"
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
+  # 4. SLAS's open details on the gold reward, one at a time against slas at its defaults (part2_main)
+  $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.normalize=after --out "$OUT/part2_normalize"
+  $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.batch_std_of=rewards --out "$OUT/part2_batch_std_of"
+  $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.recenter=true --out "$OUT/part2_recenter"
+  $SLAS compare "${c2[@]}" --methods slas --sweep train.drop_zero_advantage=true --out "$OUT/part2_drop_zero"
 }
 if [ "$PART" = part2 ]; then part2; exit 0; fi
 common=(--config configs/toy_hack.yaml --seeds 5 --jobs 2 --threads 1)

@@ -30,6 +30,7 @@ import functools
 import json
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -40,9 +41,14 @@ from slas.config import load_config  # noqa: E402
 from slas.evals.stats import t_interval  # noqa: E402
 from slas.recipe.run_dir import read_metrics  # noqa: E402
 from slas.toyworld.model import resolve_checkpoint  # noqa: E402
+from slas.toyworld.monitor import should_stop  # noqa: E402
 
 PARTS = ["main", "gamma", "recenter", "normalize", "batch_std_of"]
-PART2 = ["part2_main", "part2_estimators", "part2_gamma"]  # part 2: the default recipe (nft) on the strict gold reward
+PART2 = ["part2_main", "part2_estimators", "part2_gamma",  # part 2: the default recipe (nft) on the strict gold reward
+         "part2_normalize", "part2_batch_std_of", "part2_recenter", "part2_drop_zero"]  # and SLAS's open details
+PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased at a few strengths, one seed
+PART2_PROXY = ["part2_hack", "part2_pref"]  # part 2 under a hackable proxy: toy_biased at the chosen strength, toy_pref
+PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
 RISES = (0.05, 0.10)  # part 2: iterations until the held-out strict accuracy reaches iteration 0's + these
 # the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
 SCALE_PARTS = {"S": "scale_S", "M": "main", "L": "scale_L"}
@@ -161,9 +167,22 @@ def is_hacked(rows: list[dict]) -> bool:
     return p[-1][1] > p[0][1] and g[-1][1] <= max(v for _, v in g) - 0.05
 
 
+def stop_iteration(rows: list[dict], patience: int = 3) -> float:
+    """The first evaluation at which the monitor's early stop (``monitor.early_stop``, ``monitor.patience``) would
+    have stopped the run: in-domain gold score down and proxy up at each of the last ``patience`` evaluations.
+    NaN if never."""
+    trail = []
+    for r in rows:
+        if "monitor/proxy_id" in r and "monitor/gold_score_id" in r:
+            trail.append((r["monitor/proxy_id"], r["monitor/gold_score_id"]))
+            if should_stop(trail, patience):
+                return float(r["iteration"])
+    return math.nan
+
+
 def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> list[str]:
     lines = ["| seed | proxy it. 0 → final | gold OOD it. 0 / best / final % | held-out gold it. 0 → final % "
-             "| hacked? |", "|---|---|---|---|---|"]
+             "| hacked? | monitor's early stop at |", "|---|---|---|---|---|---|"]
     n_hacked = 0
     for seed, rows in sorted(arms.get(arm, {}).items()):
         p = series(rows, "monitor/proxy_id")
@@ -173,11 +192,16 @@ def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> lis
         hacked = is_hacked(rows)
         n_hacked += hacked
         lines.append(f"| {seed} | {p[0][1]:.3f} → {p[-1][1]:.3f} | {100 * g[0][1]:.1f} / {100 * best:.1f} / "
-                     f"{100 * g[-1][1]:.1f} | {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if hacked else 'no'} |")
+                     f"{100 * g[-1][1]:.1f} | {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if hacked else 'no'} "
+                     f"| {_iteration(stop_iteration(rows))} |")
     lines.append("")
     lines.append(f"{arm}: {n_hacked} of {len(arms.get(arm, {}))} seeds hacked (proxy up, out-of-domain gold "
                  "finishing at least 5 points below its best).")
     return lines
+
+
+def _iteration(it: float) -> str:
+    return "never" if math.isnan(it) else f"it. {it:.0f}"
 
 
 def tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
@@ -393,9 +417,119 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
             f"training reward over iterations 1-20 {show('early_reward', 1, '', 3)}, over the last 20 "
             f"{show('late_reward', 1, '', 3)}; final in-domain strict accuracy {show('d_id')}.",
             f"2. better out-of-domain (held-out compositions): {v2}. Final held-out {show('d_heldout')}.",
-            f"5. fidelity (per-tag, exact count): {v5}. Exact count {show('d_exact_count')}.",
-            "3. less reward hacking, 4. better with scale: not tested in part 2 (the gold reward cannot be hacked; "
-            "one model size)."]
+            f"5. fidelity (per-tag, exact count): {v5}. Exact count {show('d_exact_count')}."]
+
+
+def reward_label(arms: dict[str, dict[int, list[dict]]], root: Path, part: str) -> str:
+    """The training reward of a part's runs, as its config names it (``toy_biased {'lam': 2.0}``)."""
+    for cfg in sorted((root / part / "runs").glob("*/config.yaml")):
+        r = load_config(cfg).reward
+        return ", ".join(f"`{k}`" + (f" {r.options[k]}" if r.options.get(k) else "") for k in r.weights)
+    return "?"
+
+
+def probe_table(arms: dict[str, dict[int, list[dict]]]) -> list[str]:
+    """One row per probed arm (its first seed): does DanceGRPO hack at this strength under this objective?"""
+    lines = ["| arm | proxy it. 0 → final | peak hacking gap | Δ saturation | gold OOD it. 0 / best / final % "
+             "| held-out gold it. 0 → final % | hacked? | monitor's early stop at |", "|---" * 8 + "|"]
+    for arm in sorted(arms):
+        rows = arms[arm][min(arms[arm])]
+        s = run_stats(rows)
+        p, g, h = (series(rows, k) for k in ("monitor/proxy_id", "monitor/gold_acc_ood", "eval/gold_accuracy"))
+        lines.append(f"| {arm} | {p[0][1]:.3f} → {p[-1][1]:.3f} | {s['peak_gap']:.3f} | {s['d_saturation']:+.3f} "
+                     f"| {100 * g[0][1]:.1f} / {100 * max(v for _, v in g):.1f} / {100 * g[-1][1]:.1f} "
+                     f"| {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if is_hacked(rows) else 'no'} "
+                     f"| {_iteration(stop_iteration(rows))} |")
+    return lines
+
+
+def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = "slas", ref: str = "grpo") -> str:
+    """Claim 3 under one proxy, from the paired peak hacking gap (the proxy's rise beyond the gold's, gold units)."""
+    if arm not in arms or ref not in arms:
+        return f"3. less reward hacking ({label}): not tested (needs finished {arm} and {ref} runs)"
+    seeds = sorted(set(arms[arm]) & set(arms[ref]))
+    a = {s: run_stats(arms[arm][s]) for s in seeds}
+    b = {s: run_stats(arms[ref][s]) for s in seeds}
+    d = {k: t_interval([a[s][k] - b[s][k] for s in seeds]) for k in ("peak_gap", "final_ood", "d_saturation",
+                                                                      "d_heldout")}
+    n_hacked = {x: sum(is_hacked(arms[x][s]) for s in seeds) for x in (ref, arm)}
+
+    def show(k: str, sc: float = 1, digits: int = 3, unit: str = "") -> str:
+        return f"{sc * d[k]['mean']:+.{digits}f} ± {sc * d[k]['half']:.{digits}f}{unit}"
+
+    sign = _sign(d["peak_gap"])
+    if sign == 0 and not any(n_hacked.values()):
+        verdict = f"not tested (neither arm hacked at any of {len(seeds)} seeds)"
+    else:
+        verdict = {1: "contradicted", -1: "supported", 0: "not supported (the paired interval holds 0)"}[sign]
+    return (f"3. less reward hacking ({label}): {verdict}. Peak hacking gap {show('peak_gap')} (n = {len(seeds)}); "
+            f"saturation change {show('d_saturation')}; final OOD gold {show('final_ood', 100, 1, ' pts')}, "
+            f"held-out {show('d_heldout', 100, 1, ' pts')}; seeds hacked: {ref} {n_hacked[ref]} of {len(seeds)}, "
+            f"{arm} {n_hacked[arm]} of {len(seeds)}.")
+
+
+def gold_scale(root: Path) -> dict[str, dict]:
+    """size -> {params, seeds, paired slas - grpo held-out changes, both arms' stats}, for the sizes with both arms."""
+    out = {}
+    for size, part in PART2_SCALE.items():
+        arms = load_runs(root, [part])
+        seeds = sorted(set(arms.get("slas", {})) & set(arms.get("grpo", {})))
+        if seeds:
+            out[size] = {"params": model_params(root, part), "seeds": seeds,
+                         "slas": [gold_stats(arms["slas"][s]) for s in seeds],
+                         "grpo": [gold_stats(arms["grpo"][s]) for s in seeds]}
+    return out
+
+
+def gold_scale_table(sizes: dict[str, dict]) -> list[str]:
+    lines = ["| model | parameters | pairs | base held-out % | grpo Δ held-out (pts) | slas Δ held-out (pts) "
+             "| slas − grpo: Δ held-out (pts) | mean held-out gain over the run (pts) | Δ in-domain (pts) "
+             "| Δ exact count (pts) |", "|---" * 10 + "|"]
+    for size, x in sizes.items():
+        def diff(k: str, x: dict = x) -> str:
+            return fmt([a[k] - b[k] for a, b in zip(x["slas"], x["grpo"], strict=True)], 100, 1, True)
+
+        base = [b["final_heldout"] - b["d_heldout"] for b in x["grpo"]]
+        n = x["params"]
+        lines.append(f"| {size} | {f'{n:,}' if n else '?'} | {len(x['seeds'])} | {fmt(base, 100, 1)} "
+                     f"| {fmt([b['d_heldout'] for b in x['grpo']], 100, 1, True)} "
+                     f"| {fmt([a['d_heldout'] for a in x['slas']], 100, 1, True)} | {diff('d_heldout')} "
+                     f"| {diff('auc')} | {diff('d_id')} | {diff('d_exact_count')} |")
+    return lines
+
+
+def welch(a: list[float], b: list[float], level: float = 0.95) -> dict:
+    """mean(a) - mean(b) with a Welch-Satterthwaite t half-width (two independent samples)."""
+    from scipy import stats
+
+    va, vb = t_interval(a), t_interval(b)
+    sa, sb = (statistics.variance(x) / len(x) for x in (a, b))
+    df = (sa + sb) ** 2 / (sa ** 2 / (len(a) - 1) + sb ** 2 / (len(b) - 1)) if sa + sb > 0 else math.inf
+    half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(sa + sb) if sa + sb > 0 else 0.0
+    return {"mean": va["mean"] - vb["mean"], "half": half, "n": min(len(a), len(b)),
+            "ci": (va["mean"] - vb["mean"] - half, va["mean"] - vb["mean"] + half)}
+
+
+def scale_verdict(sizes: dict[str, dict]) -> str:
+    """Claim 4 (SLAS's advantage holds or grows with size) on the gold reward: the paired held-out difference at
+    each size, and the change of that difference from the smallest to the largest size (Welch: different runs)."""
+    if len(sizes) < 2:
+        return "4. better with scale (gold reward): not tested (needs two model sizes with slas and grpo runs)"
+    per = {k: [a["d_heldout"] - b["d_heldout"] for a, b in zip(x["slas"], x["grpo"], strict=True)]
+           for k, x in sizes.items()}
+    cis = {k: t_interval(v) for k, v in per.items()}
+    small, large = list(per)[0], list(per)[-1]
+    trend = welch(per[large], per[small])
+    signs = [_sign(c) for c in cis.values()]
+    if _sign(cis[large]) < 0 or _sign(trend) < 0:
+        verdict = "contradicted"
+    elif all(x > 0 for x in signs):
+        verdict = "supported"
+    else:
+        verdict = "not supported (the intervals hold 0)"
+    each = "; ".join(f"{k} {100 * c['mean']:+.1f} ± {100 * c['half']:.1f} pts (n = {c['n']})" for k, c in cis.items())
+    return (f"4. better with scale (gold reward): {verdict}. SLAS − DanceGRPO held-out change per size: {each}; "
+            f"{large} − {small} {100 * trend['mean']:+.1f} ± {100 * trend['half']:.1f} pts (Welch).")
 
 
 def part2(root: Path) -> list[str]:
@@ -404,11 +538,38 @@ def part2(root: Path) -> list[str]:
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2}); run `bash research/study.sh {root} part2`")
     order = ["grpo", "slas", "drgrpo", "grpo_global_std", "slas-gamma0.5", "slas-gamma2"]
     order += sorted(a for a in arms if a not in order)
-    return ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
-            "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
-            *gold_paired_table(arms, order), "", "### Held-out strict accuracy per tag: change from iteration 0",
-            "", *gold_tag_table(arms, order), "", "### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "",
-            *gold_verdicts(arms)]
+    out = ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
+           "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
+           *gold_paired_table(arms, order), "", "### Held-out strict accuracy per tag: change from iteration 0",
+           "", *gold_tag_table(arms, order), ""]
+    details = [a for a in order if a.startswith("slas-") and "gamma" not in a]
+    if details:  # one option at a time against slas at its defaults
+        out += ["### SLAS's open details: paired differences against slas at its defaults", "",
+                *gold_paired_table(arms, ["slas", *details], ref="slas"), ""]
+    verdicts = gold_verdicts(arms)
+    probe = load_runs(root, [PART2_PROBE])
+    if probe:
+        out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe), ""]
+    for part in PART2_PROXY:
+        hack = load_runs(root, [part])
+        if not hack:
+            continue
+        label = reward_label(hack, root, part)
+        hack_order = ["grpo", "slas"] + sorted(a for a in hack if a not in ("grpo", "slas"))
+        out += [f"### Part 2 under a hackable proxy: {label} ({part})", "", *arm_table(hack, hack_order), "",
+                "Paired differences against DanceGRPO's estimator (same seeds):", "",
+                *paired_table(hack, hack_order), ""]
+        for arm in hack_order[:2]:
+            out += [f"Per seed, {arm}:", "", *hack_table(hack, arm), ""]
+        verdicts.append(hack_verdict(hack, label))
+    sizes = gold_scale(root)
+    if len(sizes) > 1:
+        out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), ""]
+    verdicts.append(scale_verdict(sizes))
+    if not any(load_runs(root, [p]) for p in PART2_PROXY):
+        verdicts.append("3. less reward hacking: not tested in part 2 (no proxy runs)")
+    verdicts.sort(key=lambda v: int(v.split(".")[0]))  # claims in the paper's order (stable within one claim)
+    return out + ["### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "", *verdicts]
 
 
 def main() -> None:

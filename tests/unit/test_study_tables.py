@@ -143,3 +143,55 @@ def test_part2_fidelity_verdict_names_resolved_tags():
     assert line.startswith("5. fidelity (per-tag, exact count): supported where resolved") and "colors +" in line
     arms = {"grpo": arms["slas"], "slas": arms["grpo"]}
     assert "contradicted (colors fall against grpo)" in st.gold_verdicts(arms)[2]
+
+
+def test_monitor_stop_iteration_replays_the_early_stop_rule():
+    # in-domain gold score down and proxy up at each of the last 3 evaluations: first true at iteration 6
+    rows = [{"iteration": 2 * i, "monitor/proxy_id": p, "monitor/gold_score_id": g}
+            for i, (p, g) in enumerate([(0.8, 0.6), (0.9, 0.5), (1.0, 0.4), (1.1, 0.3), (1.2, 0.2)])]
+    assert st.stop_iteration(rows) == 6
+    assert st.stop_iteration(rows, patience=4) == 8
+    flat = [r | {"monitor/gold_score_id": 0.6} for r in rows]
+    assert st.stop_iteration(flat) != st.stop_iteration(flat)  # never: NaN
+    assert st._iteration(st.stop_iteration(flat)) == "never" and st._iteration(6.0) == "it. 6"
+
+
+def test_part2_hack_verdict_reads_the_peak_gap(tmp_path):
+    def arm(gap, ood_end):  # proxy up; OOD gold from 0.3 to its end value; the peak hacking gap
+        return {s: [{"iteration": 0} | {f"monitor/{k}": v for k, v in ev(0.8, 0.3, 0.4).items() if k != "heldout"}
+                    | {"eval/gold_accuracy": 0.4},
+                    {"iteration": 2} | {f"monitor/{k}": v for k, v in
+                                        ev(1.0, ood_end, 0.4, gap=gap + 0.01 * s).items() if k != "heldout"}
+                    | {"eval/gold_accuracy": 0.4}] for s in range(5)}
+
+    arms = {"grpo": arm(0.2, 0.1), "slas": arm(0.05, 0.3)}
+    line = st.hack_verdict(arms, "`toy_biased`")
+    assert line.startswith("3. less reward hacking (`toy_biased`): supported. Peak hacking gap -0.150 ± 0.000")
+    assert "seeds hacked: grpo 5 of 5, slas 0 of 5" in line
+    assert ": contradicted. Peak hacking gap +0.150" in st.hack_verdict({"grpo": arms["slas"], "slas": arms["grpo"]},
+                                                                         "x").replace("(x)", "")
+    # neither arm hacked and the gaps do not differ resolvably: the proxy did not make the claim testable
+    calm = {"grpo": arm(0.05, 0.3), "slas": {s: r for s, r in arm(0.05, 0.3).items()}}
+    calm["slas"][0] = arm(0.02, 0.3)[0]
+    assert "not tested (neither arm hacked at any of 5 seeds)" in st.hack_verdict(calm, "x")
+
+
+def test_part2_scale_verdict_and_welch():
+    def size(diffs):  # slas - grpo held-out change per seed
+        return {"params": 1, "seeds": list(range(len(diffs))),
+                "slas": [{"d_heldout": 0.1 + d} for d in diffs], "grpo": [{"d_heldout": 0.1} for _ in diffs]}
+
+    w = st.welch([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    # means 2 and 1/3; variances of the means 1/3 and 1/9; df = (4/9)^2 / ((1/9)/2 + (1/81)/2) = 3.2
+    from scipy.stats import t
+
+    assert w["mean"] == pytest.approx(5 / 3) and w["half"] == pytest.approx(t.ppf(0.975, 3.2) * (4 / 9) ** 0.5)
+    grows = {"S": size([0.00, 0.01, -0.01, 0.02, -0.02]), "M": size([0.10, 0.11, 0.09, 0.12, 0.08])}
+    line = st.scale_verdict(grows)
+    assert line.startswith("4. better with scale (gold reward): not supported")  # S's interval holds 0
+    assert "M − S +10.0 ± " in line
+    falls = {"S": size([0.10, 0.11, 0.09, 0.12, 0.08]), "M": size([0.00, 0.01, -0.01, 0.02, -0.02])}
+    assert "contradicted" in st.scale_verdict(falls)
+    both = {"S": size([0.05, 0.06, 0.04, 0.07, 0.03]), "M": size([0.10, 0.11, 0.09, 0.12, 0.08])}
+    assert st.scale_verdict(both).startswith("4. better with scale (gold reward): supported")
+    assert "not tested" in st.scale_verdict({"M": both["M"]})
