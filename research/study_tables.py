@@ -259,16 +259,22 @@ def scale_table(root: Path) -> list[str]:
     return lines + [""] + per_seed
 
 
-def plot(arms: dict[str, dict[int, list[dict]]], order: list[str], path: Path) -> None:
+HACK_PANELS = [("monitor/proxy_id", "proxy (toy_biased), in-domain"), ("monitor/gold_score_ood", "gold score, out-of-domain"),
+               ("monitor/saturation", "saturation (the bias)")]
+GOLD_PANELS = [("eval/gold_accuracy", "held-out strict accuracy (240 images)"),
+               ("eval/id/gold_accuracy", "in-domain strict accuracy (144 images)")]
+
+
+def plot(arms: dict[str, dict[int, list[dict]]], order: list[str], path: Path,
+         panels: list[tuple[str, str]] = HACK_PANELS) -> None:
+    """One panel per (metric key, title): each arm's mean over seeds at every evaluation, with its 95% t band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, (key, title) in zip(axes, [("monitor/proxy_id", "proxy (toy_biased), in-domain"),
-                                       ("monitor/gold_score_ood", "gold score, out-of-domain"),
-                                       ("monitor/saturation", "saturation (the bias)")], strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.2))
+    for ax, (key, title) in zip(axes, panels, strict=True):
         for arm in order:
             if arm not in arms:
                 continue
@@ -572,11 +578,36 @@ def part2(root: Path) -> list[str]:
     return out + ["### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "", *verdicts]
 
 
+def save_grid(src: Path, dst: Path) -> None:
+    """A copy of one of `slas compare`'s side-by-side sample grids, in a 64-colour palette (ShapesWorld images are a
+    handful of flat colours, so the copy stays small)."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(src).convert("RGB").quantize(64).save(dst, optimize=True)
+
+
+def part2_plots(root: Path, out: Path) -> None:
+    """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png (the toy_biased arms' proxy,
+    out-of-domain gold and saturation), and the last evaluation's sample grids of both."""
+    gold = load_runs(root, ["part2_main"])
+    if gold:
+        plot(gold, ["grpo", "slas"], out / "study2_gold.png", GOLD_PANELS)
+    hack = load_runs(root, ["part2_hack"])
+    if hack:
+        plot(hack, ["grpo", "slas"], out / "study2_hack.png", HACK_PANELS)
+    for part, stem in (("part2_main", "study2_grid"), ("part2_hack", "study2_hack_grid")):
+        grids = sorted((root / part / "grids").glob("iter_*.png"))
+        if grids:
+            it = int(grids[-1].stem.removeprefix("iter_"))
+            save_grid(grids[-1], out / f"{stem}_iter_{it}.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", nargs="?", default="runs/study")
     ap.add_argument("--md", help="also write the markdown here")
-    ap.add_argument("--plots", help="directory for study_curves.png")
+    ap.add_argument("--plots", help="directory for the figures (study_*.png; with --part2 study2_*.png)")
     ap.add_argument("--part2", action="store_true", help="part 2: the default recipe on the gold reward")
     args = ap.parse_args()
     root = Path(args.root)
@@ -587,6 +618,8 @@ def main() -> None:
         print(text)
         if args.md:
             Path(args.md).write_text(text)
+        if args.plots:
+            part2_plots(root, Path(args.plots))
         return
     arms = load_runs(root)
     has_scale = any((root / p / "runs").is_dir() for p in SCALE_PARTS.values() if p != "main")
@@ -614,13 +647,9 @@ def main() -> None:
     if args.plots and arms:
         plot(arms, main_order, Path(args.plots) / "study_curves.png")
         plot(arms, ablation[:4], Path(args.plots) / "study_gamma.png")
-        from PIL import Image
-
         grids = sorted((root / "main" / "grids").glob("iter_*.png"))
         for g in grids[:1] + grids[-1:]:  # slas compare's side-by-side grids, first and last evaluation
-            # 64-colour palette: ShapesWorld images are a handful of flat colours, so the copy stays small
-            Image.open(g).convert("RGB").quantize(64).save(Path(args.plots) / f"study_grid_{g.stem}.png",
-                                                          optimize=True)
+            save_grid(g, Path(args.plots) / f"study_grid_{g.stem}.png")
 
 
 if __name__ == "__main__":
