@@ -427,10 +427,12 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
 
 
 def reward_label(arms: dict[str, dict[int, list[dict]]], root: Path, part: str) -> str:
-    """The training reward of a part's runs, as its config names it (``toy_biased {'lam': 2.0}``)."""
+    """The training reward of a part's runs, as its config names it (``toy_biased`` (lam 4))."""
     for cfg in sorted((root / part / "runs").glob("*/config.yaml")):
         r = load_config(cfg).reward
-        return ", ".join(f"`{k}`" + (f" {r.options[k]}" if r.options.get(k) else "") for k in r.weights)
+        return ", ".join(f"`{k}`" + (" (" + ", ".join(f"{o} {v:g}" if isinstance(v, float) else f"{o} {v}"
+                                                      for o, v in r.options[k].items()) + ")" if r.options.get(k) else "")
+                         for k in r.weights)
     return "?"
 
 
