@@ -463,10 +463,13 @@ def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = 
     n_hacked = {x: sum(is_hacked(arms[x][s]) for s in seeds) for x in (ref, arm)}
 
     def show(k: str, sc: float = 1, digits: int = 3, unit: str = "") -> str:
-        return f"{sc * d[k]['mean']:+.{digits}f} ± {sc * d[k]['half']:.{digits}f}{unit}"
+        half = "" if math.isnan(d[k]["half"]) else f" ± {sc * d[k]['half']:.{digits}f}"  # one pair: no interval
+        return f"{sc * d[k]['mean']:+.{digits}f}{half}{unit}"
 
     sign = _sign(d["peak_gap"])
-    if sign == 0 and not any(n_hacked.values()):
+    if len(seeds) < 2:
+        verdict = f"not tested yet ({len(seeds)} pair of seeds: no interval)"
+    elif sign == 0 and not any(n_hacked.values()):
         verdict = f"not tested (neither arm hacked at any of {len(seeds)} seeds)"
     else:
         verdict = {1: "contradicted", -1: "supported", 0: "not supported (the paired interval holds 0)"}[sign]
