@@ -49,6 +49,7 @@ PART2 = ["part2_main", "part2_estimators", "part2_gamma",  # part 2: the default
 PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased at a few strengths, one seed
 PART2_PROXY = ["part2_hack", "part2_pref"]  # part 2 under a hackable proxy: toy_biased at the chosen strength, toy_pref
 PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
+SEEDS = 5  # seeds per arm of the study: a proxy part with fewer pairs gets no verdict yet
 RISES = (0.05, 0.10)  # part 2: iterations until the held-out strict accuracy reaches iteration 0's + these
 # the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
 SCALE_PARTS = {"S": "scale_S", "M": "main", "L": "scale_L"}
@@ -467,8 +468,8 @@ def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = 
         return f"{sc * d[k]['mean']:+.{digits}f}{half}{unit}"
 
     sign = _sign(d["peak_gap"])
-    if len(seeds) < 2:
-        verdict = f"not tested yet ({len(seeds)} pair of seeds: no interval)"
+    if len(seeds) < SEEDS:
+        verdict = f"not tested yet ({len(seeds)} of {SEEDS} seeds)"
     elif sign == 0 and not any(n_hacked.values()):
         verdict = f"not tested (neither arm hacked at any of {len(seeds)} seeds)"
     else:

@@ -175,7 +175,7 @@ def test_part2_hack_verdict_reads_the_peak_gap(tmp_path):
     calm["slas"][0] = arm(0.02, 0.3)[0]
     assert "not tested (neither arm hacked at any of 5 seeds)" in st.hack_verdict(calm, "x")
     one = {"grpo": {0: arms["grpo"][0]}, "slas": {0: arms["slas"][0]}}
-    assert ": not tested yet (1 pair of seeds: no interval)." in st.hack_verdict(one, "x")
+    assert ": not tested yet (1 of 5 seeds). Peak hacking gap -0.150 (n = 1)" in st.hack_verdict(one, "x")
 
 
 def test_part2_scale_verdict_and_welch():
