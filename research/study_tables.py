@@ -359,13 +359,20 @@ def gold_arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> 
     return lines
 
 
-def gold_paired(arms: dict[str, dict[int, list[dict]]], arm: str, ref: str = "grpo") -> dict[str, dict]:
-    """key -> t interval of the paired differences arm - ref over the seeds both ran (and both reached, for to_*)."""
+def paired(arms: dict[str, dict[int, list[dict]]], arm: str, ref: str, keys: list[str], stats=None) -> dict[str, dict]:
+    """key -> t interval of the paired differences arm - ref of ``stats(rows)`` (default ``gold_stats``) over the
+    seeds both ran (NaN differences, e.g. a target one run never reached, are dropped)."""
+    stats = stats or gold_stats
     seeds = sorted(set(arms.get(arm, {})) & set(arms.get(ref, {})))
-    a = {s: gold_stats(arms[arm][s]) for s in seeds}
-    b = {s: gold_stats(arms[ref][s]) for s in seeds}
-    keys = [k for k, *_ in GOLD_COLS] + [f"d_tag_{t}" for t in TAGS] + ["early_reward", "late_reward"]
+    a = {s: stats(arms[arm][s]) for s in seeds}
+    b = {s: stats(arms[ref][s]) for s in seeds}
     return {k: t_interval([a[s][k] - b[s][k] for s in seeds]) for k in keys}
+
+
+def gold_paired(arms: dict[str, dict[int, list[dict]]], arm: str, ref: str = "grpo") -> dict[str, dict]:
+    """The part-2 quantities, paired (``paired`` of ``gold_stats``)."""
+    keys = [k for k, *_ in GOLD_COLS] + [f"d_tag_{t}" for t in TAGS] + ["early_reward", "late_reward"]
+    return paired(arms, arm, ref, keys)
 
 
 def gold_paired_table(arms: dict[str, dict[int, list[dict]]], order: list[str], ref: str = "grpo") -> list[str]:
@@ -427,7 +434,7 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
             f"5. fidelity (per-tag, exact count): {v5}. Exact count {show('d_exact_count')}."]
 
 
-def reward_label(arms: dict[str, dict[int, list[dict]]], root: Path, part: str) -> str:
+def reward_label(root: Path, part: str) -> str:
     """The training reward of a part's runs, as its config names it (``toy_biased`` (lam 4))."""
     for cfg in sorted((root / part / "runs").glob("*/config.yaml")):
         r = load_config(cfg).reward
@@ -457,10 +464,7 @@ def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = 
     if arm not in arms or ref not in arms:
         return f"3. less reward hacking ({label}): not tested (needs finished {arm} and {ref} runs)"
     seeds = sorted(set(arms[arm]) & set(arms[ref]))
-    a = {s: run_stats(arms[arm][s]) for s in seeds}
-    b = {s: run_stats(arms[ref][s]) for s in seeds}
-    d = {k: t_interval([a[s][k] - b[s][k] for s in seeds]) for k in ("peak_gap", "final_ood", "d_saturation",
-                                                                      "d_heldout")}
+    d = paired(arms, arm, ref, ["peak_gap", "final_ood", "d_saturation", "d_heldout"], run_stats)
     n_hacked = {x: sum(is_hacked(arms[x][s]) for s in seeds) for x in (ref, arm)}
 
     def show(k: str, sc: float = 1, digits: int = 3, unit: str = "") -> str:
@@ -514,12 +518,11 @@ def welch(a: list[float], b: list[float], level: float = 0.95) -> dict:
     """mean(a) - mean(b) with a Welch-Satterthwaite t half-width (two independent samples)."""
     from scipy import stats
 
-    va, vb = t_interval(a), t_interval(b)
+    mean = statistics.fmean(a) - statistics.fmean(b)
     sa, sb = (statistics.variance(x) / len(x) for x in (a, b))
     df = (sa + sb) ** 2 / (sa ** 2 / (len(a) - 1) + sb ** 2 / (len(b) - 1)) if sa + sb > 0 else math.inf
     half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(sa + sb) if sa + sb > 0 else 0.0
-    return {"mean": va["mean"] - vb["mean"], "half": half, "n": min(len(a), len(b)),
-            "ci": (va["mean"] - vb["mean"] - half, va["mean"] - vb["mean"] + half)}
+    return {"mean": mean, "half": half, "n": min(len(a), len(b)), "ci": (mean - half, mean + half)}
 
 
 def scale_verdict(sizes: dict[str, dict]) -> str:
@@ -562,11 +565,11 @@ def part2(root: Path) -> list[str]:
     probe = load_runs(root, [PART2_PROBE])
     if probe:
         out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe), ""]
-    for part in PART2_PROXY:
-        hack = load_runs(root, [part])
+    proxies = {part: load_runs(root, [part]) for part in PART2_PROXY}
+    for part, hack in proxies.items():
         if not hack:
             continue
-        label = reward_label(hack, root, part)
+        label = reward_label(root, part)
         hack_order = ["grpo", "slas"] + sorted(a for a in hack if a not in ("grpo", "slas"))
         out += [f"### Part 2 under a hackable proxy: {label} ({part})", "", *arm_table(hack, hack_order), "",
                 "Paired differences against DanceGRPO's estimator (same seeds):", "",
@@ -578,7 +581,7 @@ def part2(root: Path) -> list[str]:
     if len(sizes) > 1:
         out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), ""]
     verdicts.append(scale_verdict(sizes))
-    if not any(load_runs(root, [p]) for p in PART2_PROXY):
+    if not any(proxies.values()):
         verdicts.append("3. less reward hacking: not tested in part 2 (no proxy runs)")
     verdicts.sort(key=lambda v: int(v.split(".")[0]))  # claims in the paper's order (stable within one claim)
     return out + ["### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "", *verdicts]
