@@ -6,7 +6,10 @@
 Part 2 (``--part2``) reads ``OUT/part2_*/runs/<arm>_s<seed>`` (the default recipe, DiffusionNFT on the strict gold
 reward) and prints, per arm and paired against DanceGRPO's estimator at the same seed: the held-out and in-domain
 strict accuracy (final, change), iterations to base + 5 and + 10 held-out points, the area under the held-out curve,
-exact count, debris, per-tag accuracy, and a verdict per claim. Part 1 (the default) is the PPO-on-SDE study:
+exact count, debris, per-tag accuracy, and a verdict per claim; the same under a hackable proxy (``part2_hack*``,
+``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``,
+``part2_hack_scale_*``), under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
+(``MATCHED``, ``part2_matched`` and ``part2_hack_matched``). Part 1 (the default) is the PPO-on-SDE study:
 
 Reads every ``OUT/<part>/runs/<arm>_s<seed>/metrics.jsonl`` (parts: main, gamma, recenter, normalize,
 batch_std_of; whichever exist) and prints markdown:
@@ -45,10 +48,18 @@ from slas.toyworld.monitor import should_stop  # noqa: E402
 
 PARTS = ["main", "gamma", "recenter", "normalize", "batch_std_of"]
 PART2 = ["part2_main", "part2_estimators", "part2_gamma",  # part 2: the default recipe (nft) on the strict gold reward
-         "part2_normalize", "part2_batch_std_of", "part2_recenter", "part2_drop_zero"]  # and SLAS's open details
+         "part2_normalize", "part2_batch_std_of", "part2_recenter", "part2_drop_zero",  # and SLAS's open details,
+         "part2_matched"]  # and DanceGRPO's estimator at SLAS's step size (MATCHED)
 PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased at a few strengths, one seed
-PART2_PROXY = ["part2_hack", "part2_pref"]  # part 2 under a hackable proxy: toy_biased at the chosen strength, toy_pref
+# part 2 under a hackable proxy: toy_biased at the chosen strength (with the gold part's other arms), toy_pref
+PART2_PROXY = {"part2_hack": ["part2_hack", "part2_hack_estimators", "part2_hack_gamma", "part2_hack_matched"],
+               "part2_pref": ["part2_pref"]}
 PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
+PART2_HACK_SCALE = {"S": "part2_hack_scale_S", "M": "part2_hack", "L": "part2_hack_scale_L"}  # and under toy_biased
+PART2_AWM = "part2_awm"  # the main arms under the other forward-process objective (configs/toy_awm_slas.yaml)
+# DanceGRPO's estimator with nft's r_scale 5 -> 4: its r moves 1.25x as far from 1/2 at the same advantages, as SLAS's
+# do at its defaults (1.24x, research/slas_options.py): a step-size control for SLAS's differences
+MATCHED = "grpo-r_scale4"
 SEEDS = 5  # seeds per arm of the study: a proxy part with fewer pairs gets no verdict yet
 RISES = (0.05, 0.10)  # part 2: iterations until the held-out strict accuracy reaches iteration 0's + these
 # the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
@@ -405,10 +416,13 @@ def _sign(ci: dict) -> int:
     return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
-def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref: str = "grpo") -> list[str]:
-    """One verdict line per claim of the paper that part 2 tests (1, 2, 5), from the paired 95% intervals."""
+def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref: str = "grpo",
+                  label: str = "") -> list[str]:
+    """One verdict line per claim of the paper that part 2 tests (1, 2, 5), from the paired 95% intervals;
+    ``label`` names the objective where it is not the default's."""
     if arm not in arms or ref not in arms:
-        return [f"(needs finished {arm} and {ref} runs)"]
+        return [f"1. (needs finished {arm} and {ref} runs{', ' + label if label else ''})"]
+    tag = f" ({label})" if label else ""
     d = gold_paired(arms, arm, ref)
 
     def show(k: str, sc: float = 100, unit: str = "pts", digits: int = 1) -> str:
@@ -426,12 +440,12 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
     v5 = (f"contradicted ({', '.join(falls)} fall against {ref})" if falls else
           f"supported where resolved (no tag falls; resolved rises: {'; '.join(rises)})" if rises else
           "not supported (no per-tag or exact-count difference resolved)")
-    return [f"1. faster training dynamics: {v1}. Mean held-out gain over the run {show('auc')}; iterations to +5 "
+    return [f"1. faster training dynamics{tag}: {v1}. Mean held-out gain over the run {show('auc')}; iterations to +5 "
             f"{show('to_5', 1, 'iterations')}, to +10 {show('to_10', 1, 'iterations')} (seeds where both reached); "
             f"training reward over iterations 1-20 {show('early_reward', 1, '', 3)}, over the last 20 "
             f"{show('late_reward', 1, '', 3)}; final in-domain strict accuracy {show('d_id')}.",
-            f"2. better out-of-domain (held-out compositions): {v2}. Final held-out {show('d_heldout')}.",
-            f"5. fidelity (per-tag, exact count): {v5}. Exact count {show('d_exact_count')}."]
+            f"2. better out-of-domain (held-out compositions){tag}: {v2}. Final held-out {show('d_heldout')}.",
+            f"5. fidelity (per-tag, exact count){tag}: {v5}. Exact count {show('d_exact_count')}."]
 
 
 def reward_label(root: Path, part: str) -> str:
@@ -484,17 +498,24 @@ def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = 
             f"{arm} {n_hacked[arm]} of {len(seeds)}.")
 
 
-def gold_scale(root: Path) -> dict[str, dict]:
-    """size -> {params, seeds, paired slas - grpo held-out changes, both arms' stats}, for the sizes with both arms."""
+def scale_pairs(root: Path, parts: dict[str, str], stats=gold_stats) -> dict[str, dict]:
+    """size -> {params, seeds, both arms' ``stats`` per paired seed, slas's and grpo's rows}, for the sizes of
+    ``parts`` with finished slas and grpo runs."""
     out = {}
-    for size, part in PART2_SCALE.items():
+    for size, part in parts.items():
         arms = load_runs(root, [part])
         seeds = sorted(set(arms.get("slas", {})) & set(arms.get("grpo", {})))
         if seeds:
             out[size] = {"params": model_params(root, part), "seeds": seeds,
-                         "slas": [gold_stats(arms["slas"][s]) for s in seeds],
-                         "grpo": [gold_stats(arms["grpo"][s]) for s in seeds]}
+                         "slas": [stats(arms["slas"][s]) for s in seeds],
+                         "grpo": [stats(arms["grpo"][s]) for s in seeds],
+                         "rows": {arm: [arms[arm][s] for s in seeds] for arm in ("grpo", "slas")}}
     return out
+
+
+def gold_scale(root: Path) -> dict[str, dict]:
+    """``scale_pairs`` of part 2 on the gold reward (``gold_stats``)."""
+    return scale_pairs(root, PART2_SCALE)
 
 
 def gold_scale_table(sizes: dict[str, dict]) -> list[str]:
@@ -519,61 +540,111 @@ def welch(a: list[float], b: list[float], level: float = 0.95) -> dict:
     from scipy import stats
 
     mean = statistics.fmean(a) - statistics.fmean(b)
+    if min(len(a), len(b)) < 2:  # no spread to estimate
+        return {"mean": mean, "half": math.nan, "n": min(len(a), len(b)), "ci": (math.nan, math.nan)}
     sa, sb = (statistics.variance(x) / len(x) for x in (a, b))
     df = (sa + sb) ** 2 / (sa ** 2 / (len(a) - 1) + sb ** 2 / (len(b) - 1)) if sa + sb > 0 else math.inf
     half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(sa + sb) if sa + sb > 0 else 0.0
     return {"mean": mean, "half": half, "n": min(len(a), len(b)), "ci": (mean - half, mean + half)}
 
 
-def scale_verdict(sizes: dict[str, dict]) -> str:
-    """Claim 4 (SLAS's advantage holds or grows with size) on the gold reward: the paired held-out difference at
-    each size, and the change of that difference from the smallest to the largest size (Welch: different runs)."""
+def scale_verdict(sizes: dict[str, dict], label: str = "gold reward", key: str = "d_heldout", better: int = 1,
+                  what: str = "held-out change", sc: float = 100, digits: int = 1, unit: str = " pts") -> str:
+    """Claim 4 (SLAS's advantage holds or grows with size): the paired slas - grpo difference of ``key`` at each
+    size, and the change of that difference from the smallest to the largest size (Welch: different runs).
+    ``better`` is +1 where higher is better for SLAS (held-out gold), -1 where lower is (the hacking gap)."""
     if len(sizes) < 2:
-        return "4. better with scale (gold reward): not tested (needs two model sizes with slas and grpo runs)"
-    per = {k: [a["d_heldout"] - b["d_heldout"] for a, b in zip(x["slas"], x["grpo"], strict=True)]
-           for k, x in sizes.items()}
+        return f"4. better with scale ({label}): not tested (needs two model sizes with slas and grpo runs)"
+    per = {k: [a[key] - b[key] for a, b in zip(x["slas"], x["grpo"], strict=True)] for k, x in sizes.items()}
     cis = {k: t_interval(v) for k, v in per.items()}
     small, large = list(per)[0], list(per)[-1]
     trend = welch(per[large], per[small])
-    signs = [_sign(c) for c in cis.values()]
-    if _sign(cis[large]) < 0 or _sign(trend) < 0:
+    signs = [better * _sign(c) for c in cis.values()]
+    if better * _sign(cis[large]) < 0 or better * _sign(trend) < 0:
         verdict = "contradicted"
     elif all(x > 0 for x in signs):
         verdict = "supported"
     else:
         verdict = "not supported (the intervals hold 0)"
-    each = "; ".join(f"{k} {100 * c['mean']:+.1f} ± {100 * c['half']:.1f} pts (n = {c['n']})" for k, c in cis.items())
-    return (f"4. better with scale (gold reward): {verdict}. SLAS − DanceGRPO held-out change per size: {each}; "
-            f"{large} − {small} {100 * trend['mean']:+.1f} ± {100 * trend['half']:.1f} pts (Welch).")
+    each = "; ".join(f"{k} {sc * c['mean']:+.{digits}f} ± {sc * c['half']:.{digits}f}{unit} (n = {c['n']})"
+                     for k, c in cis.items())
+    return (f"4. better with scale ({label}): {verdict}. SLAS − DanceGRPO {what} per size: {each}; "
+            f"{large} − {small} {sc * trend['mean']:+.{digits}f} ± {sc * trend['half']:.{digits}f}{unit} (Welch).")
+
+
+def hack_scale_table(sizes: dict[str, dict]) -> list[str]:
+    """Part 2 under the proxy per model size: each arm's peak hacking gap and the paired differences."""
+    lines = ["| model | parameters | pairs | grpo peak hacking gap | slas peak hacking gap "
+             "| slas − grpo: peak hacking gap | Δ saturation | Δ held-out gold (pts) | seeds hacked (grpo, slas) |",
+             "|---" * 9 + "|"]
+    for size, x in sizes.items():
+        def diff(k: str, sc: float, d: int, x: dict = x) -> str:
+            return fmt([a[k] - b[k] for a, b in zip(x["slas"], x["grpo"], strict=True)], sc, d, True)
+
+        n = x["params"]
+        hacked = ", ".join(f"{sum(map(is_hacked, x['rows'][arm]))} of {len(x['seeds'])}" for arm in ("grpo", "slas"))
+        lines.append(f"| {size} | {f'{n:,}' if n else '?'} | {len(x['seeds'])} "
+                     f"| {fmt([b['peak_gap'] for b in x['grpo']])} | {fmt([a['peak_gap'] for a in x['slas']])} "
+                     f"| {diff('peak_gap', 1, 3)} | {diff('d_saturation', 1, 3)} | {diff('d_heldout', 100, 1)} "
+                     f"| {hacked} |")
+    return lines
+
+
+def matched_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, str, float, int, str]],
+                 stats=gold_stats) -> str:
+    """SLAS against DanceGRPO's estimator at SLAS's step size (``MATCHED``) and that control against grpo: is a
+    difference between slas and grpo the step size? ``keys``: (key, name, scale, digits, unit)."""
+    if MATCHED not in arms or "slas" not in arms:
+        return f"Step-size control ({MATCHED}): not run yet."
+
+    def show(arm: str, ref: str) -> str:
+        d = paired(arms, arm, ref, [k for k, *_ in keys], stats)
+        return ", ".join(f"{name} {sc * d[k]['mean']:+.{dg}f}"
+                         + ("" if math.isnan(d[k]["half"]) else f" ± {sc * d[k]['half']:.{dg}f}") + unit
+                         + f" (n = {d[k]['n']})" for k, name, sc, dg, unit in keys)
+    return (f"Step-size control: slas − {MATCHED} (DanceGRPO's estimator with r moving as far as SLAS's): "
+            f"{show('slas', MATCHED)}; {MATCHED} − grpo: {show(MATCHED, 'grpo')}.")
+
+
+GOLD_MATCHED_KEYS = [("d_id", "in-domain", 100, 1, " pts"), ("d_heldout", "held-out", 100, 1, " pts"),
+                     ("auc", "mean held-out gain", 100, 1, " pts")]
+HACK_MATCHED_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation", "saturation", 1, 3, ""),
+                     ("d_heldout", "held-out gold", 100, 1, " pts")]
 
 
 def part2(root: Path) -> list[str]:
     arms = load_runs(root, PART2)
     if not arms:
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2}); run `bash research/study.sh {root} part2`")
-    order = ["grpo", "slas", "drgrpo", "grpo_global_std", "slas-gamma0.5", "slas-gamma2"]
+    order = ["grpo", "slas", "drgrpo", "grpo_global_std", "slas-gamma0.5", "slas-gamma2", MATCHED]
     order += sorted(a for a in arms if a not in order)
     out = ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
            "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
-           *gold_paired_table(arms, order), "", "### Held-out strict accuracy per tag: change from iteration 0",
-           "", *gold_tag_table(arms, order), ""]
+           *gold_paired_table(arms, order), "", matched_line(arms, GOLD_MATCHED_KEYS), "",
+           "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
     details = [a for a in order if a.startswith("slas-") and "gamma" not in a]
     if details:  # one option at a time against slas at its defaults
         out += ["### SLAS's open details: paired differences against slas at its defaults", "",
                 *gold_paired_table(arms, ["slas", *details], ref="slas"), ""]
     verdicts = gold_verdicts(arms)
+    awm = load_runs(root, [PART2_AWM])
+    if awm:
+        out += [f"### Part 2 under the other forward-process objective: awm ({PART2_AWM})", "",
+                *gold_arm_table(awm, ["grpo", "slas"]), "", *gold_paired_table(awm, ["grpo", "slas"]), ""]
+        verdicts += gold_verdicts(awm, label="awm")
     probe = load_runs(root, [PART2_PROBE])
     if probe:
         out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe), ""]
-    proxies = {part: load_runs(root, [part]) for part in PART2_PROXY}
+    proxies = {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
     for part, hack in proxies.items():
         if not hack:
             continue
         label = reward_label(root, part)
-        hack_order = ["grpo", "slas"] + sorted(a for a in hack if a not in ("grpo", "slas"))
+        hack_order = ["grpo", "slas"] + [a for a in order if a in hack and a not in ("grpo", "slas")]
+        hack_order += sorted(a for a in hack if a not in hack_order)
         out += [f"### Part 2 under a hackable proxy: {label} ({part})", "", *arm_table(hack, hack_order), "",
                 "Paired differences against DanceGRPO's estimator (same seeds):", "",
-                *paired_table(hack, hack_order), ""]
+                *paired_table(hack, hack_order), "", matched_line(hack, HACK_MATCHED_KEYS, run_stats), ""]
         for arm in hack_order[:2]:
             out += [f"Per seed, {arm}:", "", *hack_table(hack, arm), ""]
         verdicts.append(hack_verdict(hack, label))
@@ -581,6 +652,11 @@ def part2(root: Path) -> list[str]:
     if len(sizes) > 1:
         out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), ""]
     verdicts.append(scale_verdict(sizes))
+    hack_sizes = scale_pairs(root, PART2_HACK_SCALE, run_stats)
+    if len(hack_sizes) > 1:
+        label = reward_label(root, PART2_HACK_SCALE["M"])
+        out += [f"### Part 2 per model size under {label} (M is part2_hack)", "", *hack_scale_table(hack_sizes), ""]
+        verdicts.append(scale_verdict(hack_sizes, label, "peak_gap", -1, "peak hacking gap", 1, 3, ""))
     if not any(proxies.values()):
         verdicts.append("3. less reward hacking: not tested in part 2 (no proxy runs)")
     verdicts.sort(key=lambda v: int(v.split(".")[0]))  # claims in the paper's order (stable within one claim)
@@ -599,12 +675,12 @@ def save_grid(src: Path, dst: Path) -> None:
 def part2_plots(root: Path, out: Path) -> None:
     """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png (the toy_biased arms' proxy,
     out-of-domain gold and saturation), and the last evaluation's sample grids of both."""
-    gold = load_runs(root, ["part2_main"])
+    gold = load_runs(root, ["part2_main", "part2_matched"])
     if gold:
-        plot(gold, ["grpo", "slas"], out / "study2_gold.png", GOLD_PANELS)
-    hack = load_runs(root, ["part2_hack"])
+        plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
+    hack = load_runs(root, PART2_PROXY["part2_hack"])
     if hack:
-        plot(hack, ["grpo", "slas"], out / "study2_hack.png", HACK_PANELS)
+        plot(hack, ["grpo", "slas", MATCHED], out / "study2_hack.png", HACK_PANELS)
     for part, stem in (("part2_main", "study2_grid"), ("part2_hack", "study2_hack_grid")):
         grids = sorted((root / part / "grids").glob("iter_*.png"))
         if grids:

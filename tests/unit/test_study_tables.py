@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,34 @@ def test_part2_scale_verdict_and_welch():
     both = {"S": size([0.05, 0.06, 0.04, 0.07, 0.03]), "M": size([0.10, 0.11, 0.09, 0.12, 0.08])}
     assert st.scale_verdict(both).startswith("4. better with scale (gold reward): supported")
     assert "not tested" in st.scale_verdict({"M": both["M"]})
+
+
+def test_part2_scale_verdict_under_the_proxy_reads_lower_as_better():
+    def size(diffs):  # slas - grpo peak hacking gap per seed
+        return {"params": 1, "seeds": list(range(len(diffs))),
+                "slas": [{"peak_gap": 0.3 + d} for d in diffs], "grpo": [{"peak_gap": 0.3} for _ in diffs]}
+
+    less = {"S": size([-0.10, -0.11, -0.09, -0.12, -0.08]), "L": size([-0.20, -0.21, -0.19, -0.22, -0.18])}
+    line = st.scale_verdict(less, "`toy_biased`", "peak_gap", -1, "peak hacking gap", 1, 3, "")
+    assert line.startswith("4. better with scale (`toy_biased`): supported. SLAS − DanceGRPO peak hacking gap per "
+                           "size: S -0.100 ± ") and "L − S -0.100 ± " in line
+    more = {"S": less["L"], "L": less["S"]}  # SLAS's hacking advantage shrinks with size
+    assert ": contradicted." in st.scale_verdict(more, "x", "peak_gap", -1, "peak hacking gap", 1, 3, "")
+    assert math.isnan(st.welch([1.0], [0.0, 1.0])["half"])  # one run: no spread, no interval (not an error)
+
+
+def test_part2_step_size_control_and_awm_label():
+    def rows(gain):
+        return [{"iteration": 0, "eval/gold_accuracy": 0.3, "eval/id/gold_accuracy": 0.3},
+                {"iteration": 10, "eval/gold_accuracy": 0.3 + gain, "eval/id/gold_accuracy": 0.3 + gain}]
+
+    arms = {"grpo": {s: rows(0.05) for s in range(3)}, "slas": {s: rows(0.15) for s in range(3)}}
+    assert st.matched_line(arms, st.GOLD_MATCHED_KEYS) == f"Step-size control ({st.MATCHED}): not run yet."
+    arms[st.MATCHED] = {s: rows(0.13 + 0.01 * s) for s in range(3)}  # the control closes most of SLAS's lead
+    line = st.matched_line(arms, st.GOLD_MATCHED_KEYS)
+    assert f"slas − {st.MATCHED}" in line and "held-out +1.0 ± 2.5 pts (n = 3)" in line
+    assert f"{st.MATCHED} − grpo: in-domain +9.0 ± 2.5 pts (n = 3)" in line
+    awm = st.gold_verdicts(arms, label="awm")
+    assert awm[0].startswith("1. faster training dynamics (awm): ")
+    assert awm[1].startswith("2. better out-of-domain (held-out compositions) (awm): supported")
+    assert st.gold_verdicts({"grpo": arms["grpo"]}, label="awm") == ["1. (needs finished slas and grpo runs, awm)"]
