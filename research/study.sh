@@ -27,11 +27,17 @@ part2() {
   # 2b. the learned preference proxy (the closest analogue of HPS)
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_pref" 'reward.weights={toy_pref: 1.0}' \
     train.iterations=60 eval.every=10
-  # 1b. the gamma sweep on the gold reward; then the step-size control under the proxy: DanceGRPO's estimator
-  #     with r moving as far from 1/2 as SLAS's does (r_scale 5 -> 4; research/slas_options.py measured 1.24x)
+  # 2c. the step-size control under both proxies: DanceGRPO's estimator with r moving as far from 1/2 as SLAS's
+  #     does (r_scale 5 -> 4; research/slas_options.py measured 1.24x). Two comparisons side by side, one run each
+  local m1=(--config configs/toy_slas.yaml --seeds 5 --jobs 1 --threads 1 --methods grpo --sweep forward.r_scale=4)
+  $SLAS compare "${m1[@]}" --out "$OUT/part2_hack_matched" "${biased[@]}" reward.options.toy_biased.lam="$LAM" \
+    train.iterations=60 eval.every=10 &
+  local first=$!
+  $SLAS compare "${m1[@]}" --out "$OUT/part2_pref_matched" 'reward.weights={toy_pref: 1.0}' train.iterations=60 \
+    eval.every=10
+  wait "$first"  # its failure stops the script too (set -e)
+  # 1b. the gamma sweep on the gold reward
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_gamma"
-  $SLAS compare "${c2[@]}" --methods grpo --sweep forward.r_scale=4 --out "$OUT/part2_hack_matched" \
-    "${biased[@]}" reward.options.toy_biased.lam="$LAM" train.iterations=60 eval.every=10
   # 1c. the other estimators on the gold reward
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_estimators"
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L

@@ -9,7 +9,7 @@ strict accuracy (final, change), iterations to base + 5 and + 10 held-out points
 exact count, debris, per-tag accuracy, and a verdict per claim; the same under a hackable proxy (``part2_hack*``,
 ``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``,
 ``part2_hack_scale_*``), under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
-(``MATCHED``, ``part2_matched`` and ``part2_hack_matched``). Part 1 (the default) is the PPO-on-SDE study:
+(``MATCHED``: ``part2_matched``, ``part2_hack_matched``, ``part2_pref_matched``). Part 1 (the default) is the PPO-on-SDE study:
 
 Reads every ``OUT/<part>/runs/<arm>_s<seed>/metrics.jsonl`` (parts: main, gamma, recenter, normalize,
 batch_std_of; whichever exist) and prints markdown:
@@ -53,7 +53,7 @@ PART2 = ["part2_main", "part2_estimators", "part2_gamma",  # part 2: the default
 PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased at a few strengths, one seed
 # part 2 under a hackable proxy: toy_biased at the chosen strength (with the gold part's other arms), toy_pref
 PART2_PROXY = {"part2_hack": ["part2_hack", "part2_hack_estimators", "part2_hack_gamma", "part2_hack_matched"],
-               "part2_pref": ["part2_pref"]}
+               "part2_pref": ["part2_pref", "part2_pref_matched"]}
 PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
 PART2_HACK_SCALE = {"S": "part2_hack_scale_S", "M": "part2_hack", "L": "part2_hack_scale_L"}  # and under toy_biased
 PART2_AWM = "part2_awm"  # the main arms under the other forward-process objective (configs/toy_awm_slas.yaml)
@@ -192,7 +192,7 @@ def stop_iteration(rows: list[dict], patience: int = 3) -> float:
     return math.nan
 
 
-def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> list[str]:
+def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo", patience: int = 3) -> list[str]:
     lines = ["| seed | proxy it. 0 → final | gold OOD it. 0 / best / final % | held-out gold it. 0 → final % "
              "| hacked? | monitor's early stop at |", "|---|---|---|---|---|---|"]
     n_hacked = 0
@@ -205,7 +205,7 @@ def hack_table(arms: dict[str, dict[int, list[dict]]], arm: str = "grpo") -> lis
         n_hacked += hacked
         lines.append(f"| {seed} | {p[0][1]:.3f} → {p[-1][1]:.3f} | {100 * g[0][1]:.1f} / {100 * best:.1f} / "
                      f"{100 * g[-1][1]:.1f} | {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if hacked else 'no'} "
-                     f"| {_iteration(stop_iteration(rows))} |")
+                     f"| {_iteration(stop_iteration(rows, patience))} |")
     lines.append("")
     lines.append(f"{arm}: {n_hacked} of {len(arms.get(arm, {}))} seeds hacked (proxy up, out-of-domain gold "
                  "finishing at least 5 points below its best).")
@@ -458,7 +458,7 @@ def reward_label(root: Path, part: str) -> str:
     return "?"
 
 
-def probe_table(arms: dict[str, dict[int, list[dict]]]) -> list[str]:
+def probe_table(arms: dict[str, dict[int, list[dict]]], patience: int = 3) -> list[str]:
     """One row per probed arm (its first seed): does DanceGRPO hack at this strength under this objective?"""
     lines = ["| arm | proxy it. 0 → final | peak hacking gap | Δ saturation | gold OOD it. 0 / best / final % "
              "| held-out gold it. 0 → final % | hacked? | monitor's early stop at |", "|---" * 8 + "|"]
@@ -469,7 +469,7 @@ def probe_table(arms: dict[str, dict[int, list[dict]]]) -> list[str]:
         lines.append(f"| {arm} | {p[0][1]:.3f} → {p[-1][1]:.3f} | {s['peak_gap']:.3f} | {s['d_saturation']:+.3f} "
                      f"| {100 * g[0][1]:.1f} / {100 * max(v for _, v in g):.1f} / {100 * g[-1][1]:.1f} "
                      f"| {100 * h[0][1]:.1f} → {100 * h[-1][1]:.1f} | {'yes' if is_hacked(rows) else 'no'} "
-                     f"| {_iteration(stop_iteration(rows))} |")
+                     f"| {_iteration(stop_iteration(rows, patience))} |")
     return lines
 
 
@@ -612,7 +612,8 @@ HACK_MATCHED_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation"
                      ("d_heldout", "held-out gold", 100, 1, " pts")]
 
 
-def part2(root: Path) -> list[str]:
+def part2(root: Path, patience: int = 3) -> list[str]:
+    """Every part-2 table and verdict; ``patience``: the monitor early-stop rule replayed in the hacking tables."""
     arms = load_runs(root, PART2)
     if not arms:
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2}); run `bash research/study.sh {root} part2`")
@@ -634,7 +635,7 @@ def part2(root: Path) -> list[str]:
         verdicts += gold_verdicts(awm, label="awm")
     probe = load_runs(root, [PART2_PROBE])
     if probe:
-        out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe), ""]
+        out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe, patience), ""]
     proxies = {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
     for part, hack in proxies.items():
         if not hack:
@@ -646,7 +647,7 @@ def part2(root: Path) -> list[str]:
                 "Paired differences against DanceGRPO's estimator (same seeds):", "",
                 *paired_table(hack, hack_order), "", matched_line(hack, HACK_MATCHED_KEYS, run_stats), ""]
         for arm in hack_order[:2]:
-            out += [f"Per seed, {arm}:", "", *hack_table(hack, arm), ""]
+            out += [f"Per seed, {arm}:", "", *hack_table(hack, arm, patience), ""]
         verdicts.append(hack_verdict(hack, label))
     sizes = gold_scale(root)
     if len(sizes) > 1:
@@ -673,14 +674,19 @@ def save_grid(src: Path, dst: Path) -> None:
 
 
 def part2_plots(root: Path, out: Path) -> None:
-    """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png (the toy_biased arms' proxy,
-    out-of-domain gold and saturation), and the last evaluation's sample grids of both."""
+    """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png and study2_pref.png (the
+    toy_biased and toy_pref arms' proxy, out-of-domain gold and saturation), and the last evaluation's sample grids
+    of the gold and toy_biased comparisons."""
     gold = load_runs(root, ["part2_main", "part2_matched"])
     if gold:
         plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
     hack = load_runs(root, PART2_PROXY["part2_hack"])
     if hack:
         plot(hack, ["grpo", "slas", MATCHED], out / "study2_hack.png", HACK_PANELS)
+    pref = load_runs(root, PART2_PROXY["part2_pref"])
+    if pref:
+        plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
+             [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
     for part, stem in (("part2_main", "study2_grid"), ("part2_hack", "study2_hack_grid")):
         grids = sorted((root / part / "grids").glob("iter_*.png"))
         if grids:
@@ -694,12 +700,16 @@ def main() -> None:
     ap.add_argument("--md", help="also write the markdown here")
     ap.add_argument("--plots", help="directory for the figures (study_*.png; with --part2 study2_*.png)")
     ap.add_argument("--part2", action="store_true", help="part 2: the default recipe on the gold reward")
+    ap.add_argument("--patience", type=int, default=3,
+                    help="part 2: replay the monitor's early stop with this monitor.patience (the runs used 3)")
     args = ap.parse_args()
     root = Path(args.root)
+    if args.patience < 1:
+        sys.exit(f"--patience {args.patience}: must be >= 1 (evaluations in a row)")
     if not root.is_dir():
         sys.exit(f"{root} does not exist: run `bash research/study.sh {root}` first")
     if args.part2:
-        text = "\n".join(part2(root)) + "\n"
+        text = "\n".join(part2(root, args.patience)) + "\n"
         print(text)
         if args.md:
             Path(args.md).write_text(text)
