@@ -36,9 +36,11 @@ part2() {
   $SLAS compare "${m1[@]}" --out "$OUT/part2_pref_matched" 'reward.weights={toy_pref: 1.0}' train.iterations=60 \
     eval.every=10
   wait "$first"  # its failure stops the script too (set -e)
-  # 1b. the gamma sweep on the gold reward
+  # 1b. the step-size control on the gold reward
+  $SLAS compare "${c2[@]}" --methods grpo --sweep forward.r_scale=4 --out "$OUT/part2_matched"
+  # 1c. the gamma sweep on the gold reward
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_gamma"
-  # 1c. the other estimators on the gold reward
+  # 1d. the other estimators on the gold reward
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_estimators"
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
   # 4. SLAS's open details on the gold reward, one at a time against slas at its defaults (part2_main)
@@ -46,7 +48,7 @@ part2() {
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.batch_std_of=rewards --out "$OUT/part2_batch_std_of"
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.recenter=true --out "$OUT/part2_recenter"
   $SLAS compare "${c2[@]}" --methods slas --sweep train.drop_zero_advantage=true --out "$OUT/part2_drop_zero"
-  # 2c. the proxy's other arms (as on the gold reward), and scale under the proxy
+  # 2d. the proxy's other arms (as on the gold reward), and scale under the proxy
   local hack=("${biased[@]}" reward.options.toy_biased.lam="$LAM" train.iterations=60 eval.every=10)
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_hack_estimators" "${hack[@]}"
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_hack_gamma" \
@@ -56,8 +58,6 @@ part2() {
   # 5. the main arms under the other forward-process objective (AWM, which also learns: docs/performance.md)
   $SLAS compare --config configs/toy_awm_slas.yaml --seeds 5 --jobs 2 --threads 1 --methods grpo,slas \
     --out "$OUT/part2_awm"
-  # 6. the step-size control on the gold reward
-  $SLAS compare "${c2[@]}" --methods grpo --sweep forward.r_scale=4 --out "$OUT/part2_matched"
 }
 if [ "$PART" = part2 ]; then part2; exit 0; fi
 common=(--config configs/toy_hack.yaml --seeds 5 --jobs 2 --threads 1)

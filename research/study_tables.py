@@ -606,6 +606,24 @@ def matched_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, s
             f"{show('slas', MATCHED)}; {MATCHED} − grpo: {show(MATCHED, 'grpo')}.")
 
 
+def push_line(root: Path, parts: list[str], order: list[str]) -> str:
+    """Each arm's push on nft's r over its runs: mean over iterations of ``train/adv_abs_mean`` / (2 r_scale), i.e.
+    mean |r - 1/2| before r's clamp to [0, 1], averaged over seeds: the step size the control matches."""
+    push: dict[str, list[float]] = {}
+    for part in parts:
+        for run in sorted((root / part / "runs").glob("*_s*")):
+            arm, cfg = re.sub(r"_s\d+$", "", run.name), run / "config.yaml"
+            if arm not in order or not cfg.is_file() or load_config(cfg).train.objective != "nft":
+                continue
+            adv = [v for _, v in series(read_metrics(run), "train/adv_abs_mean")]
+            if adv:
+                push.setdefault(arm, []).append(statistics.fmean(adv) / (2 * load_config(cfg).forward.r_scale))
+    if not push:
+        return ""
+    return ("Push on nft's r (mean |r − 1/2| over the run, before the clamp): "
+            + ", ".join(f"{a} {fmt(push[a], 1, 4)}" for a in order if a in push) + ".")
+
+
 GOLD_MATCHED_KEYS = [("d_id", "in-domain", 100, 1, " pts"), ("d_heldout", "held-out", 100, 1, " pts"),
                      ("auc", "mean held-out gain", 100, 1, " pts")]
 HACK_MATCHED_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation", "saturation", 1, 3, ""),
@@ -622,6 +640,7 @@ def part2(root: Path, patience: int = 3) -> list[str]:
     out = ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
            "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
            *gold_paired_table(arms, order), "", matched_line(arms, GOLD_MATCHED_KEYS), "",
+           push_line(root, PART2, ["grpo", "slas", MATCHED]), "",
            "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
     details = [a for a in order if a.startswith("slas-") and "gamma" not in a]
     if details:  # one option at a time against slas at its defaults
@@ -645,7 +664,8 @@ def part2(root: Path, patience: int = 3) -> list[str]:
         hack_order += sorted(a for a in hack if a not in hack_order)
         out += [f"### Part 2 under a hackable proxy: {label} ({part})", "", *arm_table(hack, hack_order), "",
                 "Paired differences against DanceGRPO's estimator (same seeds):", "",
-                *paired_table(hack, hack_order), "", matched_line(hack, HACK_MATCHED_KEYS, run_stats), ""]
+                *paired_table(hack, hack_order), "", matched_line(hack, HACK_MATCHED_KEYS, run_stats), "",
+                push_line(root, PART2_PROXY[part], ["grpo", "slas", MATCHED]), ""]
         for arm in hack_order[:2]:
             out += [f"Per seed, {arm}:", "", *hack_table(hack, arm, patience), ""]
         verdicts.append(hack_verdict(hack, label))

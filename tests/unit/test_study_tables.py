@@ -229,3 +229,16 @@ def test_part2_step_size_control_and_awm_label():
     assert awm[0].startswith("1. faster training dynamics (awm): ")
     assert awm[1].startswith("2. better out-of-domain (held-out compositions) (awm): supported")
     assert st.gold_verdicts({"grpo": arms["grpo"]}, label="awm") == ["1. (needs finished slas and grpo runs, awm)"]
+
+
+def test_push_line_divides_the_advantage_scale_by_r_scale(tmp_path):
+    for arm, r_scale, adv in (("grpo", 5.0, [0.8, 0.8]), ("grpo-r_scale4", 4.0, [0.8, 0.8]), ("slas", 5.0, [1.0, 0.8])):
+        run = tmp_path / "part" / "runs" / f"{arm}_s0"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"train:\n  objective: nft\n  iterations: 2\nforward:\n  r_scale: {r_scale}\n")
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i + 1, "train/adv_abs_mean": a}) + "\n"
+                                                   for i, a in enumerate(adv)))
+    line = st.push_line(tmp_path, ["part"], ["grpo", "slas", "grpo-r_scale4"])
+    # |A| / (2 r_scale): 0.8 / 10, 0.9 / 10, 0.8 / 8
+    assert line.endswith("grpo 0.0800, slas 0.0900, grpo-r_scale4 0.1000.")
+    assert st.push_line(tmp_path, ["part"], ["drgrpo"]) == ""
