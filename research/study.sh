@@ -13,6 +13,9 @@ part2() {
   # thread: about 17 min per 120-iteration M run (S: less). In the order they were run; each line resumes or skips.
   local c2=(--config configs/toy_slas.yaml --seeds 5 --jobs 2 --threads 1)
   local biased=('reward.weights={toy_biased: 1.0}')
+  # the proxy runs: toy_biased at the probe's strength, or toy_pref; 60 iterations, evaluated every 10
+  local hack=("${biased[@]}" reward.options.toy_biased.lam="$LAM" train.iterations=60 eval.every=10)
+  local pref=('reward.weights={toy_pref: 1.0}' train.iterations=60 eval.every=10)
   # 1. the gold reward: DanceGRPO's estimator against SLAS (gamma 1)
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_main"
   # 2. a hackable proxy: the strength probe (grpo, seed 0, 60 iterations: docs/shapesworld-study.md), then both
@@ -20,21 +23,17 @@ part2() {
   #    monitor's early-stop rule (3 evaluations in a row) can fire
   $SLAS compare "${c2[@]}" --seeds 1 --methods grpo --sweep reward.options.toy_biased.lam=0.5,2,4,8 \
     --out "$OUT/part2_hack_probe" "${biased[@]}" train.iterations=60
-  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack" "${biased[@]}" \
-    reward.options.toy_biased.lam="$LAM" train.iterations=60 eval.every=10
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack" "${hack[@]}"
   # 3. scale: S on the gold reward (M is part2_main), then L
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_S" model.checkpoint=toy_S
   # 2b. the learned preference proxy (the closest analogue of HPS)
-  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_pref" 'reward.weights={toy_pref: 1.0}' \
-    train.iterations=60 eval.every=10
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_pref" "${pref[@]}"
   # 2c. the step-size control under both proxies: DanceGRPO's estimator with r moving as far from 1/2 as SLAS's
   #     does (r_scale 5 -> 4; research/slas_options.py measured 1.24x). Two comparisons side by side, one run each
   local m1=(--config configs/toy_slas.yaml --seeds 5 --jobs 1 --threads 1 --methods grpo --sweep forward.r_scale=4)
-  $SLAS compare "${m1[@]}" --out "$OUT/part2_hack_matched" "${biased[@]}" reward.options.toy_biased.lam="$LAM" \
-    train.iterations=60 eval.every=10 &
+  $SLAS compare "${m1[@]}" --out "$OUT/part2_hack_matched" "${hack[@]}" &
   local first=$!
-  $SLAS compare "${m1[@]}" --out "$OUT/part2_pref_matched" 'reward.weights={toy_pref: 1.0}' train.iterations=60 \
-    eval.every=10
+  $SLAS compare "${m1[@]}" --out "$OUT/part2_pref_matched" "${pref[@]}"
   wait "$first"  # its failure stops the script too (set -e)
   # 1b. the step-size control on the gold reward
   $SLAS compare "${c2[@]}" --methods grpo --sweep forward.r_scale=4 --out "$OUT/part2_matched"
@@ -49,7 +48,6 @@ part2() {
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.recenter=true --out "$OUT/part2_recenter"
   $SLAS compare "${c2[@]}" --methods slas --sweep train.drop_zero_advantage=true --out "$OUT/part2_drop_zero"
   # 2d. the proxy's other arms (as on the gold reward), and scale under the proxy
-  local hack=("${biased[@]}" reward.options.toy_biased.lam="$LAM" train.iterations=60 eval.every=10)
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_hack_estimators" "${hack[@]}"
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_hack_gamma" \
     "${hack[@]}"

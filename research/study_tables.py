@@ -410,6 +410,12 @@ def gold_tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> 
     return lines
 
 
+def ci_text(ci: dict, sc: float = 1, digits: int = 3, unit: str = "", n: bool = True) -> str:
+    """``+mean ± half unit (n = N)`` of a t interval, scaled; no ``± half`` where there is no spread (one pair)."""
+    half = "" if math.isnan(ci["half"]) else f" ± {sc * ci['half']:.{digits}f}"
+    return f"{sc * ci['mean']:+.{digits}f}{half}{unit}" + (f" (n = {ci['n']})" if n else "")
+
+
 def _sign(ci: dict) -> int:
     """+1 / -1 when the 95% interval excludes 0 on that side, 0 otherwise (or too few pairs)."""
     lo, hi = ci["ci"] if ci["n"] >= 2 else (math.nan, math.nan)
@@ -426,8 +432,7 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
     d = gold_paired(arms, arm, ref)
 
     def show(k: str, sc: float = 100, unit: str = "pts", digits: int = 1) -> str:
-        ci = d[k]
-        return f"{sc * ci['mean']:+.{digits}f} ± {sc * ci['half']:.{digits}f}{' ' + unit if unit else ''} (n = {ci['n']})"
+        return ci_text(d[k], sc, digits, f" {unit}" if unit else "")
 
     speed = [_sign(d["auc"]), -_sign(d["to_5"]), -_sign(d["to_10"])]
     v1 = ("supported" if max(speed) > 0 and min(speed) >= 0 else "contradicted" if min(speed) < 0 and max(speed) <= 0
@@ -482,8 +487,7 @@ def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = 
     n_hacked = {x: sum(is_hacked(arms[x][s]) for s in seeds) for x in (ref, arm)}
 
     def show(k: str, sc: float = 1, digits: int = 3, unit: str = "") -> str:
-        half = "" if math.isnan(d[k]["half"]) else f" ± {sc * d[k]['half']:.{digits}f}"  # one pair: no interval
-        return f"{sc * d[k]['mean']:+.{digits}f}{half}{unit}"
+        return ci_text(d[k], sc, digits, unit, n=False)
 
     sign = _sign(d["peak_gap"])
     if len(seeds) < SEEDS:
@@ -566,10 +570,9 @@ def scale_verdict(sizes: dict[str, dict], label: str = "gold reward", key: str =
         verdict = "supported"
     else:
         verdict = "not supported (the intervals hold 0)"
-    each = "; ".join(f"{k} {sc * c['mean']:+.{digits}f} ± {sc * c['half']:.{digits}f}{unit} (n = {c['n']})"
-                     for k, c in cis.items())
+    each = "; ".join(f"{k} {ci_text(c, sc, digits, unit)}" for k, c in cis.items())
     return (f"4. better with scale ({label}): {verdict}. SLAS − DanceGRPO {what} per size: {each}; "
-            f"{large} − {small} {sc * trend['mean']:+.{digits}f} ± {sc * trend['half']:.{digits}f}{unit} (Welch).")
+            f"{large} − {small} {ci_text(trend, sc, digits, unit, n=False)} (Welch).")
 
 
 def hack_scale_table(sizes: dict[str, dict]) -> list[str]:
@@ -599,29 +602,25 @@ def matched_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, s
 
     def show(arm: str, ref: str) -> str:
         d = paired(arms, arm, ref, [k for k, *_ in keys], stats)
-        return ", ".join(f"{name} {sc * d[k]['mean']:+.{dg}f}"
-                         + ("" if math.isnan(d[k]["half"]) else f" ± {sc * d[k]['half']:.{dg}f}") + unit
-                         + f" (n = {d[k]['n']})" for k, name, sc, dg, unit in keys)
+        return ", ".join(f"{name} {ci_text(d[k], sc, dg, unit)}" for k, name, sc, dg, unit in keys)
     return (f"Step-size control: slas − {MATCHED} (DanceGRPO's estimator with r moving as far as SLAS's): "
             f"{show('slas', MATCHED)}; {MATCHED} − grpo: {show(MATCHED, 'grpo')}.")
 
 
-def push_line(root: Path, parts: list[str], order: list[str]) -> str:
-    """Each arm's push on nft's r over its runs: mean over iterations of ``train/adv_abs_mean`` / (2 r_scale), i.e.
-    mean |r - 1/2| before r's clamp to [0, 1], averaged over seeds: the step size the control matches."""
-    push: dict[str, list[float]] = {}
-    for part in parts:
-        for run in sorted((root / part / "runs").glob("*_s*")):
-            arm, cfg = re.sub(r"_s\d+$", "", run.name), run / "config.yaml"
-            if arm not in order or not cfg.is_file() or load_config(cfg).train.objective != "nft":
-                continue
-            adv = [v for _, v in series(read_metrics(run), "train/adv_abs_mean")]
-            if adv:
-                push.setdefault(arm, []).append(statistics.fmean(adv) / (2 * load_config(cfg).forward.r_scale))
-    if not push:
-        return ""
-    return ("Push on nft's r (mean |r − 1/2| over the run, before the clamp): "
-            + ", ".join(f"{a} {fmt(push[a], 1, 4)}" for a in order if a in push) + ".")
+def push_line(root: Path, parts: list[str], arms: dict[str, dict[int, list[dict]]], order: list[str]) -> str:
+    """Each arm's push on nft's r: per finished run, the mean over iterations of ``train/adv_abs_mean`` /
+    (2 ``forward.r_scale``), i.e. mean |r - 1/2| before r's clamp to [0, 1]; over seeds: the step size the control
+    matches. ``r_scale`` is read from one config of the arm (in ``parts``): it is the same for every seed."""
+    push = []
+    for arm in (a for a in order if a in arms):
+        cfg = next((c for part in parts for c in sorted((root / part / "runs").glob(f"{arm}_s*/config.yaml"))), None)
+        conf = load_config(cfg) if cfg else None
+        if conf is None or conf.train.objective != "nft":
+            continue
+        runs = [statistics.fmean(v for _, v in series(rows, "train/adv_abs_mean")) / (2 * conf.forward.r_scale)
+                for rows in arms[arm].values()]
+        push.append(f"{arm} {fmt(runs, 1, 4)}")
+    return "Push on nft's r (mean |r − 1/2| over the run, before the clamp): " + ", ".join(push) + "." if push else ""
 
 
 GOLD_MATCHED_KEYS = [("d_id", "in-domain", 100, 1, " pts"), ("d_heldout", "held-out", 100, 1, " pts"),
@@ -641,7 +640,7 @@ def part2(root: Path, patience: int = 3) -> list[str]:
     out = ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
            "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
            *gold_paired_table(arms, order), "", matched_line(arms, GOLD_MATCHED_KEYS), "",
-           push_line(root, PART2, ["grpo", "slas", MATCHED]), "",
+           push_line(root, PART2, arms, ["grpo", "slas", MATCHED]), "",
            "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
     details = [a for a in order if a.startswith("slas-") and "gamma" not in a]
     if details:  # one option at a time against slas at its defaults
@@ -666,7 +665,7 @@ def part2(root: Path, patience: int = 3) -> list[str]:
         out += [f"### Part 2 under a hackable proxy: {label} ({part})", "", *arm_table(hack, hack_order), "",
                 "Paired differences against DanceGRPO's estimator (same seeds):", "",
                 *paired_table(hack, hack_order), "", matched_line(hack, HACK_MATCHED_KEYS, run_stats), "",
-                push_line(root, PART2_PROXY[part], ["grpo", "slas", MATCHED]), ""]
+                push_line(root, PART2_PROXY[part], hack, ["grpo", "slas", MATCHED]), ""]
         for arm in hack_order[:2]:
             out += [f"Per seed, {arm}:", "", *hack_table(hack, arm, patience), ""]
         verdicts.append(hack_verdict(hack, label))

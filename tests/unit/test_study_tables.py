@@ -238,7 +238,8 @@ def test_push_line_divides_the_advantage_scale_by_r_scale(tmp_path):
         (run / "config.yaml").write_text(f"train:\n  objective: nft\n  iterations: 2\nforward:\n  r_scale: {r_scale}\n")
         (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i + 1, "train/adv_abs_mean": a}) + "\n"
                                                    for i, a in enumerate(adv)))
-    line = st.push_line(tmp_path, ["part"], ["grpo", "slas", "grpo-r_scale4"])
+    arms = st.load_runs(tmp_path, ["part"])
+    line = st.push_line(tmp_path, ["part"], arms, ["grpo", "slas", "grpo-r_scale4"])
     # |A| / (2 r_scale): 0.8 / 10, 0.9 / 10, 0.8 / 8
     assert line.endswith("grpo 0.0800, slas 0.0900, grpo-r_scale4 0.1000.")
-    assert st.push_line(tmp_path, ["part"], ["drgrpo"]) == ""
+    assert st.push_line(tmp_path, ["part"], arms, ["drgrpo"]) == ""
