@@ -220,15 +220,29 @@ def test_part2_step_size_control_and_awm_label():
                 {"iteration": 10, "eval/gold_accuracy": 0.3 + gain, "eval/id/gold_accuracy": 0.3 + gain}]
 
     arms = {"grpo": {s: rows(0.05) for s in range(3)}, "slas": {s: rows(0.15) for s in range(3)}}
-    assert st.matched_line(arms, st.GOLD_MATCHED_KEYS) == f"Step-size control ({st.MATCHED}): not run yet."
+    assert st.matched_line(arms, st.GOLD_CONTRAST_KEYS) == f"Step-size control ({st.MATCHED}): not run yet."
     arms[st.MATCHED] = {s: rows(0.13 + 0.01 * s) for s in range(3)}  # the control closes most of SLAS's lead
-    line = st.matched_line(arms, st.GOLD_MATCHED_KEYS)
+    line = st.matched_line(arms, st.GOLD_CONTRAST_KEYS)
     assert f"slas − {st.MATCHED}" in line and "held-out +1.0 ± 2.5 pts (n = 3)" in line
     assert f"{st.MATCHED} − grpo: in-domain +9.0 ± 2.5 pts (n = 3)" in line
     awm = st.gold_verdicts(arms, label="awm")
     assert awm[0].startswith("1. faster training dynamics (awm): ")
     assert awm[1].startswith("2. better out-of-domain (held-out compositions) (awm): supported")
     assert st.gold_verdicts({"grpo": arms["grpo"]}, label="awm") == ["1. (needs finished slas and grpo runs, awm)"]
+
+
+def test_gamma_line_pairs_the_ends_of_the_sweep():
+    def rows(gain):
+        return [{"iteration": 0, "eval/gold_accuracy": 0.3, "eval/id/gold_accuracy": 0.3},
+                {"iteration": 10, "eval/gold_accuracy": 0.3 + gain, "eval/id/gold_accuracy": 0.3 + gain}]
+
+    arms = {"slas": {s: rows(0.10) for s in range(3)}, "slas-gamma2": {s: rows(0.20) for s in range(3)}}
+    assert st.gamma_line(arms, st.GOLD_CONTRAST_KEYS) == "Gamma sweep: not run yet (slas-gamma0.5 missing)."
+    arms["slas-gamma0.5"] = {s: rows(0.04 + 0.01 * s) for s in range(3)}  # gains 4, 5, 6 pts
+    line = st.gamma_line(arms, st.GOLD_CONTRAST_KEYS)
+    # gamma 2 − gamma 0.5: 20 − (4, 5, 6) = 16, 15, 14 pts; the default − gamma 0.5: 6, 5, 4 pts
+    assert line.startswith("Gamma sweep: slas-gamma2 − slas-gamma0.5: in-domain +15.0 ± 2.5 pts (n = 3)")
+    assert "; slas (gamma 1) − slas-gamma0.5: in-domain +5.0 ± 2.5 pts (n = 3)" in line
 
 
 def test_push_line_divides_the_advantage_scale_by_r_scale(tmp_path):
