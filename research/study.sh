@@ -10,7 +10,7 @@ SLAS=${SLAS:-.venv/bin/slas}
 LAM=${LAM:-4}  # part 2's toy_biased strength, from its probe
 part2() {
   # Every part 2 arm: 5 seeds, 120 iterations of configs/toy_slas.yaml (the proxies: 60), 2 runs at a time x 1
-  # thread: about 17 min per 120-iteration M run (S: less). In the order they were run; each line resumes or skips.
+  # thread: about 17 min per 120-iteration M run (S: less, L: twice). In the order they run; each line resumes or skips.
   local c2=(--config configs/toy_slas.yaml --seeds 5 --jobs 2 --threads 1)
   local biased=('reward.weights={toy_biased: 1.0}')
   # the proxy runs: toy_biased at the probe's strength, or toy_pref; 60 iterations, evaluated every 10
@@ -41,17 +41,24 @@ part2() {
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_gamma"
   # 1d. the other estimators on the gold reward
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_estimators"
-  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
-  # 4. SLAS's open details on the gold reward, one at a time against slas at its defaults (part2_main)
-  $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.normalize=after --out "$OUT/part2_normalize"
-  $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.batch_std_of=rewards --out "$OUT/part2_batch_std_of"
-  $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.recenter=true --out "$OUT/part2_recenter"
-  $SLAS compare "${c2[@]}" --methods slas --sweep train.drop_zero_advantage=true --out "$OUT/part2_drop_zero"
+  # 4. SLAS's open details on the gold reward, one at a time against slas at its defaults (part2_main); each is one
+  #    arm (5 runs), so two of them run side by side with one run each and no core waits on an odd run out
+  local d1=(--config configs/toy_slas.yaml --seeds 5 --jobs 1 --threads 1 --methods slas)
+  details() {  # details SWEEP_A OUT_A SWEEP_B OUT_B
+    $SLAS compare "${d1[@]}" --sweep "$1" --out "$OUT/$2" &
+    local first=$!
+    $SLAS compare "${d1[@]}" --sweep "$3" --out "$OUT/$4"
+    wait "$first"
+  }
+  details advantage.params.normalize=after part2_normalize advantage.params.batch_std_of=rewards part2_batch_std_of
+  details advantage.params.recenter=true part2_recenter train.drop_zero_advantage=true part2_drop_zero
   # 2d. the proxy's other arms (as on the gold reward), and scale under the proxy
   $SLAS compare "${c2[@]}" --methods drgrpo,grpo_global_std --out "$OUT/part2_hack_estimators" "${hack[@]}"
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_hack_gamma" \
     "${hack[@]}"
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_S" "${hack[@]}" model.checkpoint=toy_S
+  # 3b. L (twice M's cost per run) on the gold reward and under the proxy
+  $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_L" "${hack[@]}" model.checkpoint=toy_L
   # 5. the main arms under the other forward-process objective (AWM, which also learns: docs/performance.md)
   $SLAS compare --config configs/toy_awm_slas.yaml --seeds 5 --jobs 2 --threads 1 --methods grpo,slas \
