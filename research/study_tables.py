@@ -612,6 +612,8 @@ def contrast(arms: dict[str, dict[int, list[dict]]], arm: str, ref: str, keys: l
 
 
 GAMMAS = ["slas-gamma0.5", "slas", "slas-gamma2"]  # the power 1 + gamma at gamma 0.5, 1 (slas's default), 2
+GAMMA_AXIS = ["grpo_global_std", *GAMMAS]  # grpo_global_std: the linear end (gamma 0 with the batch std of rewards)
+ESTIMATORS = ["grpo", "drgrpo", "grpo_global_std", "slas"]
 
 
 def gamma_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, str, float, int, str]],
@@ -715,14 +717,19 @@ def save_grid(src: Path, dst: Path) -> None:
 
 def part2_plots(root: Path, out: Path) -> None:
     """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png and study2_pref.png (the
-    toy_biased and toy_pref arms' proxy, out-of-domain gold and saturation), and the last evaluation's sample grids
-    of the gold and toy_biased comparisons."""
-    gold = load_runs(root, ["part2_main", "part2_matched"])
+    toy_biased and toy_pref arms' proxy, out-of-domain gold and saturation), study2_estimators.png and
+    study2_gamma.png (the other estimators and the gamma axis, gold reward; ``_hack`` under toy_biased) once those
+    runs exist, and the last evaluation's sample grids of the gold and toy_biased comparisons."""
+    gold = load_runs(root, PART2)
     if gold:
         plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
     hack = load_runs(root, PART2_PROXY["part2_hack"])
     if hack:
         plot(hack, ["grpo", "slas", MATCHED], out / "study2_hack.png", HACK_PANELS)
+    for arms, suffix, panels in ((gold, "", GOLD_PANELS), (hack, "_hack", HACK_PANELS)):
+        for name, order in (("estimators", ESTIMATORS), ("gamma", GAMMA_AXIS)):
+            if len([a for a in order if a in arms]) > 2:  # more than the main comparison's two arms
+                plot(arms, order, out / f"study2_{name}{suffix}.png", panels)
     pref = load_runs(root, PART2_PROXY["part2_pref"])
     if pref:
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
