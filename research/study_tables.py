@@ -321,15 +321,23 @@ def reach(rows: list[dict], rise: float) -> float:
     return next((float(i) for i, v in pts if v >= pts[0][1] + rise - 1e-12), math.nan)
 
 
+def mean_gain(rows: list[dict], key: str) -> float:
+    """The mean of ``key`` over the run minus its first value: the trapezoid area under the gain curve over the
+    evaluated span, divided by that span (NaN with fewer than two evaluations). Less noisy than the last value."""
+    pts = series(rows, key)
+    if len(pts) < 2:
+        return math.nan
+    area = sum((i1 - i0) * ((v0 + v1) / 2 - pts[0][1]) for (i0, v0), (i1, v1) in zip(pts, pts[1:], strict=False))
+    return area / max(1, pts[-1][0] - pts[0][0])
+
+
 def gold_stats(rows: list[dict]) -> dict[str, float]:
     """The per-run quantities of part 2 (fractions; iterations)."""
     first, last = (functools.partial(f, rows) for f in (first_value, last_value))
-    pts = series(rows, "eval/gold_accuracy")
-    area = sum((i1 - i0) * ((v0 + v1) / 2 - pts[0][1]) for (i0, v0), (i1, v1) in zip(pts, pts[1:], strict=False))
     out = {
         "final_heldout": last("eval/gold_accuracy"), "d_heldout": last("eval/gold_accuracy") - first("eval/gold_accuracy"),
         "final_id": last("eval/id/gold_accuracy"), "d_id": last("eval/id/gold_accuracy") - first("eval/id/gold_accuracy"),
-        "auc": area / max(1, pts[-1][0] - pts[0][0]) if len(pts) > 1 else math.nan,  # mean gain over the run
+        "auc": mean_gain(rows, "eval/gold_accuracy"), "auc_id": mean_gain(rows, "eval/id/gold_accuracy"),
         "d_exact_count": last("eval/exact_count") - first("eval/exact_count"),
         "final_debris": last("eval/debris"), "d_debris": last("eval/debris") - first("eval/debris"),
     }
@@ -349,6 +357,7 @@ GOLD_COLS = [  # key, header, scale, digits, signed
     ("final_id", "in-domain % (final)", 100, 1, False), ("d_id", "Δ in-domain (pts)", 100, 1, True),
     ("to_5", "iterations to +5", 1, 0, False), ("to_10", "iterations to +10", 1, 0, False),
     ("auc", "mean held-out gain over the run (pts)", 100, 1, True),
+    ("auc_id", "mean in-domain gain over the run (pts)", 100, 1, True),
     ("d_exact_count", "Δ exact count (pts)", 100, 1, True), ("d_debris", "Δ debris (pts)", 100, 1, True),
 ]
 
@@ -448,7 +457,8 @@ def gold_verdicts(arms: dict[str, dict[int, list[dict]]], arm: str = "slas", ref
     return [f"1. faster training dynamics{tag}: {v1}. Mean held-out gain over the run {show('auc')}; iterations to +5 "
             f"{show('to_5', 1, 'iterations')}, to +10 {show('to_10', 1, 'iterations')} (seeds where both reached); "
             f"training reward over iterations 1-20 {show('early_reward', 1, '', 3)}, over the last 20 "
-            f"{show('late_reward', 1, '', 3)}; final in-domain strict accuracy {show('d_id')}.",
+            f"{show('late_reward', 1, '', 3)}; in-domain strict accuracy, final {show('d_id')}, mean gain over the "
+            f"run {show('auc_id')}.",
             f"2. better out-of-domain (held-out compositions){tag}: {v2}. Final held-out {show('d_heldout')}.",
             f"5. fidelity (per-tag, exact count){tag}: {v5}. Exact count {show('d_exact_count')}."]
 
@@ -644,7 +654,7 @@ def push_line(root: Path, parts: list[str], arms: dict[str, dict[int, list[dict]
 
 
 GOLD_CONTRAST_KEYS = [("d_id", "in-domain", 100, 1, " pts"), ("d_heldout", "held-out", 100, 1, " pts"),
-                     ("auc", "mean held-out gain", 100, 1, " pts"),
+                     ("auc", "mean held-out gain", 100, 1, " pts"), ("auc_id", "mean in-domain gain", 100, 1, " pts"),
                      ("d_tag_color_attr", "colour attribution", 100, 1, " pts")]  # claim 5's resolved tag
 HACK_CONTRAST_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation", "saturation", 1, 3, ""),
                      ("d_heldout", "held-out gold", 100, 1, " pts")]
@@ -661,13 +671,17 @@ def part2(root: Path, patience: int = 3) -> list[str]:
            "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
            *gold_paired_table(arms, order), "", matched_line(arms, GOLD_CONTRAST_KEYS), "",
            gamma_line(arms, GOLD_CONTRAST_KEYS), "",
-           push_line(root, PART2, arms, ["grpo", "slas", MATCHED]), "",
+           push_line(root, PART2, arms, order), "",
            "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
     details = [a for a in order if a.startswith("slas-") and "gamma" not in a]
     if details:  # one option at a time against slas at its defaults
         out += ["### SLAS's open details: paired differences against slas at its defaults", "",
                 *gold_paired_table(arms, ["slas", *details], ref="slas"), ""]
     verdicts = gold_verdicts(arms)
+    other = [a for a in GAMMAS if a != "slas" and a in arms and "grpo" in arms]
+    if other:  # the same claims at the sweep's other gammas: is a verdict a property of gamma 1 only?
+        out += ["### The gold-reward claims at the other gammas (against DanceGRPO, paired)", "",
+                *claim_lines([v for a in other for v in gold_verdicts(arms, arm=a, label=a.removeprefix("slas-"))])]
     awm = load_runs(root, [PART2_AWM])
     if awm:
         out += [f"### Part 2 under the other forward-process objective: awm ({PART2_AWM})", "",
@@ -687,7 +701,7 @@ def part2(root: Path, patience: int = 3) -> list[str]:
                 "Paired differences against DanceGRPO's estimator (same seeds):", "",
                 *paired_table(hack, hack_order), "", matched_line(hack, HACK_CONTRAST_KEYS, run_stats), "",
                 gamma_line(hack, HACK_CONTRAST_KEYS, run_stats), "",
-                push_line(root, PART2_PROXY[part], hack, ["grpo", "slas", MATCHED]), ""]
+                push_line(root, PART2_PROXY[part], hack, hack_order), ""]
         for arm in hack_order[:2]:
             out += [f"Per seed, {arm}:", "", *hack_table(hack, arm, patience), ""]
         verdicts.append(hack_verdict(hack, label))
@@ -703,7 +717,17 @@ def part2(root: Path, patience: int = 3) -> list[str]:
     if not any(proxies.values()):
         verdicts.append("3. less reward hacking: not tested in part 2 (no proxy runs)")
     verdicts.sort(key=lambda v: int(v.split(".")[0]))  # claims in the paper's order (stable within one claim)
-    return out + ["### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "", *verdicts]
+    return out + ["### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "", *claim_lines(verdicts)]
+
+
+def claim_lines(verdicts: list[str]) -> list[str]:
+    """Verdict lines ("3. less reward hacking ...") as paragraphs with a bold claim number: as a Markdown ordered
+    list, "1. 2. 3. 3. 4. 5." would render renumbered 1 to 6."""
+    out = []
+    for v in verdicts:
+        n, _, rest = v.partition(". ")
+        out += [f"**{n}.** {rest}", ""]
+    return out
 
 
 def save_grid(src: Path, dst: Path) -> None:

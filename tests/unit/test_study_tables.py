@@ -113,6 +113,9 @@ def test_part2_gold_stats_reach_and_area():
     assert s["d_heldout"] == pytest.approx(0.08)
     # trapezoids of the gain over iteration 0: (0 + .04)/2*20 + (.04 + .11)/2*20 + (.11 + .08)/2*20 = 3.8, / 60
     assert s["auc"] == pytest.approx(3.8 / 60)
+    assert s["auc_id"] != s["auc_id"]  # no in-domain evaluations: NaN, not 0
+    rows[1]["eval/id/gold_accuracy"], rows[3]["eval/id/gold_accuracy"] = 0.2, 0.3  # evaluated at 20 and 60 only
+    assert st.gold_stats(rows)["auc_id"] == pytest.approx(0.05)  # gains 0 at 20, 0.1 at 60: mean (0 + 0.1) / 2
     assert st.reach(rows, 0.2) != st.reach(rows, 0.2)  # never: NaN
 
 
@@ -243,6 +246,8 @@ def test_gamma_line_pairs_the_ends_of_the_sweep():
     # gamma 2 − gamma 0.5: 20 − (4, 5, 6) = 16, 15, 14 pts; the default − gamma 0.5: 6, 5, 4 pts
     assert line.startswith("Gamma sweep: slas-gamma2 − slas-gamma0.5: in-domain +15.0 ± 2.5 pts (n = 3)")
     assert "; slas (gamma 1) − slas-gamma0.5: in-domain +5.0 ± 2.5 pts (n = 3)" in line
+    # verdicts keep their claim numbers in Markdown (an ordered list would renumber the second "3.")
+    assert st.claim_lines(["3. a (x): b. c", "3. d"]) == ["**3.** a (x): b. c", "", "**3.** d", ""]
 
 
 def test_push_line_divides_the_advantage_scale_by_r_scale(tmp_path):
