@@ -633,8 +633,11 @@ def gamma_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, str
     if missing:
         return f"Gamma sweep: not run yet ({', '.join(missing)} missing)."
     lo, mid, hi = GAMMAS
+    linear = GAMMA_AXIS[0]
+    power = (f"; slas (gamma 1) − {linear} (the linear end: what the power adds to the batch std): "
+             f"{contrast(arms, mid, linear, keys, stats)}" if linear in arms else "")
     return (f"Gamma sweep: {hi} − {lo}: {contrast(arms, hi, lo, keys, stats)}; "
-            f"slas (gamma 1) − {lo}: {contrast(arms, mid, lo, keys, stats)}.")
+            f"slas (gamma 1) − {lo}: {contrast(arms, mid, lo, keys, stats)}{power}.")
 
 
 def push_line(root: Path, parts: list[str], arms: dict[str, dict[int, list[dict]]], order: list[str]) -> str:

@@ -245,7 +245,11 @@ def test_gamma_line_pairs_the_ends_of_the_sweep():
     line = st.gamma_line(arms, st.GOLD_CONTRAST_KEYS)
     # gamma 2 − gamma 0.5: 20 − (4, 5, 6) = 16, 15, 14 pts; the default − gamma 0.5: 6, 5, 4 pts
     assert line.startswith("Gamma sweep: slas-gamma2 − slas-gamma0.5: in-domain +15.0 ± 2.5 pts (n = 3)")
-    assert "; slas (gamma 1) − slas-gamma0.5: in-domain +5.0 ± 2.5 pts (n = 3)" in line
+    assert "; slas (gamma 1) − slas-gamma0.5: in-domain +5.0 ± 2.5 pts (n = 3)" in line and "linear end" not in line
+    arms["grpo_global_std"] = {s: rows(0.12) for s in range(3)}
+    assert st.gamma_line(arms, st.GOLD_CONTRAST_KEYS[:1]).endswith(
+        "; slas (gamma 1) − grpo_global_std (the linear end: what the power adds to the batch std): "
+        "in-domain -2.0 ± 0.0 pts (n = 3).")
     # verdicts keep their claim numbers in Markdown (an ordered list would renumber the second "3.")
     assert st.claim_lines(["3. a (x): b. c", "3. d"]) == ["**3.** a (x): b. c", "", "**3.** d", ""]
 
