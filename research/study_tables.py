@@ -663,11 +663,19 @@ HACK_CONTRAST_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation
                      ("d_heldout", "held-out gold", 100, 1, " pts")]
 
 
-def part2(root: Path, patience: int = 3) -> list[str]:
-    """Every part-2 table and verdict; ``patience``: the monitor early-stop rule replayed in the hacking tables."""
-    arms = load_runs(root, PART2)
-    if not arms:
+def part2_runs(root: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
+    """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2) and each proxy part
+    (PART2_PROXY's keys, with their extra arms merged)."""
+    gold = load_runs(root, PART2)
+    if not gold:
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2}); run `bash research/study.sh {root} part2`")
+    return {"gold": gold} | {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
+
+
+def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patience: int = 3) -> list[str]:
+    """Every part-2 table and verdict from ``runs`` (``part2_runs``); ``patience``: the monitor early-stop rule
+    replayed in the hacking tables."""
+    arms = runs["gold"]
     order = ["grpo", "slas", "drgrpo", "grpo_global_std", "slas-gamma0.5", "slas-gamma2", MATCHED]
     order += sorted(a for a in arms if a not in order)
     out = ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
@@ -693,7 +701,7 @@ def part2(root: Path, patience: int = 3) -> list[str]:
     probe = load_runs(root, [PART2_PROBE])
     if probe:
         out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe, patience), ""]
-    proxies = {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
+    proxies = {part: runs[part] for part in PART2_PROXY}
     for part, hack in proxies.items():
         if not hack:
             continue
@@ -742,22 +750,20 @@ def save_grid(src: Path, dst: Path) -> None:
     Image.open(src).convert("RGB").quantize(64).save(dst, optimize=True)
 
 
-def part2_plots(root: Path, out: Path) -> None:
+def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], out: Path) -> None:
     """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png and study2_pref.png (the
     toy_biased and toy_pref arms' proxy, out-of-domain gold and saturation), study2_estimators.png and
     study2_gamma.png (the other estimators and the gamma axis, gold reward; ``_hack`` under toy_biased) once those
-    runs exist, and the last evaluation's sample grids of the gold and toy_biased comparisons."""
-    gold = load_runs(root, PART2)
-    if gold:
-        plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
-    hack = load_runs(root, PART2_PROXY["part2_hack"])
+    runs exist, and the last evaluation's sample grids of the gold and toy_biased comparisons (``runs``:
+    ``part2_runs``)."""
+    gold, hack, pref = runs["gold"], runs["part2_hack"], runs["part2_pref"]
+    plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
     if hack:
         plot(hack, ["grpo", "slas", MATCHED], out / "study2_hack.png", HACK_PANELS)
     for arms, suffix, panels in ((gold, "", GOLD_PANELS), (hack, "_hack", HACK_PANELS)):
         for name, order in (("estimators", ESTIMATORS), ("gamma", GAMMA_AXIS)):
             if len([a for a in order if a in arms]) > 2:  # more than the main comparison's two arms
                 plot(arms, order, out / f"study2_{name}{suffix}.png", panels)
-    pref = load_runs(root, PART2_PROXY["part2_pref"])
     if pref:
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
@@ -783,12 +789,13 @@ def main() -> None:
     if not root.is_dir():
         sys.exit(f"{root} does not exist: run `bash research/study.sh {root}` first")
     if args.part2:
-        text = "\n".join(part2(root, args.patience)) + "\n"
+        runs = part2_runs(root)
+        text = "\n".join(part2(root, runs, args.patience)) + "\n"
         print(text)
         if args.md:
             Path(args.md).write_text(text)
         if args.plots:
-            part2_plots(root, Path(args.plots))
+            part2_plots(root, runs, Path(args.plots))
         return
     arms = load_runs(root)
     has_scale = any((root / p / "runs").is_dir() for p in SCALE_PARTS.values() if p != "main")
