@@ -626,6 +626,11 @@ GAMMA_AXIS = ["grpo_global_std", *GAMMAS]  # grpo_global_std: the linear end (ga
 ESTIMATORS = ["grpo", "drgrpo", "grpo_global_std", "slas"]
 
 
+def detail_arms(arms: dict) -> list[str]:
+    """SLAS's open-detail arms (``slas-<option><value>``, one option changed from the defaults), gamma's aside."""
+    return sorted(a for a in arms if a.startswith("slas-") and "gamma" not in a)
+
+
 def gamma_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, str, float, int, str]],
                stats=gold_stats) -> str:
     """Does the power's exponent matter? The two ends of the sweep paired by seed, and the default against each."""
@@ -684,7 +689,7 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
            gamma_line(arms, GOLD_CONTRAST_KEYS), "",
            push_line(root, PART2, arms, order), "",
            "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
-    details = [a for a in order if a.startswith("slas-") and "gamma" not in a]
+    details = detail_arms(arms)
     if details:  # one option at a time against slas at its defaults
         out += ["### SLAS's open details: paired differences against slas at its defaults", "",
                 *gold_paired_table(arms, ["slas", *details], ref="slas"), ""]
@@ -753,9 +758,9 @@ def save_grid(src: Path, dst: Path) -> None:
 def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], out: Path) -> None:
     """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png and study2_pref.png (the
     toy_biased and toy_pref arms' proxy, out-of-domain gold and saturation), study2_estimators.png and
-    study2_gamma.png (the other estimators and the gamma axis, gold reward; ``_hack`` under toy_biased) once those
-    runs exist, and the last evaluation's sample grids of the gold and toy_biased comparisons (``runs``:
-    ``part2_runs``)."""
+    study2_gamma.png (the other estimators and the gamma axis, gold reward; ``_hack`` under toy_biased) and
+    study2_details.png (SLAS's open details against its defaults, gold reward) once those runs exist, and the last
+    evaluation's sample grids of the gold, toy_biased and toy_pref comparisons (``runs``: ``part2_runs``)."""
     gold, hack, pref = runs["gold"], runs["part2_hack"], runs["part2_pref"]
     plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
     if hack:
@@ -764,10 +769,13 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
         for name, order in (("estimators", ESTIMATORS), ("gamma", GAMMA_AXIS)):
             if len([a for a in order if a in arms]) > 2:  # more than the main comparison's two arms
                 plot(arms, order, out / f"study2_{name}{suffix}.png", panels)
+    if detail_arms(gold):
+        plot(gold, ["slas", *detail_arms(gold)], out / "study2_details.png", GOLD_PANELS)
     if pref:
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
-    for part, stem in (("part2_main", "study2_grid"), ("part2_hack", "study2_hack_grid")):
+    for part, stem in (("part2_main", "study2_grid"), ("part2_hack", "study2_hack_grid"),
+                       ("part2_pref", "study2_pref_grid")):
         grids = sorted((root / part / "grids").glob("iter_*.png"))
         if grids:
             it = int(grids[-1].stem.removeprefix("iter_"))

@@ -266,3 +266,21 @@ def test_push_line_divides_the_advantage_scale_by_r_scale(tmp_path):
     # |A| / (2 r_scale): 0.8 / 10, 0.9 / 10, 0.8 / 8
     assert line.endswith("grpo 0.0800, slas 0.0900, grpo-r_scale4 0.1000.")
     assert st.push_line(tmp_path, ["part"], arms, ["drgrpo"]) == ""
+
+
+def test_open_details_are_paired_against_slas_at_its_defaults():
+    def rows(gain):
+        return [{"iteration": 0, "eval/gold_accuracy": 0.3}, {"iteration": 10, "eval/gold_accuracy": 0.3 + gain}]
+
+    arms = {"grpo": {s: rows(0.1) for s in range(3)}, "slas": {s: rows(0.1 + 0.01 * s) for s in range(3)},
+            "slas-gamma2": {s: rows(0.2) for s in range(3)},
+            "slas-normalizeafter": {s: rows(0.05 + 0.01 * s) for s in range(3)},
+            "slas-recenterTrue": {s: rows(0.1) for s in range(2)}}
+    assert st.detail_arms(arms) == ["slas-normalizeafter", "slas-recenterTrue"]  # gamma is the sweep, not a detail
+    table = st.gold_paired_table(arms, ["slas", *st.detail_arms(arms)], ref="slas")
+    assert table[0].startswith("| arm − slas | pairs |")
+    normalize, recenter = table[2].split(" | "), table[3].split(" | ")
+    assert normalize[:2] == ["| slas-normalizeafter", "3"]  # paired on all 3 seeds
+    heldout = table[0].split(" | ").index("Δ held-out (pts)")
+    assert normalize[heldout].startswith("-5.0")  # the same -5 points on every seed
+    assert recenter[1] == "2"  # only the seeds both arms finished
