@@ -706,8 +706,8 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
     probe = load_runs(root, [PART2_PROBE])
     if probe:
         out += [f"### Part 2 under a hackable proxy: the strength probe ({PART2_PROBE})", "", *probe_table(probe, patience), ""]
-    proxies = {part: runs[part] for part in PART2_PROXY}
-    for part, hack in proxies.items():
+    for part in PART2_PROXY:
+        hack = runs[part]
         if not hack:
             continue
         label = reward_label(root, part)
@@ -730,7 +730,7 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
         label = reward_label(root, PART2_HACK_SCALE["M"])
         out += [f"### Part 2 per model size under {label} (M is part2_hack)", "", *hack_scale_table(hack_sizes), ""]
         verdicts.append(scale_verdict(hack_sizes, label, "peak_gap", -1, "peak hacking gap", 1, 3, ""))
-    if not any(proxies.values()):
+    if not any(runs[part] for part in PART2_PROXY):
         verdicts.append("3. less reward hacking: not tested in part 2 (no proxy runs)")
     verdicts.sort(key=lambda v: int(v.split(".")[0]))  # claims in the paper's order (stable within one claim)
     return out + ["### Verdicts (SLAS − DanceGRPO, paired 95% t intervals)", "", *claim_lines(verdicts)]
@@ -769,8 +769,9 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
         for name, order in (("estimators", ESTIMATORS), ("gamma", GAMMA_AXIS)):
             if len([a for a in order if a in arms]) > 2:  # more than the main comparison's two arms
                 plot(arms, order, out / f"study2_{name}{suffix}.png", panels)
-    if detail_arms(gold):
-        plot(gold, ["slas", *detail_arms(gold)], out / "study2_details.png", GOLD_PANELS)
+    details = detail_arms(gold)
+    if details:
+        plot(gold, ["slas", *details], out / "study2_details.png", GOLD_PANELS)
     if pref:
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
