@@ -633,16 +633,17 @@ def detail_arms(arms: dict) -> list[str]:
 
 def gamma_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, str, float, int, str]],
                stats=gold_stats) -> str:
-    """Does the power's exponent matter? The two ends of the sweep paired by seed, and the default against each."""
-    missing = [a for a in GAMMAS if a not in arms]
-    if missing:
-        return f"Gamma sweep: not run yet ({', '.join(missing)} missing)."
+    """Does the power's exponent matter? The two ends of the sweep paired by seed, the default against each, and
+    the default against the linear end (``grpo_global_std``), which needs no sweep runs."""
     lo, mid, hi = GAMMAS
     linear = GAMMA_AXIS[0]
-    power = (f"; slas (gamma 1) − {linear} (the linear end: what the power adds to the batch std): "
-             f"{contrast(arms, mid, linear, keys, stats)}" if linear in arms else "")
+    power = (f"slas (gamma 1) − {linear} (the linear end: what the power adds to the batch std): "
+             f"{contrast(arms, mid, linear, keys, stats)}" if linear in arms and mid in arms else "")
+    missing = [a for a in GAMMAS if a not in arms]
+    if missing:
+        return f"Gamma sweep: not run yet ({', '.join(missing)} missing)" + (f"; {power}." if power else ".")
     return (f"Gamma sweep: {hi} − {lo}: {contrast(arms, hi, lo, keys, stats)}; "
-            f"slas (gamma 1) − {lo}: {contrast(arms, mid, lo, keys, stats)}{power}.")
+            f"slas (gamma 1) − {lo}: {contrast(arms, mid, lo, keys, stats)}" + (f"; {power}." if power else "."))
 
 
 def push_line(root: Path, parts: list[str], arms: dict[str, dict[int, list[dict]]], order: list[str]) -> str:

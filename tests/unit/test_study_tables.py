@@ -241,6 +241,11 @@ def test_gamma_line_pairs_the_ends_of_the_sweep():
 
     arms = {"slas": {s: rows(0.10) for s in range(3)}, "slas-gamma2": {s: rows(0.20) for s in range(3)}}
     assert st.gamma_line(arms, st.GOLD_CONTRAST_KEYS) == "Gamma sweep: not run yet (slas-gamma0.5 missing)."
+    linear = {"grpo_global_std": {s: rows(0.12) for s in range(3)}}
+    # what the power adds needs only the linear end's runs
+    assert st.gamma_line(arms | linear, st.GOLD_CONTRAST_KEYS[:1]) == (
+        "Gamma sweep: not run yet (slas-gamma0.5 missing); slas (gamma 1) − grpo_global_std (the linear end: what "
+        "the power adds to the batch std): in-domain -2.0 ± 0.0 pts (n = 3).")
     arms["slas-gamma0.5"] = {s: rows(0.04 + 0.01 * s) for s in range(3)}  # gains 4, 5, 6 pts
     line = st.gamma_line(arms, st.GOLD_CONTRAST_KEYS)
     # gamma 2 − gamma 0.5: 20 − (4, 5, 6) = 16, 15, 14 pts; the default − gamma 0.5: 6, 5, 4 pts
