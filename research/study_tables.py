@@ -640,10 +640,10 @@ def gamma_line(arms: dict[str, dict[int, list[dict]]], keys: list[tuple[str, str
     power = (f"slas (gamma 1) − {linear} (the linear end: what the power adds to the batch std): "
              f"{contrast(arms, mid, linear, keys, stats)}" if linear in arms and mid in arms else "")
     missing = [a for a in GAMMAS if a not in arms]
-    if missing:
-        return f"Gamma sweep: not run yet ({', '.join(missing)} missing)" + (f"; {power}." if power else ".")
-    return (f"Gamma sweep: {hi} − {lo}: {contrast(arms, hi, lo, keys, stats)}; "
-            f"slas (gamma 1) − {lo}: {contrast(arms, mid, lo, keys, stats)}" + (f"; {power}." if power else "."))
+    sweep = (f"not run yet ({', '.join(missing)} missing)" if missing else
+             f"{hi} − {lo}: {contrast(arms, hi, lo, keys, stats)}; "
+             f"slas (gamma 1) − {lo}: {contrast(arms, mid, lo, keys, stats)}")
+    return "Gamma sweep: " + "; ".join(filter(None, [sweep, power])) + "."
 
 
 def push_line(root: Path, parts: list[str], arms: dict[str, dict[int, list[dict]]], order: list[str]) -> str:
