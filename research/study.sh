@@ -57,12 +57,13 @@ part2() {
   $SLAS compare "${c2[@]}" --methods slas --sweep advantage.params.gamma=0.5,2 --out "$OUT/part2_hack_gamma" \
     "${hack[@]}"
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_S" "${hack[@]}" model.checkpoint=toy_S
+  # 5. the main arms under the other forward-process objective (AWM, which also learns: docs/performance.md); before
+  #    L because a whole AWM arm costs about half of L's
+  $SLAS compare --config configs/toy_awm_slas.yaml --seeds 5 --jobs 2 --threads 1 --methods grpo,slas \
+    --out "$OUT/part2_awm"
   # 3b. L (twice M's cost per run) on the gold reward and under the proxy
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_L" "${hack[@]}" model.checkpoint=toy_L
-  # 5. the main arms under the other forward-process objective (AWM, which also learns: docs/performance.md)
-  $SLAS compare --config configs/toy_awm_slas.yaml --seeds 5 --jobs 2 --threads 1 --methods grpo,slas \
-    --out "$OUT/part2_awm"
 }
 if [ "$PART" = part2 ]; then part2; exit 0; fi
 common=(--config configs/toy_hack.yaml --seeds 5 --jobs 2 --threads 1)
