@@ -656,9 +656,10 @@ def push_line(root: Path, parts: list[str], arms: dict[str, dict[int, list[dict]
         conf = load_config(cfg) if cfg else None
         if conf is None or conf.train.objective != "nft":
             continue
-        runs = [statistics.fmean(v for _, v in series(rows, "train/adv_abs_mean")) / (2 * conf.forward.r_scale)
-                for rows in arms[arm].values()]
-        push.append(f"{arm} {fmt(runs, 1, 4)}")
+        adv = [[v for _, v in series(rows, "train/adv_abs_mean")] for rows in arms[arm].values()]
+        runs = [statistics.fmean(a) / (2 * conf.forward.r_scale) for a in adv if a]  # runs that logged it
+        if runs:
+            push.append(f"{arm} {fmt(runs, 1, 4)}")
     return "Push on nft's r (mean |r − 1/2| over the run, before the clamp): " + ", ".join(push) + "." if push else ""
 
 
@@ -670,12 +671,13 @@ HACK_CONTRAST_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation
 
 
 def part2_runs(root: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
-    """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2) and each proxy part
-    (PART2_PROXY's keys, with their extra arms merged)."""
+    """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2), ``awm`` (PART2_AWM)
+    and each proxy part (PART2_PROXY's keys, with their extra arms merged)."""
     gold = load_runs(root, PART2)
     if not gold:
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2}); run `bash research/study.sh {root} part2`")
-    return {"gold": gold} | {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
+    return ({"gold": gold, "awm": load_runs(root, [PART2_AWM])}
+            | {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()})
 
 
 def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patience: int = 3) -> list[str]:
@@ -699,10 +701,12 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
     if other:  # the same claims at the sweep's other gammas: is a verdict a property of gamma 1 only?
         out += ["### The gold-reward claims at the other gammas (against DanceGRPO, paired)", "",
                 *claim_lines([v for a in other for v in gold_verdicts(arms, arm=a, label=a.removeprefix("slas-"))])]
-    awm = load_runs(root, [PART2_AWM])
+    awm = runs["awm"]
     if awm:
         out += [f"### Part 2 under the other forward-process objective: awm ({PART2_AWM})", "",
-                *gold_arm_table(awm, ["grpo", "slas"]), "", *gold_paired_table(awm, ["grpo", "slas"]), ""]
+                *gold_arm_table(awm, ["grpo", "slas"]), "", *gold_paired_table(awm, ["grpo", "slas"]), "",
+                "Held-out strict accuracy per tag under awm: change from iteration 0", "",
+                *gold_tag_table(awm, ["grpo", "slas"]), ""]
         verdicts += gold_verdicts(awm, label="awm")
     probe = load_runs(root, [PART2_PROBE])
     if probe:
@@ -760,10 +764,13 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
     """study2_gold.png (the gold arms' held-out and in-domain curves), study2_hack.png and study2_pref.png (the
     toy_biased and toy_pref arms' proxy, out-of-domain gold and saturation), study2_estimators.png and
     study2_gamma.png (the other estimators and the gamma axis, gold reward; ``_hack`` under toy_biased) and
-    study2_details.png (SLAS's open details against its defaults, gold reward) once those runs exist, and the last
-    evaluation's sample grids of the gold, toy_biased and toy_pref comparisons (``runs``: ``part2_runs``)."""
+    study2_details.png (SLAS's open details against its defaults, gold reward) and study2_awm.png (the main arms
+    under awm) once those runs exist, and the last evaluation's sample grids of the gold, awm, toy_biased and
+    toy_pref comparisons (``runs``: ``part2_runs``)."""
     gold, hack, pref = runs["gold"], runs["part2_hack"], runs["part2_pref"]
     plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
+    if runs["awm"]:
+        plot(runs["awm"], ["grpo", "slas"], out / "study2_awm.png", GOLD_PANELS)
     if hack:
         plot(hack, ["grpo", "slas", MATCHED], out / "study2_hack.png", HACK_PANELS)
     for arms, suffix, panels in ((gold, "", GOLD_PANELS), (hack, "_hack", HACK_PANELS)):
@@ -776,8 +783,8 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
     if pref:
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
-    for part, stem in (("part2_main", "study2_grid"), ("part2_hack", "study2_hack_grid"),
-                       ("part2_pref", "study2_pref_grid")):
+    for part, stem in (("part2_main", "study2_grid"), (PART2_AWM, "study2_awm_grid"),
+                       ("part2_hack", "study2_hack_grid"), ("part2_pref", "study2_pref_grid")):
         grids = sorted((root / part / "grids").glob("iter_*.png"))
         if grids:
             it = int(grids[-1].stem.removeprefix("iter_"))

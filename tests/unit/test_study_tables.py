@@ -289,3 +289,28 @@ def test_open_details_are_paired_against_slas_at_its_defaults():
     heldout = table[0].split(" | ").index("Δ held-out (pts)")
     assert normalize[heldout].startswith("-5.0")  # the same -5 points on every seed
     assert recenter[1] == "2"  # only the seeds both arms finished
+
+
+def test_part2_awm_section_has_per_tag_table_and_figure(tmp_path):
+    def write(part, arm, seed, gain):
+        run = tmp_path / part / "runs" / f"{arm}_s{seed}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("train:\n  objective: nft\n  iterations: 10\nforward:\n  r_scale: 5.0\n")
+        rows = [{"iteration": it, "eval/gold_accuracy": 0.3 + g, "eval/exact_count": 0.7, "eval/strict/colors": 0.2 + g}
+                for it, g in ((0, 0.0), (10, gain))]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    for s in range(3):
+        for part in ("part2_main", "part2_awm"):
+            write(part, "grpo", s, 0.1)
+            write(part, "slas", s, 0.2 + 0.01 * s)
+    runs = st.part2_runs(tmp_path)
+    assert sorted(runs["awm"]) == ["grpo", "slas"]
+    text = "\n".join(st.part2(tmp_path, runs))
+    section = text[text.index("### Part 2 under the other forward-process objective: awm"):]
+    tags = section[section.index("Held-out strict accuracy per tag under awm"):]
+    slas_row = next(line for line in tags.splitlines() if line.startswith("| slas "))
+    assert "+20.0" not in slas_row and "+21.0" in slas_row  # colours: mean of +20, +21, +22 over the 3 seeds
+    assert "(awm): supported" in text  # slas gains 10-12 more points on every seed
+    st.part2_plots(tmp_path, runs, tmp_path / "img")
+    assert (tmp_path / "img" / "study2_awm.png").stat().st_size > 0
