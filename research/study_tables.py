@@ -420,7 +420,10 @@ def gold_tag_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> 
 
 
 def ci_text(ci: dict, sc: float = 1, digits: int = 3, unit: str = "", n: bool = True) -> str:
-    """``+mean ± half unit (n = N)`` of a t interval, scaled; no ``± half`` where there is no spread (one pair)."""
+    """``+mean ± half unit (n = N)`` of a t interval, scaled; no ``± half`` where there is no spread (one pair),
+    ``–`` where there is nothing to pair (e.g. no seed where both runs reached a target)."""
+    if not ci["n"]:
+        return "–" + (" (n = 0)" if n else "")
     half = "" if math.isnan(ci["half"]) else f" ± {sc * ci['half']:.{digits}f}"
     return f"{sc * ci['mean']:+.{digits}f}{half}{unit}" + (f" (n = {ci['n']})" if n else "")
 

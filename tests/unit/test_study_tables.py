@@ -312,5 +312,13 @@ def test_part2_awm_section_has_per_tag_table_and_figure(tmp_path):
     slas_row = next(line for line in tags.splitlines() if line.startswith("| slas "))
     assert "+20.0" not in slas_row and "+21.0" in slas_row  # colours: mean of +20, +21, +22 over the 3 seeds
     assert "(awm): supported" in text  # slas gains 10-12 more points on every seed
+    assert "nan" not in text
     st.part2_plots(tmp_path, runs, tmp_path / "img")
     assert (tmp_path / "img" / "study2_awm.png").stat().st_size > 0
+
+
+def test_ci_text_without_pairs_is_a_dash_not_nan():
+    assert st.ci_text(st.t_interval([])) == "– (n = 0)"
+    assert st.ci_text(st.t_interval([math.nan, math.nan]), 1, 1, " iterations") == "– (n = 0)"
+    assert st.ci_text(st.t_interval([1.0, 2.0]), 1, 1, " pts") == "+1.5 ± 6.4 pts (n = 2)"
+    assert st.ci_text(st.t_interval([3.0]), 1, 1, " pts", n=False) == "+3.0 pts"
