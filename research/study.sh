@@ -58,7 +58,7 @@ part2() {
     "${hack[@]}"
   $SLAS compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_S" "${hack[@]}" model.checkpoint=toy_S
   # 5. the main arms under the other forward-process objective (AWM, which also learns: docs/performance.md); before
-  #    L because a whole AWM arm costs about half of L's
+  #    L because the AWM comparison costs about half of an L one
   $SLAS compare --config configs/toy_awm_slas.yaml --seeds 5 --jobs 2 --threads 1 --methods grpo,slas \
     --out "$OUT/part2_awm"
   # 3b. L (twice M's cost per run) on the gold reward and under the proxy

@@ -770,10 +770,10 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
     study2_details.png (SLAS's open details against its defaults, gold reward) and study2_awm.png (the main arms
     under awm) once those runs exist, and the last evaluation's sample grids of the gold, awm, toy_biased and
     toy_pref comparisons (``runs``: ``part2_runs``)."""
-    gold, hack, pref = runs["gold"], runs["part2_hack"], runs["part2_pref"]
+    gold, awm, hack, pref = runs["gold"], runs["awm"], runs["part2_hack"], runs["part2_pref"]
     plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
-    if runs["awm"]:
-        plot(runs["awm"], ["grpo", "slas"], out / "study2_awm.png", GOLD_PANELS)
+    if awm:
+        plot(awm, ["grpo", "slas"], out / "study2_awm.png", GOLD_PANELS)
     if hack:
         plot(hack, ["grpo", "slas", MATCHED], out / "study2_hack.png", HACK_PANELS)
     for arms, suffix, panels in ((gold, "", GOLD_PANELS), (hack, "_hack", HACK_PANELS)):
