@@ -36,7 +36,6 @@ from slas import rewards
 from slas.config import Config, ConfigError, load_config
 from slas.rewards.server import encode_images, make_server
 from slas.toyworld import all_prompts, parse
-from slas.toyworld import server_metadata as _server_metadata  # noqa: F401  (registers; the plugin should import it)
 from slas.toyworld.renderer import render
 
 _N = int(os.environ.get("SLAS_FUZZ_EXAMPLES", "0"))
@@ -483,10 +482,10 @@ def test_shapesworld_metadata_is_derived_from_the_prompt(toy_server):
 
 
 @pytest.mark.parametrize("prompt, metas, needle", [
-    ("a photo of a cat", None, "prompts[0]: unknown word 'cat'"),
+    ("a photo of a cat", None, "'a photo of a cat' (item 0): unknown word 'cat'"),
     ("a photo of three green triangles", None, "did you mean 'a photo of three triangles'"),
-    ("a photo of a circle", [{"include": [{"class": "cat", "count": 1}]}], "metas[0]: include[0].class must be one of"),
-    ("a photo of a circle", [{"include": []}], "metas[0]: include must be a non-empty list"),
+    ("a photo of a circle", [{"include": [{"class": "cat", "count": 1}]}], "(item 0): include[0].class must be one of"),
+    ("a photo of a circle", [{"include": []}], "(item 0): include must be a non-empty list"),
     ("a photo of a circle", [{"include": [{"class": "circle", "count": "1"}]}], "include[0].count must be an int"),
     ("a photo of a circle", [{"include": [{"class": "circle", "count": 1, "position": ["left of", 0]}]}],
      "include[0].position must be"),
@@ -500,7 +499,8 @@ def test_shapesworld_metadata_errors_are_400_naming_the_fields(toy_server, promp
         payload["metas"] = metas
     status, out = _post(toy_server, json.dumps(payload).encode())
     assert status == 400 and needle in out["error"], out
-    assert "reward 'toy_score' needs ShapesWorld metadata (include = " in out["error"]
+    assert out["error"].startswith("reward 'toy_score' cannot judge prompt "), out
+    assert "(ShapesWorld rewards need " in out["error"], out
     _clean(toy_server)
 
 
@@ -508,7 +508,7 @@ def test_shapesworld_images_of_the_wrong_size_are_400(toy_server):
     images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
     status, out = _post(toy_server, json.dumps({"images": encode_images(images, "raw"),
                                                 "prompts": PROMPTS[:2]}).encode())
-    assert status == 400 and "judges ShapesWorld images of 32x32 pixels, got 16x16" in out["error"], out
+    assert status == 400 and "judge uint8 images of 32x32 pixels [N, 32, 32, 3], got shape [2, 16, 16, 3]" in out["error"], out
 
 
 def test_a_reward_failure_is_one_line_and_the_server_keeps_serving(capfd):

@@ -27,6 +27,12 @@ _REGISTRY: dict[str, RewardFactory] = {}
 _PREPARE: dict[str, Prepare] = {}
 
 
+class RewardInputError(ValueError):
+    """An input a reward cannot judge: metadata its ``prepare`` hook refuses, or images it does not take (e.g. of
+    another size). The caller's mistake, not the reward failing: the reward server answers it with a 400, not a
+    500."""
+
+
 def register(name: str, prepare: Prepare | None = None):
     """Register a reward factory: ``@register("x") def x(*, model_path: str, device: str = "cpu"): return fn``.
 
@@ -34,6 +40,7 @@ def register(name: str, prepare: Prepare | None = None):
     meta) -> meta``, for a reward that reads metadata beyond the prompt: returns the metadata the reward needs
     (derived from the prompt text where it can be) or raises ValueError saying which fields it needs
     (``prepare_metas``). The recipe runs it on every prompt when the prompts load, the reward server on every request.
+    A reward fn raises ``RewardInputError`` for images it does not take.
     """
 
     def deco(factory: RewardFactory):
@@ -48,8 +55,8 @@ def register(name: str, prepare: Prepare | None = None):
 
 
 def prepare_metas(names, prompts: list[str], metas: list[dict]) -> list[dict]:
-    """The metadata of each prompt as rewards ``names`` need it (their ``prepare`` hooks, in order); ValueError
-    naming the reward and the first prompt whose metadata it cannot have."""
+    """The metadata of each prompt as rewards ``names`` need it (their ``prepare`` hooks, in order);
+    ``RewardInputError`` naming the reward and the first prompt (and its index) whose metadata it cannot have."""
     available()  # plugins registered
     out = [dict(m) for m in metas]
     for name in names:
@@ -60,7 +67,7 @@ def prepare_metas(names, prompts: list[str], metas: list[dict]) -> list[dict]:
             try:
                 out[i] = prep(prompt, meta)
             except ValueError as e:
-                raise ValueError(f"reward {name!r} cannot judge prompt {prompt[:80]!r}: {e}") from None
+                raise RewardInputError(f"reward {name!r} cannot judge prompt {prompt[:80]!r} (item {i}): {e}") from None
     return out
 
 

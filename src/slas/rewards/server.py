@@ -16,8 +16,9 @@ Protocol::
       -> 200 {"reward": name, "scores": [float or null, ...]}     null = a non-finite score
       -> 400 bad payload, 404 unknown path, 411 no Content-Length, 413 too large, 500 the reward raised:
          {"error": one line}
-    A reward with a metadata resolver (``register_metadata``; ShapesWorld's verifier rewards have one) gets its
-    metadata filled in and checked first: what the resolver refuses is a 400 naming what the reward needs.
+    A reward with a ``prepare`` hook (slas.rewards.register; ShapesWorld's verifier rewards have one) gets its
+    metadata filled in and checked first, as in training. What the hook refuses, and images the reward does not
+    take, are a 400 (``RewardInputError``) naming what the reward needs.
     GET /health -> 200 {"status": "ok", "reward": name, "max_bytes": body limit}
 
 The server has no authentication: it binds 127.0.0.1 unless told otherwise.
@@ -38,12 +39,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from slas.rewards import RewardFn, build, register
+from slas.rewards import RewardFn, RewardInputError, build, prepare_metas, register
 
 DEFAULT_PORT = 18100
 DEFAULT_MAX_BYTES = 64 * 2**20  # request body limit
@@ -52,11 +52,6 @@ DEFAULT_MAX_BYTES = 64 * 2**20  # request body limit
 DECODED_FACTOR = 16
 _RETRY_STATUS = (502, 503, 504)  # a proxy or a restarting server: worth another try; 4xx and 500 are not
 MAX_ERROR_CHARS = 500  # an error answer is one line of at most this many characters
-# reward name -> resolve(images, prompts, metas) -> metas: fills in the metadata the reward reads (e.g. parsed from
-# the prompt text) and checks it, raising ValueError with a one-line message for what the client got wrong (a 400).
-# Plugins register theirs (ShapesWorld: slas.toyworld.server_metadata); the server never imports a world.
-MetadataFn = Callable[[np.ndarray, list[str], list[dict]], list[dict]]
-_METADATA: dict[str, MetadataFn] = {}
 
 _log = logging.getLogger(__name__)
 # Requests go straight to the server: an http_proxy in the environment must not relay rollout images.
@@ -192,14 +187,6 @@ def parse_request(payload: object, max_decoded_bytes: int) -> tuple[np.ndarray, 
     return images, prompts, metas
 
 
-def register_metadata(names: str | Iterable[str], resolve: MetadataFn) -> None:
-    """Have the server call ``resolve(images, prompts, metas) -> metas`` before reward(s) ``names`` score a request:
-    it fills in the metadata the reward reads (e.g. parsed from the prompt text) and raises ValueError, with a
-    one-line message naming what the reward needs, for a request it cannot serve (answered 400)."""
-    for name in [names] if isinstance(names, str) else names:
-        _METADATA[name] = resolve
-
-
 # ----------------------------------------------------------------------------
 # Server
 # ----------------------------------------------------------------------------
@@ -261,17 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _score(self) -> None:
         images, prompts, metas = parse_request(self._read_json(), self.server.max_bytes * DECODED_FACTOR)
         reward = self.server.reward
-        resolve = _METADATA.get(reward)
-        if resolve is not None:
-            try:
-                metas = resolve(images, prompts, metas)
-            except ValueError as e:
-                raise PayloadError(str(e)) from None
         try:
+            metas = prepare_metas([reward], prompts, metas)  # the metadata the reward reads, as in training
             with self.server.lock:  # reward models and their caches are not written for concurrent calls
                 scores = np.asarray(self.server.score_fn(images, prompts, metas), dtype=np.float64)
             if scores.shape != (len(images),):
                 raise ValueError(f"returned shape {list(scores.shape)} for {len(images)} images")
+        except RewardInputError as e:  # the request's fault: what the reward needs, not a reward failure
+            raise PayloadError(str(e)) from None
         except Exception as e:  # any reward failure must reach the client as an error, never as a score
             message = f"reward {reward!r} failed: {type(e).__name__}: {e}"
             _log.error("%s", _one_line(message))  # one line per failure; the traceback only at DEBUG

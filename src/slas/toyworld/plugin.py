@@ -12,7 +12,6 @@ from slas.policy.generate import generate, grid
 from slas.toyworld import monitor
 from slas.toyworld import proxies as _proxies  # noqa: F401  (registers the proxy rewards)
 from slas.toyworld import rewards as _rewards  # noqa: F401  (registers the toy_* rewards)
-from slas.toyworld import server_metadata as _server_metadata  # noqa: F401  (the reward server's metadata)
 from slas.toyworld.backbone import ToyBackbone
 from slas.toyworld.evaluate import balanced_subset, evaluate, labelled_grid, verdict_record
 from slas.toyworld.verifier import verify
