@@ -570,10 +570,12 @@ def scale_verdict(sizes: dict[str, dict], label: str = "gold reward", key: str =
     """Claim 4 (SLAS's advantage holds or grows with size): the paired slas - grpo difference of ``key`` at each
     size, and the change of that difference from the smallest to the largest size (Welch: different runs).
     ``better`` is +1 where higher is better for SLAS (held-out gold), -1 where lower is (the hacking gap)."""
-    if len(sizes) < 2:
-        return f"4. better with scale ({label}): not tested (needs two model sizes with slas and grpo runs)"
     per = {k: [a[key] - b[key] for a, b in zip(x["slas"], x["grpo"], strict=True)] for k, x in sizes.items()}
     cis = {k: t_interval(v) for k, v in per.items()}
+    each = "; ".join(f"{k} {ci_text(c, sc, digits, unit)}" for k, c in cis.items())
+    if len(sizes) < 2:
+        return (f"4. better with scale ({label}): not tested (needs two model sizes with slas and grpo runs)"
+                + (f". SLAS − DanceGRPO {what} on {each}." if sizes else ""))
     small, large = list(per)[0], list(per)[-1]
     trend = welch(per[large], per[small])
     signs = [better * _sign(c) for c in cis.values()]
@@ -583,7 +585,6 @@ def scale_verdict(sizes: dict[str, dict], label: str = "gold reward", key: str =
         verdict = "supported"
     else:
         verdict = "not supported (the intervals hold 0)"
-    each = "; ".join(f"{k} {ci_text(c, sc, digits, unit)}" for k, c in cis.items())
     return (f"4. better with scale ({label}): {verdict}. SLAS − DanceGRPO {what} per size: {each}; "
             f"{large} − {small} {ci_text(trend, sc, digits, unit, n=False)} (Welch).")
 
@@ -677,8 +678,10 @@ def part2_runs(root: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
     """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2), ``awm`` (PART2_AWM)
     and each proxy part (PART2_PROXY's keys, with their extra arms merged)."""
     gold = load_runs(root, PART2)
-    if not gold:
-        sys.exit(f"no finished part-2 runs under {root} (parts {PART2}); run `bash research/study.sh {root} part2`")
+    scale = [p for p in (*PART2_SCALE.values(), *PART2_HACK_SCALE.values()) if p not in PART2]
+    if not gold and not any(load_runs(root, [p]) for p in scale):  # a scale part alone (e.g. only L rerun) still prints its rows
+        sys.exit(f"no finished part-2 runs under {root} (parts {PART2 + scale}); run "
+                 f"`bash research/study.sh {root} part2`")
     return ({"gold": gold, "awm": load_runs(root, [PART2_AWM])}
             | {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()})
 
@@ -689,17 +692,19 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
     arms = runs["gold"]
     order = ["grpo", "slas", "drgrpo", "grpo_global_std", "slas-gamma0.5", "slas-gamma2", MATCHED]
     order += sorted(a for a in arms if a not in order)
-    out = ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "", *gold_arm_table(arms, order),
-           "", "### Paired differences against DanceGRPO's estimator (same seeds)", "",
-           *gold_paired_table(arms, order), "", matched_line(arms, GOLD_CONTRAST_KEYS), "",
-           gamma_line(arms, GOLD_CONTRAST_KEYS), "",
-           push_line(root, PART2, arms, order), "",
-           "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
+    out, verdicts = [], []
+    if arms:
+        out += ["## Part 2: the default recipe (DiffusionNFT) on the strict gold reward", "",
+                *gold_arm_table(arms, order), "", "### Paired differences against DanceGRPO's estimator (same seeds)",
+                "", *gold_paired_table(arms, order), "", matched_line(arms, GOLD_CONTRAST_KEYS), "",
+                gamma_line(arms, GOLD_CONTRAST_KEYS), "",
+                push_line(root, PART2, arms, order), "",
+                "### Held-out strict accuracy per tag: change from iteration 0", "", *gold_tag_table(arms, order), ""]
+        verdicts += gold_verdicts(arms)
     details = detail_arms(arms)
     if details:  # one option at a time against slas at its defaults
         out += ["### SLAS's open details: paired differences against slas at its defaults", "",
                 *gold_paired_table(arms, ["slas", *details], ref="slas"), ""]
-    verdicts = gold_verdicts(arms)
     other = [a for a in GAMMAS if a != "slas" and a in arms and "grpo" in arms]
     if other:  # the same claims at the sweep's other gammas: is a verdict a property of gamma 1 only?
         out += ["### The gold-reward claims at the other gammas (against DanceGRPO, paired)", "",
@@ -730,12 +735,12 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
             out += [f"Per seed, {arm}:", "", *hack_table(hack, arm, patience), ""]
         verdicts.append(hack_verdict(hack, label))
     sizes = gold_scale(root)
-    if len(sizes) > 1:
+    if sizes:
         out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), ""]
     verdicts.append(scale_verdict(sizes))
     hack_sizes = scale_pairs(root, PART2_HACK_SCALE, run_stats)
-    if len(hack_sizes) > 1:
-        label = reward_label(root, PART2_HACK_SCALE["M"])
+    if hack_sizes:
+        label = reward_label(root, PART2_HACK_SCALE[next(iter(hack_sizes))])  # the smallest size's runs
         out += [f"### Part 2 per model size under {label} (M is part2_hack)", "", *hack_scale_table(hack_sizes), ""]
         verdicts.append(scale_verdict(hack_sizes, label, "peak_gap", -1, "peak hacking gap", 1, 3, ""))
     if not any(runs[part] for part in PART2_PROXY):
@@ -771,7 +776,8 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
     under awm) once those runs exist, and the last evaluation's sample grids of the gold, awm, toy_biased and
     toy_pref comparisons (``runs``: ``part2_runs``)."""
     gold, awm, hack, pref = runs["gold"], runs["awm"], runs["part2_hack"], runs["part2_pref"]
-    plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
+    if gold:
+        plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
     if awm:
         plot(awm, ["grpo", "slas"], out / "study2_awm.png", GOLD_PANELS)
     if hack:

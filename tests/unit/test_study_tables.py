@@ -322,3 +322,30 @@ def test_ci_text_without_pairs_is_a_dash_not_nan():
     assert st.ci_text(st.t_interval([math.nan, math.nan]), 1, 1, " iterations") == "– (n = 0)"
     assert st.ci_text(st.t_interval([1.0, 2.0]), 1, 1, " pts") == "+1.5 ± 6.4 pts (n = 2)"
     assert st.ci_text(st.t_interval([3.0]), 1, 1, " pts", n=False) == "+3.0 pts"
+
+
+def test_part2_a_scale_part_alone_prints_its_rows(tmp_path):
+    """Only L rerun (no gold-reward part): part 2 prints L's rows of both per-size tables and its paired
+    difference, not an exit and not the gold sections."""
+    for seed in range(3):
+        for arm, gain in (("grpo", 0.10), ("slas", 0.05 - 0.01 * seed)):
+            write_run(tmp_path, "part2_scale_L", f"{arm}_s{seed}",
+                      [ev(0.5, 0.3, 0.4), ev(0.6, 0.3, 0.4 + gain / 2), ev(0.7, 0.3, 0.4 + gain)])
+            write_run(tmp_path, "part2_hack_scale_L", f"{arm}_s{seed}",
+                      [ev(0.5, 0.3, 0.4), ev(0.9 if arm == "slas" else 0.6, 0.3, 0.4, gap=0.4 if arm == "slas"
+                          else 0.1), ev(0.7, 0.3, 0.4)])
+    runs = st.part2_runs(tmp_path)
+    assert not runs["gold"]
+    text = "\n".join(st.part2(tmp_path, runs))
+    assert "## Part 2: the default recipe" not in text and "nan" not in text
+    gold = text[text.index("### Part 2 per model size (gold reward"):]
+    row = next(line for line in gold.splitlines() if line.startswith("| L "))
+    assert "| +10.0 ± 0.0 | +4.0 ± 2.5 | -6.0 ± 2.5 |" in row  # grpo +10, slas +5/+4/+3: slas − grpo -6 (n = 3)
+    hack = text[text.index("### Part 2 per model size under"):]
+    assert next(line for line in hack.splitlines() if line.startswith("| L ")).count("+0.300 ± 0.000") == 1
+    assert "not tested (needs two model sizes with slas and grpo runs). SLAS − DanceGRPO held-out change on L " \
+           "-6.0 ± 2.5 pts (n = 3)." in text
+    (tmp_path / "part2_scale_L").rename(tmp_path / "elsewhere")
+    (tmp_path / "part2_hack_scale_L").rename(tmp_path / "elsewhere2")
+    with pytest.raises(SystemExit, match="no finished part-2 runs"):
+        st.part2_runs(tmp_path)
