@@ -3,12 +3,13 @@
 # configs/toy_hack.yaml. Resumable: rerun the same command and finished runs are skipped.
 # Two runs at a time with one torch thread each (a 2-core machine); about 4-6 min per run there (M).
 #   bash research/study.sh [OUT] [part2]   (default OUT = runs/study; part2 = only part 2)
+#   ONLY="part2_scale_L part2_hack_scale_L" bash research/study.sh runs/study part2   (only those steps)
 set -euo pipefail
 OUT=${1:-runs/study}
 PART=${2:-all}
 SLAS=${SLAS:-.venv/bin/slas}
 LAM=${LAM:-4}  # part 2's toy_biased strength, from its probe
-JOBS=${JOBS:-2}  # runs at a time in the two-at-a-time steps (a GPU machine takes more)
+JOBS=${JOBS:-2}  # runs at a time in the two-at-a-time steps (a machine with more cores takes more)
 # ONLY="part2_scale_L part2_hack_scale_L" runs just the steps that write those --out folders (the rest is skipped)
 compare() {
   local args=("$@") out="" i
