@@ -50,7 +50,9 @@ OVERRIDES = {
 # resolution is ~1e-7 absolute whatever their size, and the micro-batches of the two runs have different shapes
 # (a rank trains only the pairs of the samples it rolled out).
 REL, ABS = 1e-5, 3e-7  # ABS: a few fp32 ulps at 1 (1.2e-7), e.g. max |rho - 1|
-WEIGHT_TOL = 1e-5  # max |w_1proc - w_2proc| after training (the weights move by ~6e-3)
+# max |w_1proc - w_2proc| after training (the weights move by ~6e-3): float reduction order only. Adam turns tiny
+# gradient differences into update differences; nft reached 1.7e-5 on an AMD EPYC (1e-5 held elsewhere)
+WEIGHT_TOL = 5e-5
 
 
 def _argv(ckpt, out, **extra) -> list[str]:
