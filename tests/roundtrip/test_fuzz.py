@@ -508,7 +508,7 @@ def test_shapesworld_images_of_the_wrong_size_are_400(toy_server):
     images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
     status, out = _post(toy_server, json.dumps({"images": encode_images(images, "raw"),
                                                 "prompts": PROMPTS[:2]}).encode())
-    assert status == 400 and "judge uint8 images of 32x32 pixels [N, 32, 32, 3], got shape [2, 16, 16, 3]" in out["error"], out
+    assert status == 400 and "image must have shape [32, 32, 3] (H, W, RGB), got [16, 16, 3]" in out["error"], out
 
 
 def test_a_reward_failure_is_one_line_and_the_server_keeps_serving(capfd):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from slas.rewards import RewardInputError, register
+from slas.rewards import register
 from slas.toyworld.verifier import _COLORS_ARR, ASSIGN_DIST, VerifyResult, verify
-from slas.toyworld.world import CANVAS, COLORS, RELATIONS, SHAPES, PromptError, parse
+from slas.toyworld.world import COLORS, RELATIONS, SHAPES, PromptError, parse
 
 # the rewards that judge each image with the verifier against its metadata (here and slas.toyworld.proxies)
 VERIFIER_REWARDS = ("toy_score", "toy_correct", "toy_geneval", "toy_biased")
@@ -76,9 +76,6 @@ _last: tuple[bytes, tuple[str, ...], list[VerifyResult]] | None = None  # (image
 
 def _results(images: np.ndarray, metas: list[dict]) -> list[VerifyResult]:
     global _last
-    if images.ndim != 4 or images.shape[1:] != (CANVAS, CANVAS, 3):  # the verifier reads ShapesWorld's pixel grid
-        raise RewardInputError(f"ShapesWorld rewards judge uint8 images of {CANVAS}x{CANVAS} pixels [N, {CANVAS}, "
-                               f"{CANVAS}, 3], got shape {list(images.shape)}")
     key = (images.tobytes(), tuple(repr(sorted(m.items())) for m in metas))  # the whole metadata: it is what is judged
     if _last is None or _last[:2] != key:
         _last = (*key, [verify(img, m) for img, m in zip(images, metas, strict=True)])

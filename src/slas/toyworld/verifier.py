@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from slas.evals.geneval import relative_position
+from slas.rewards import RewardInputError
 from slas.toyworld.world import BACKGROUND, CANVAS, COLORS, PALETTE
 
 # --- Thresholds (documented in the module docstring; the tests read them) ---
@@ -82,10 +83,11 @@ class VerifyResult:
 def _check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy uint8 array [{CANVAS}, {CANVAS}, 3], got {type(image).__name__}")
+    # RewardInputError (a ValueError): the reward server answers an image it cannot judge with a 400, not a 500
     if image.shape != (CANVAS, CANVAS, 3):
-        raise ValueError(f"image must have shape [{CANVAS}, {CANVAS}, 3] (H, W, RGB), got {list(image.shape)}")
+        raise RewardInputError(f"image must have shape [{CANVAS}, {CANVAS}, 3] (H, W, RGB), got {list(image.shape)}")
     if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 in 0..255, got dtype {image.dtype}")
+        raise RewardInputError(f"image must be uint8 in 0..255, got dtype {image.dtype}")
     return image
 
 
