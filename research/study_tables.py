@@ -515,12 +515,14 @@ def hack_verdict(arms: dict[str, dict[int, list[dict]]], label: str, arm: str = 
             f"{arm} {n_hacked[arm]} of {len(seeds)}.")
 
 
-def scale_pairs(root: Path, parts: dict[str, str], stats=gold_stats) -> dict[str, dict]:
+def scale_pairs(root: Path, parts: dict[str, str], loaded: dict[str, dict[str, dict[int, list[dict]]]],
+                stats=gold_stats) -> dict[str, dict]:
     """size -> {params, seeds, both arms' ``stats`` per paired seed, slas's and grpo's rows}, for the sizes of
-    ``parts`` with finished slas and grpo runs."""
+    ``parts`` (size -> part) with finished slas and grpo runs; ``loaded``: part -> its runs (``part2_runs``'s
+    ``scale``), read once."""
     out = {}
     for size, part in parts.items():
-        arms = load_runs(root, [part])
+        arms = loaded[part]
         seeds = sorted(set(arms.get("slas", {})) & set(arms.get("grpo", {})))
         if seeds:
             out[size] = {"params": model_params(root, part), "seeds": seeds,
@@ -528,11 +530,6 @@ def scale_pairs(root: Path, parts: dict[str, str], stats=gold_stats) -> dict[str
                          "grpo": [stats(arms["grpo"][s]) for s in seeds],
                          "rows": {arm: [arms[arm][s] for s in seeds] for arm in ("grpo", "slas")}}
     return out
-
-
-def gold_scale(root: Path) -> dict[str, dict]:
-    """``scale_pairs`` of part 2 on the gold reward (``gold_stats``)."""
-    return scale_pairs(root, PART2_SCALE)
 
 
 def gold_scale_table(sizes: dict[str, dict]) -> list[str]:
@@ -676,14 +673,18 @@ HACK_CONTRAST_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation
 
 def part2_runs(root: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
     """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2), ``awm`` (PART2_AWM)
-    and each proxy part (PART2_PROXY's keys, with their extra arms merged)."""
+    and each proxy part (PART2_PROXY's keys, with their extra arms merged), and ``scale``: part -> its own runs for
+    each part of PART2_SCALE and PART2_HACK_SCALE."""
     gold = load_runs(root, PART2)
-    scale = [p for p in (*PART2_SCALE.values(), *PART2_HACK_SCALE.values()) if p not in PART2]
-    if not gold and not any(load_runs(root, [p]) for p in scale):  # a scale part alone (e.g. only L rerun) still prints its rows
-        sys.exit(f"no finished part-2 runs under {root} (parts {PART2 + scale}); run "
+    proxy = {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
+    # M's scale parts are the first parts of gold and of a proxy, whose arms they own (load_runs' first-part rule)
+    first = {PART2[0]: gold} | {parts[0]: proxy[part] for part, parts in PART2_PROXY.items()}
+    scale = {p: first[p] if p in first else load_runs(root, [p])
+             for p in (*PART2_SCALE.values(), *PART2_HACK_SCALE.values())}
+    if not gold and not any(scale.values()):  # a scale part alone (e.g. only L rerun) still prints its rows
+        sys.exit(f"no finished part-2 runs under {root} (parts {PART2 + [p for p in scale if p not in PART2]}); run "
                  f"`bash research/study.sh {root} part2`")
-    return ({"gold": gold, "awm": load_runs(root, [PART2_AWM])}
-            | {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()})
+    return {"gold": gold, "awm": load_runs(root, [PART2_AWM]), "scale": scale} | proxy
 
 
 def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patience: int = 3) -> list[str]:
@@ -734,11 +735,11 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
         for arm in hack_order[:2]:
             out += [f"Per seed, {arm}:", "", *hack_table(hack, arm, patience), ""]
         verdicts.append(hack_verdict(hack, label))
-    sizes = gold_scale(root)
+    sizes = scale_pairs(root, PART2_SCALE, runs["scale"])
     if sizes:
         out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), ""]
     verdicts.append(scale_verdict(sizes))
-    hack_sizes = scale_pairs(root, PART2_HACK_SCALE, run_stats)
+    hack_sizes = scale_pairs(root, PART2_HACK_SCALE, runs["scale"], run_stats)
     if hack_sizes:
         label = reward_label(root, PART2_HACK_SCALE[next(iter(hack_sizes))])  # the smallest size's runs
         out += [f"### Part 2 per model size under {label} (M is part2_hack)", "", *hack_scale_table(hack_sizes), ""]

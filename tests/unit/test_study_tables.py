@@ -324,9 +324,10 @@ def test_ci_text_without_pairs_is_a_dash_not_nan():
     assert st.ci_text(st.t_interval([3.0]), 1, 1, " pts", n=False) == "+3.0 pts"
 
 
-def test_part2_a_scale_part_alone_prints_its_rows(tmp_path):
+def test_part2_a_scale_part_alone_prints_its_rows(tmp_path, capsys):
     """Only L rerun (no gold-reward part): part 2 prints L's rows of both per-size tables and its paired
-    difference, not an exit and not the gold sections."""
+    difference, not an exit and not the gold sections; each scale part is read once (one "unfinished" line)."""
+    write_run(tmp_path, "part2_scale_L", "slas_s3", [ev(0.5, 0.3, 0.4)], iterations=120)
     for seed in range(3):
         for arm, gain in (("grpo", 0.10), ("slas", 0.05 - 0.01 * seed)):
             write_run(tmp_path, "part2_scale_L", f"{arm}_s{seed}",
@@ -337,6 +338,7 @@ def test_part2_a_scale_part_alone_prints_its_rows(tmp_path):
     runs = st.part2_runs(tmp_path)
     assert not runs["gold"]
     text = "\n".join(st.part2(tmp_path, runs))
+    assert capsys.readouterr().err.count("unfinished: part2_scale_L/slas_s3 (0/120)") == 1
     assert "## Part 2: the default recipe" not in text and "nan" not in text
     gold = text[text.index("### Part 2 per model size (gold reward"):]
     row = next(line for line in gold.splitlines() if line.startswith("| L "))
