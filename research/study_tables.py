@@ -7,8 +7,8 @@ Part 2 (``--part2``) reads ``OUT/part2_*/runs/<arm>_s<seed>`` (the default recip
 reward) and prints, per arm and paired against DanceGRPO's estimator at the same seed: the held-out and in-domain
 strict accuracy (final, change), iterations to base + 5 and + 10 held-out points, the area under the held-out curve,
 exact count, debris, per-tag accuracy, and a verdict per claim; the same under a hackable proxy (``part2_hack*``,
-``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``,
-``part2_hack_scale_*``), under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
+``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``, with
+whether training holds its gains: debris and the training reward's fall from its best; ``part2_hack_scale_*``), under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
 (``MATCHED``: ``part2_matched``, ``part2_hack_matched``, ``part2_pref_matched``). Part 1 (the default) is the PPO-on-SDE study:
 
 Reads every ``OUT/<part>/runs/<arm>_s<seed>/metrics.jsonl`` (parts: main, gamma, recenter, normalize,
@@ -344,6 +344,8 @@ def gold_stats(rows: list[dict]) -> dict[str, float]:
     rew = series(rows, "train/reward_mean")  # the training reward (the strict partial credit on train prompts)
     out["early_reward"] = sum(v for i, v in rew if i <= 20) / max(1, sum(1 for i, _ in rew if i <= 20))
     out["late_reward"] = sum(v for _, v in rew[-20:]) / max(1, len(rew[-20:]))
+    blocks = [statistics.fmean(v for _, v in rew[i:i + 10]) for i in range(0, len(rew), 10)]  # 10-iteration means
+    out["reward_drop"] = max(blocks) - out["late_reward"] if blocks else math.nan  # how far training fell back
     for rise in RISES:
         out[f"to_{round(100 * rise)}"] = reach(rows, rise)
     for t in TAGS:
@@ -549,6 +551,26 @@ def gold_scale_table(sizes: dict[str, dict]) -> list[str]:
     return lines
 
 
+DROP = 0.05  # a training reward whose last 20 iterations sit this far below its best 10-iteration mean "fell back"
+
+
+def gold_scale_stability_table(sizes: dict[str, dict]) -> list[str]:
+    """Per size on the gold reward: does training hold its gains? The change of debris (images with a stray
+    component) and how far the training reward (the gold itself) fell back from its best 10-iteration mean."""
+    lines = ["| model | pairs | grpo Δ debris (pts) | slas Δ debris (pts) | slas − grpo: Δ debris (pts) "
+             "| grpo training reward: fall from its best | slas: fall from its best | seeds that fell back "
+             f"more than {DROP} (grpo, slas) |", "|---" * 8 + "|"]
+    for size, x in sizes.items():
+        def arm(a: str, k: str, sc: float, d: int, x: dict = x) -> str:
+            return fmt([r[k] for r in x[a]], sc, d, sc != 1)
+
+        diff = fmt([a["d_debris"] - b["d_debris"] for a, b in zip(x["slas"], x["grpo"], strict=True)], 100, 1, True)
+        fell = ", ".join(f"{sum(r['reward_drop'] > DROP for r in x[a])} of {len(x['seeds'])}" for a in ("grpo", "slas"))
+        lines.append(f"| {size} | {len(x['seeds'])} | {arm('grpo', 'd_debris', 100, 1)} | {arm('slas', 'd_debris', 100, 1)} "
+                     f"| {diff} | {arm('grpo', 'reward_drop', 1, 3)} | {arm('slas', 'reward_drop', 1, 3)} | {fell} |")
+    return lines
+
+
 def welch(a: list[float], b: list[float], level: float = 0.95) -> dict:
     """mean(a) - mean(b) with a Welch-Satterthwaite t half-width (two independent samples)."""
     from scipy import stats
@@ -737,7 +759,8 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
         verdicts.append(hack_verdict(hack, label))
     sizes = scale_pairs(root, PART2_SCALE, runs["scale"])
     if sizes:
-        out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), ""]
+        out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), "",
+                "Does training hold its gains, per size:", "", *gold_scale_stability_table(sizes), ""]
     verdicts.append(scale_verdict(sizes))
     hack_sizes = scale_pairs(root, PART2_HACK_SCALE, runs["scale"], run_stats)
     if hack_sizes:

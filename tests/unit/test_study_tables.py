@@ -351,3 +351,22 @@ def test_part2_a_scale_part_alone_prints_its_rows(tmp_path, capsys):
     (tmp_path / "part2_hack_scale_L").rename(tmp_path / "elsewhere2")
     with pytest.raises(SystemExit, match="no finished part-2 runs"):
         st.part2_runs(tmp_path)
+
+
+def test_part2_stability_per_size_counts_runs_whose_training_reward_fell_back(tmp_path):
+    """The per-size stability table: debris change and how far the training reward (the gold) fell from its best
+    10-iteration mean; grpo holds at 0.7, slas peaks at 0.8 for 10 iterations and then sits at 0.6."""
+    for seed in range(3):
+        for arm, rewards, debris in (("grpo", [0.7] * 30, 0.2), ("slas", [0.8] * 10 + [0.6] * 20, 0.5)):
+            run = tmp_path / "part2_scale_L" / "runs" / f"{arm}_s{seed}"
+            run.mkdir(parents=True)
+            (run / "config.yaml").write_text("train:\n  iterations: 30\n")
+            rows = [{"iteration": i, "train/reward_mean": r} for i, r in enumerate(rewards, start=1)]
+            rows[-1] |= {"eval/gold_accuracy": 0.5, "eval/debris": debris}
+            rows = [{"iteration": 0, "eval/gold_accuracy": 0.4, "eval/debris": 0.3}, *rows]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = "\n".join(st.part2(tmp_path, st.part2_runs(tmp_path)))
+    table = text[text.index("Does training hold its gains, per size:"):]
+    row = next(line for line in table.splitlines() if line.startswith("| L "))
+    assert row == ("| L | 3 | -10.0 ± 0.0 | +20.0 ± 0.0 | +30.0 ± 0.0 | 0.000 ± 0.000 | 0.200 ± 0.000 "
+                   "| 0 of 3, 3 of 3 |")
