@@ -8,7 +8,8 @@ reward) and prints, per arm and paired against DanceGRPO's estimator at the same
 strict accuracy (final, change), iterations to base + 5 and + 10 held-out points, the area under the held-out curve,
 exact count, debris, per-tag accuracy, and a verdict per claim; the same under a hackable proxy (``part2_hack*``,
 ``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``, with
-whether training holds its gains: debris and the training reward's fall from its best; ``part2_hack_scale_*``), under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
+whether training holds its gains: debris and the training reward's fall from its best; ``part2_hack_scale_*``),
+under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
 (``MATCHED``: ``part2_matched``, ``part2_hack_matched``, ``part2_pref_matched``). Part 1 (the default) is the PPO-on-SDE study:
 
 Reads every ``OUT/<part>/runs/<arm>_s<seed>/metrics.jsonl`` (parts: main, gamma, recenter, normalize,
@@ -62,6 +63,7 @@ PART2_AWM = "part2_awm"  # the main arms under the other forward-process objecti
 MATCHED = "grpo-r_scale4"
 SEEDS = 5  # seeds per arm of the study: a proxy part with fewer pairs gets no verdict yet
 RISES = (0.05, 0.10)  # part 2: iterations until the held-out strict accuracy reaches iteration 0's + these
+DROP = 0.05  # a training reward whose last 20 iterations sit this far below its best 10-iteration mean "fell back"
 # the scale comparison: the same config and arms (slas, grpo) on each model size; M is the main part
 SCALE_PARTS = {"S": "scale_S", "M": "main", "L": "scale_L"}
 TAGS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
@@ -551,9 +553,6 @@ def gold_scale_table(sizes: dict[str, dict]) -> list[str]:
     return lines
 
 
-DROP = 0.05  # a training reward whose last 20 iterations sit this far below its best 10-iteration mean "fell back"
-
-
 def gold_scale_stability_table(sizes: dict[str, dict]) -> list[str]:
     """Per size on the gold reward: does training hold its gains? The change of debris (images with a stray
     component) and how far the training reward (the gold itself) fell back from its best 10-iteration mean."""
@@ -561,13 +560,14 @@ def gold_scale_stability_table(sizes: dict[str, dict]) -> list[str]:
              "| grpo training reward: fall from its best | slas: fall from its best | seeds that fell back "
              f"more than {DROP} (grpo, slas) |", "|---" * 8 + "|"]
     for size, x in sizes.items():
-        def arm(a: str, k: str, sc: float, d: int, x: dict = x) -> str:
-            return fmt([r[k] for r in x[a]], sc, d, sc != 1)
+        def arm(a: str, k: str, sc: float, d: int, signed: bool, x: dict = x) -> str:
+            return fmt([r[k] for r in x[a]], sc, d, signed)
 
         diff = fmt([a["d_debris"] - b["d_debris"] for a, b in zip(x["slas"], x["grpo"], strict=True)], 100, 1, True)
         fell = ", ".join(f"{sum(r['reward_drop'] > DROP for r in x[a])} of {len(x['seeds'])}" for a in ("grpo", "slas"))
-        lines.append(f"| {size} | {len(x['seeds'])} | {arm('grpo', 'd_debris', 100, 1)} | {arm('slas', 'd_debris', 100, 1)} "
-                     f"| {diff} | {arm('grpo', 'reward_drop', 1, 3)} | {arm('slas', 'reward_drop', 1, 3)} | {fell} |")
+        lines.append(f"| {size} | {len(x['seeds'])} | {arm('grpo', 'd_debris', 100, 1, True)} "
+                     f"| {arm('slas', 'd_debris', 100, 1, True)} | {diff} | {arm('grpo', 'reward_drop', 1, 3, False)} "
+                     f"| {arm('slas', 'reward_drop', 1, 3, False)} | {fell} |")
     return lines
 
 
