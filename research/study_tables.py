@@ -56,6 +56,8 @@ PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased 
 PART2_PROXY = {"part2_hack": ["part2_hack", "part2_hack_estimators", "part2_hack_gamma", "part2_hack_matched"],
                "part2_pref": ["part2_pref", "part2_pref_matched"]}
 PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
+# a size's step-size control on the gold reward (MATCHED on that size; M's is part2_matched), merged into its part
+PART2_SCALE_MATCHED = {"part2_scale_L": ["part2_scale_L_matched"]}
 PART2_HACK_SCALE = {"S": "part2_hack_scale_S", "M": "part2_hack", "L": "part2_hack_scale_L"}  # and under toy_biased
 PART2_AWM = "part2_awm"  # the main arms under the other forward-process objective (configs/toy_awm_slas.yaml)
 # DanceGRPO's estimator with nft's r_scale 5 -> 4: its r moves 1.25x as far from 1/2 at the same advantages, as SLAS's
@@ -571,6 +573,20 @@ def gold_scale_stability_table(sizes: dict[str, dict]) -> list[str]:
     return lines
 
 
+def stability_arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
+    """The stability columns per arm of ``order`` on the seeds all of them have (a size's step-size control:
+    does DanceGRPO's estimator at SLAS's step size fall back as slas does?)."""
+    seeds = sorted(set.intersection(*(set(arms[a]) for a in order)))
+    lines = ["| arm | seeds | Δ held-out (pts) | Δ debris (pts) | training reward: fall from its best "
+             f"| seeds that fell back more than {DROP} |", "|---" * 6 + "|"]
+    for a in order:
+        x = [gold_stats(arms[a][s]) for s in seeds]
+        lines.append(f"| {a} | {', '.join(map(str, seeds))} | {fmt([r['d_heldout'] for r in x], 100, 1, True)} "
+                     f"| {fmt([r['d_debris'] for r in x], 100, 1, True)} | {fmt([r['reward_drop'] for r in x])} "
+                     f"| {sum(r['reward_drop'] > DROP for r in x)} of {len(seeds)} |")
+    return lines
+
+
 def welch(a: list[float], b: list[float], level: float = 0.95) -> dict:
     """mean(a) - mean(b) with a Welch-Satterthwaite t half-width (two independent samples)."""
     from scipy import stats
@@ -696,12 +712,12 @@ HACK_CONTRAST_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation
 def part2_runs(root: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
     """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2), ``awm`` (PART2_AWM)
     and each proxy part (PART2_PROXY's keys, with their extra arms merged), and ``scale``: part -> its own runs for
-    each part of PART2_SCALE and PART2_HACK_SCALE."""
+    each part of PART2_SCALE and PART2_HACK_SCALE (with a size's step-size control, PART2_SCALE_MATCHED)."""
     gold = load_runs(root, PART2)
     proxy = {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
     # M's scale parts are the first parts of gold and of a proxy, whose arms they own (load_runs' first-part rule)
     first = {PART2[0]: gold} | {parts[0]: proxy[part] for part, parts in PART2_PROXY.items()}
-    scale = {p: first[p] if p in first else load_runs(root, [p])
+    scale = {p: first[p] if p in first else load_runs(root, [p, *PART2_SCALE_MATCHED.get(p, [])])
              for p in (*PART2_SCALE.values(), *PART2_HACK_SCALE.values())}
     if not gold and not any(scale.values()):  # a scale part alone (e.g. only L rerun) still prints its rows
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2 + [p for p in scale if p not in PART2]}); run "
@@ -761,6 +777,13 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
     if sizes:
         out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), "",
                 "Does training hold its gains, per size:", "", *gold_scale_stability_table(sizes), ""]
+    for size, part in PART2_SCALE.items():
+        arms = runs["scale"][part]
+        if part in PART2_SCALE_MATCHED and {"grpo", "slas", MATCHED} <= set(arms):
+            control = ", ".join(PART2_SCALE_MATCHED[part])
+            out += [f"Step-size control on {size} ({control}, paired with {part}'s seeds):", "",
+                    *stability_arm_table(arms, ["grpo", "slas", MATCHED]), "",
+                    matched_line(arms, GOLD_CONTRAST_KEYS), ""]
     verdicts.append(scale_verdict(sizes))
     hack_sizes = scale_pairs(root, PART2_HACK_SCALE, runs["scale"], run_stats)
     if hack_sizes:
