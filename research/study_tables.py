@@ -821,7 +821,8 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
     study2_gamma.png (the other estimators and the gamma axis, gold reward; ``_hack`` under toy_biased) and
     study2_details.png (SLAS's open details against its defaults, gold reward) and study2_awm.png (the main arms
     under awm) once those runs exist, and the last evaluation's sample grids of the gold, awm, toy_biased and
-    toy_pref comparisons (``runs``: ``part2_runs``)."""
+    toy_pref comparisons and of ``L`` on the gold reward, whose curves (with the training reward and debris) are
+    study2_scale_L.png (``runs``: ``part2_runs``)."""
     gold, awm, hack, pref = runs["gold"], runs["awm"], runs["part2_hack"], runs["part2_pref"]
     if gold:
         plot(gold, ["grpo", "slas", MATCHED], out / "study2_gold.png", GOLD_PANELS)
@@ -839,8 +840,13 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
     if pref:
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
+    large = runs["scale"][PART2_SCALE["L"]]
+    if {"grpo", "slas"} <= set(large):  # does training hold its gains on L (and its step-size control, if run)?
+        plot(large, ["grpo", "slas", MATCHED], out / "study2_scale_L.png",
+             [*GOLD_PANELS, ("train/reward_mean", "training reward (the gold)"), ("eval/debris", "debris, held-out")])
     for part, stem in (("part2_main", "study2_grid"), (PART2_AWM, "study2_awm_grid"),
-                       ("part2_hack", "study2_hack_grid"), ("part2_pref", "study2_pref_grid")):
+                       ("part2_hack", "study2_hack_grid"), ("part2_pref", "study2_pref_grid"),
+                       (PART2_SCALE["L"], "study2_scale_L_grid")):
         grids = sorted((root / part / "grids").glob("iter_*.png"))
         if grids:
             it = int(grids[-1].stem.removeprefix("iter_"))

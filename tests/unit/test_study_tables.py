@@ -394,3 +394,5 @@ def test_part2_step_size_control_on_L_is_paired_with_its_seeds(tmp_path):
     assert "(n = 2)" in table[8]
     stability = text[text.index("Does training hold its gains, per size:"):]
     assert "| L | 3 |" in stability  # the scale rows: slas and grpo on their 3 seeds
+    st.part2_plots(tmp_path, st.part2_runs(tmp_path), tmp_path / "img")
+    assert [f.name for f in (tmp_path / "img").iterdir()] == ["study2_scale_L.png"]  # L's curves; no grids here
