@@ -73,10 +73,13 @@ part2() {
   # 3b. L (twice M's cost per run) on the gold reward and under the proxy
   compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
   compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_L" "${hack[@]}" model.checkpoint=toy_L
-  # 3c. L's step-size control on the gold reward (as part2_matched on M): does DanceGRPO's estimator at SLAS's step
-  #     size fall back on L as slas does? Seeds 0 and 1 only (a probe, paired with part2_scale_L's runs)
-  compare --config configs/toy_slas.yaml --seeds 2 --jobs "$JOBS" --threads 1 --methods grpo \
-    --sweep forward.r_scale=4 --out "$OUT/part2_scale_L_matched" model.checkpoint=toy_L
+  # 3c. the step size on L's gold reward, seeds 0 and 1 (probes, paired with part2_scale_L's runs): does DanceGRPO's
+  #     estimator at SLAS's step size (as part2_matched on M) fall back on L as slas does, and does SLAS at
+  #     DanceGRPO's step size (r_scale 5 x 1.24) hold?
+  local l2=(--config configs/toy_slas.yaml --seeds 2 --jobs "$JOBS" --threads 1)
+  compare "${l2[@]}" --methods grpo --sweep forward.r_scale=4 --out "$OUT/part2_scale_L_matched" model.checkpoint=toy_L
+  compare "${l2[@]}" --methods slas --sweep forward.r_scale=6.2 --out "$OUT/part2_scale_L_slas_step" \
+    model.checkpoint=toy_L
 }
 if [ "$PART" = part2 ]; then part2; exit 0; fi
 common=(--config configs/toy_hack.yaml --seeds 5 --jobs "$JOBS" --threads 1)

@@ -56,13 +56,15 @@ PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased 
 PART2_PROXY = {"part2_hack": ["part2_hack", "part2_hack_estimators", "part2_hack_gamma", "part2_hack_matched"],
                "part2_pref": ["part2_pref", "part2_pref_matched"]}
 PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
-# a size's step-size control on the gold reward (MATCHED on that size; M's is part2_matched), merged into its part
-PART2_SCALE_MATCHED = {"part2_scale_L": ["part2_scale_L_matched"]}
+# a size's step-size arms on the gold reward (MATCHED and SLAS_STEP on that size; M's control is part2_matched),
+# merged into its part
+PART2_SCALE_STEP = {"part2_scale_L": ["part2_scale_L_matched", "part2_scale_L_slas_step"]}
 PART2_HACK_SCALE = {"S": "part2_hack_scale_S", "M": "part2_hack", "L": "part2_hack_scale_L"}  # and under toy_biased
 PART2_AWM = "part2_awm"  # the main arms under the other forward-process objective (configs/toy_awm_slas.yaml)
 # DanceGRPO's estimator with nft's r_scale 5 -> 4: its r moves 1.25x as far from 1/2 at the same advantages, as SLAS's
 # do at its defaults (1.24x, research/slas_options.py): a step-size control for SLAS's differences
 MATCHED = "grpo-r_scale4"
+SLAS_STEP = "slas-r_scale6.2"  # and the converse: SLAS with nft's r_scale 5 -> 6.2 (5 x 1.24), r moving as DanceGRPO's
 SEEDS = 5  # seeds per arm of the study: a proxy part with fewer pairs gets no verdict yet
 RISES = (0.05, 0.10)  # part 2: iterations until the held-out strict accuracy reaches iteration 0's + these
 DROP = 0.05  # a training reward whose last 20 iterations sit this far below its best 10-iteration mean "fell back"
@@ -712,12 +714,12 @@ HACK_CONTRAST_KEYS = [("peak_gap", "peak hacking gap", 1, 3, ""), ("d_saturation
 def part2_runs(root: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
     """The finished part-2 runs the tables and the figures share, read once: ``gold`` (PART2), ``awm`` (PART2_AWM)
     and each proxy part (PART2_PROXY's keys, with their extra arms merged), and ``scale``: part -> its own runs for
-    each part of PART2_SCALE and PART2_HACK_SCALE (with a size's step-size control, PART2_SCALE_MATCHED)."""
+    each part of PART2_SCALE and PART2_HACK_SCALE (with a size's step-size arms, PART2_SCALE_STEP)."""
     gold = load_runs(root, PART2)
     proxy = {part: load_runs(root, parts) for part, parts in PART2_PROXY.items()}
     # M's scale parts are the first parts of gold and of a proxy, whose arms they own (load_runs' first-part rule)
     first = {PART2[0]: gold} | {parts[0]: proxy[part] for part, parts in PART2_PROXY.items()}
-    scale = {p: first[p] if p in first else load_runs(root, [p, *PART2_SCALE_MATCHED.get(p, [])])
+    scale = {p: first[p] if p in first else load_runs(root, [p, *PART2_SCALE_STEP.get(p, [])])
              for p in (*PART2_SCALE.values(), *PART2_HACK_SCALE.values())}
     if not gold and not any(scale.values()):  # a scale part alone (e.g. only L rerun) still prints its rows
         sys.exit(f"no finished part-2 runs under {root} (parts {PART2 + [p for p in scale if p not in PART2]}); run "
@@ -778,12 +780,19 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
         out += ["### Part 2 per model size (gold reward; M is the main comparison)", "", *gold_scale_table(sizes), "",
                 "Does training hold its gains, per size:", "", *gold_scale_stability_table(sizes), ""]
     for size, part in PART2_SCALE.items():
-        arms = runs["scale"][part]
-        if part in PART2_SCALE_MATCHED and {"grpo", "slas", MATCHED} <= set(arms):
-            control = ", ".join(PART2_SCALE_MATCHED[part])
-            out += [f"Step-size control on {size} ({control}, paired with {part}'s seeds):", "",
-                    *stability_arm_table(arms, ["grpo", "slas", MATCHED]), "",
-                    matched_line(arms, GOLD_CONTRAST_KEYS), ""]
+        arms, parts = runs["scale"][part], [part, *PART2_SCALE_STEP.get(part, [])]
+        step = [a for a in (MATCHED, SLAS_STEP) if a in arms]
+        if part in PART2_SCALE_STEP and step and {"grpo", "slas"} <= set(arms):  # is a size's difference the step?
+            order = ["grpo", "slas", *step]
+            push = push_line(root, parts, arms, order)
+            out += [f"Step size on {size} ({', '.join(parts[1:])}, paired with {part}'s seeds):", "",
+                    *stability_arm_table(arms, order), "", *([push, ""] if push else [])]
+            if MATCHED in arms:
+                out += [matched_line(arms, GOLD_CONTRAST_KEYS), ""]
+            if SLAS_STEP in arms:
+                out += [f"SLAS at DanceGRPO's step size: {SLAS_STEP} − slas: "
+                        f"{contrast(arms, SLAS_STEP, 'slas', GOLD_CONTRAST_KEYS)}; {SLAS_STEP} − grpo: "
+                        f"{contrast(arms, SLAS_STEP, 'grpo', GOLD_CONTRAST_KEYS)}.", ""]
     verdicts.append(scale_verdict(sizes))
     hack_sizes = scale_pairs(root, PART2_HACK_SCALE, runs["scale"], run_stats)
     if hack_sizes:
@@ -841,8 +850,8 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
         plot(pref, ["grpo", "slas", MATCHED], out / "study2_pref.png",
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
     large = runs["scale"][PART2_SCALE["L"]]
-    if {"grpo", "slas"} <= set(large):  # does training hold its gains on L (and its step-size control, if run)?
-        plot(large, ["grpo", "slas", MATCHED], out / "study2_scale_L.png",
+    if {"grpo", "slas"} <= set(large):  # does training hold its gains on L (and its step-size arms, if run)?
+        plot(large, ["grpo", "slas", MATCHED, SLAS_STEP], out / "study2_scale_L.png",
              [*GOLD_PANELS, ("train/reward_mean", "training reward (the gold)"), ("eval/debris", "debris, held-out")])
     for part, stem in (("part2_main", "study2_grid"), (PART2_AWM, "study2_awm_grid"),
                        ("part2_hack", "study2_hack_grid"), ("part2_pref", "study2_pref_grid"),

@@ -373,10 +373,12 @@ def test_part2_stability_per_size_counts_runs_whose_training_reward_fell_back(tm
 
 
 def test_part2_step_size_control_on_L_is_paired_with_its_seeds(tmp_path):
-    """L's step-size control (part2_scale_L_matched, seeds 0 and 1) is merged into L's runs: its table covers the
-    seeds all three arms have (not slas's and grpo's seed 2) and the scale rows still pair slas with grpo only."""
+    """L's step-size arms (part2_scale_L_matched and _slas_step, seeds 0 and 1) are merged into L's runs: their
+    table covers the seeds all arms have (not slas's and grpo's seed 2) and the scale rows still pair slas with grpo
+    only."""
     arms = (("part2_scale_L", "grpo", [0.7] * 30, 0.2, range(3)), ("part2_scale_L", "slas", [0.8] * 10 + [0.6] * 20,
-            0.5, range(3)), ("part2_scale_L_matched", st.MATCHED, [0.9] * 10 + [0.7] * 20, 0.4, range(2)))
+            0.5, range(3)), ("part2_scale_L_matched", st.MATCHED, [0.9] * 10 + [0.7] * 20, 0.4, range(2)),
+            ("part2_scale_L_slas_step", st.SLAS_STEP, [0.75] * 30, 0.25, range(2)))
     for part, arm, rewards, debris, seeds in arms:
         for seed in seeds:
             run = tmp_path / part / "runs" / f"{arm}_s{seed}"
@@ -387,11 +389,12 @@ def test_part2_step_size_control_on_L_is_paired_with_its_seeds(tmp_path):
             rows = [{"iteration": 0, "eval/gold_accuracy": 0.4, "eval/debris": 0.3}, *rows]
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = "\n".join(st.part2(tmp_path, st.part2_runs(tmp_path)))
-    table = text[text.index("Step-size control on L (part2_scale_L_matched"):].splitlines()
+    table = text[text.index("Step size on L (part2_scale_L_matched, part2_scale_L_slas_step"):].splitlines()
     assert table[4] == "| grpo | 0, 1 | +15.0 ± 63.5 | -10.0 ± 0.0 | 0.000 ± 0.000 | 0 of 2 |"
     assert table[6] == f"| {st.MATCHED} | 0, 1 | +15.0 ± 63.5 | +10.0 ± 0.0 | 0.200 ± 0.000 | 2 of 2 |"
-    assert table[8].startswith(f"Step-size control: slas − {st.MATCHED}")
-    assert "(n = 2)" in table[8]
+    assert table[7] == f"| {st.SLAS_STEP} | 0, 1 | +15.0 ± 63.5 | -5.0 ± 0.0 | 0.000 ± 0.000 | 0 of 2 |"
+    assert table[9].startswith(f"Step-size control: slas − {st.MATCHED}") and "(n = 2)" in table[9]
+    assert table[11].startswith(f"SLAS at DanceGRPO's step size: {st.SLAS_STEP} − slas: in-domain")
     stability = text[text.index("Does training hold its gains, per size:"):]
     assert "| L | 3 |" in stability  # the scale rows: slas and grpo on their 3 seeds
     st.part2_plots(tmp_path, st.part2_runs(tmp_path), tmp_path / "img")
