@@ -285,7 +285,8 @@ GOLD_PANELS = [("eval/gold_accuracy", "held-out strict accuracy (240 images)"),
 
 def plot(arms: dict[str, dict[int, list[dict]]], order: list[str], path: Path,
          panels: list[tuple[str, str]] = HACK_PANELS) -> None:
-    """One panel per (metric key, title): each arm's mean over seeds at every evaluation, with its 95% t band."""
+    """One panel per (metric key, title): each arm's mean over seeds at every evaluation, with its 95% t band
+    (arms with fewer than 3 seeds: dashed, no band)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,6 +302,9 @@ def plot(arms: dict[str, dict[int, list[dict]]], order: list[str], path: Path,
             cis = [t_interval([s[i] for s in per_seed]) for i in its]
             mean = [c["mean"] for c in cis]
             half = [0.0 if math.isnan(c["half"]) else c["half"] for c in cis]
+            if len(per_seed) < 3:  # a probe: t_{0.975,1} = 12.7 would swamp the axes, so a dashed mean, no band
+                ax.plot(its, mean, "--", label=f"{arm} ({len(per_seed)} seeds, no band)")
+                continue
             ax.plot(its, mean, label=arm)
             ax.fill_between(its, [m - h for m, h in zip(mean, half, strict=True)],
                             [m + h for m, h in zip(mean, half, strict=True)], alpha=0.15)
