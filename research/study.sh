@@ -80,6 +80,8 @@ part2() {
   compare "${l2[@]}" --methods grpo --sweep forward.r_scale=4 --out "$OUT/part2_scale_L_matched" model.checkpoint=toy_L
   compare "${l2[@]}" --methods slas --sweep forward.r_scale=6.2 --out "$OUT/part2_scale_L_slas_step" \
     model.checkpoint=toy_L
+  # 3d. which part of SLAS's shape breaks L: the batch std without the power (grpo_global_std), seeds 0 and 1
+  compare "${l2[@]}" --methods grpo_global_std --out "$OUT/part2_scale_L_global_std" model.checkpoint=toy_L
 }
 if [ "$PART" = part2 ]; then part2; exit 0; fi
 common=(--config configs/toy_hack.yaml --seeds 5 --jobs "$JOBS" --threads 1)

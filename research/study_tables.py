@@ -56,9 +56,9 @@ PART2_PROBE = "part2_hack_probe"  # part 2: DanceGRPO's estimator on toy_biased 
 PART2_PROXY = {"part2_hack": ["part2_hack", "part2_hack_estimators", "part2_hack_gamma", "part2_hack_matched"],
                "part2_pref": ["part2_pref", "part2_pref_matched"]}
 PART2_SCALE = {"S": "part2_scale_S", "M": "part2_main", "L": "part2_scale_L"}  # part 2 on the gold reward per size
-# a size's step-size arms on the gold reward (MATCHED and SLAS_STEP on that size; M's control is part2_matched),
-# merged into its part
-PART2_SCALE_STEP = {"part2_scale_L": ["part2_scale_L_matched", "part2_scale_L_slas_step"]}
+# a size's step-size arms on the gold reward (MATCHED and SLAS_STEP on that size; M's control is part2_matched) and
+# grpo_global_std (SLAS's batch std without its power), merged into its part
+PART2_SCALE_STEP = {"part2_scale_L": ["part2_scale_L_matched", "part2_scale_L_slas_step", "part2_scale_L_global_std"]}
 PART2_HACK_SCALE = {"S": "part2_hack_scale_S", "M": "part2_hack", "L": "part2_hack_scale_L"}  # and under toy_biased
 PART2_AWM = "part2_awm"  # the main arms under the other forward-process objective (configs/toy_awm_slas.yaml)
 # DanceGRPO's estimator with nft's r_scale 5 -> 4: its r moves 1.25x as far from 1/2 at the same advantages, as SLAS's
@@ -785,11 +785,11 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
                 "Does training hold its gains, per size:", "", *gold_scale_stability_table(sizes), ""]
     for size, part in PART2_SCALE.items():
         arms, parts = runs["scale"][part], [part, *PART2_SCALE_STEP.get(part, [])]
-        step = [a for a in (MATCHED, SLAS_STEP) if a in arms]
-        if part in PART2_SCALE_STEP and step and {"grpo", "slas"} <= set(arms):  # is a size's difference the step?
+        step = [a for a in (MATCHED, SLAS_STEP, "grpo_global_std") if a in arms]
+        if part in PART2_SCALE_STEP and step and {"grpo", "slas"} <= set(arms):  # the step, or which part of the shape?
             order = ["grpo", "slas", *step]
             push = push_line(root, parts, arms, order)
-            out += [f"Step size on {size} ({', '.join(parts[1:])}, paired with {part}'s seeds):", "",
+            out += [f"Step size and shape on {size} ({', '.join(parts[1:])}, paired with {part}'s seeds):", "",
                     *stability_arm_table(arms, order), "", *([push, ""] if push else [])]
             if MATCHED in arms:
                 out += [matched_line(arms, GOLD_CONTRAST_KEYS), ""]
@@ -855,7 +855,7 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
     large = runs["scale"][PART2_SCALE["L"]]
     if {"grpo", "slas"} <= set(large):  # does training hold its gains on L (and its step-size arms, if run)?
-        plot(large, ["grpo", "slas", MATCHED, SLAS_STEP], out / "study2_scale_L.png",
+        plot(large, ["grpo", "slas", MATCHED, SLAS_STEP, "grpo_global_std"], out / "study2_scale_L.png",
              [*GOLD_PANELS, ("train/reward_mean", "training reward (the gold)"), ("eval/debris", "debris, held-out")])
     for part, stem in (("part2_main", "study2_grid"), (PART2_AWM, "study2_awm_grid"),
                        ("part2_hack", "study2_hack_grid"), ("part2_pref", "study2_pref_grid"),

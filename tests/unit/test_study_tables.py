@@ -389,7 +389,7 @@ def test_part2_step_size_control_on_L_is_paired_with_its_seeds(tmp_path):
             rows = [{"iteration": 0, "eval/gold_accuracy": 0.4, "eval/debris": 0.3}, *rows]
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = "\n".join(st.part2(tmp_path, st.part2_runs(tmp_path)))
-    table = text[text.index("Step size on L (part2_scale_L_matched, part2_scale_L_slas_step"):].splitlines()
+    table = text[text.index("Step size and shape on L (part2_scale_L_matched, part2_scale_L_slas_step,"):].splitlines()
     assert table[4] == "| grpo | 0, 1 | +15.0 ± 63.5 | -10.0 ± 0.0 | 0.000 ± 0.000 | 0 of 2 |"
     assert table[6] == f"| {st.MATCHED} | 0, 1 | +15.0 ± 63.5 | +10.0 ± 0.0 | 0.200 ± 0.000 | 2 of 2 |"
     assert table[7] == f"| {st.SLAS_STEP} | 0, 1 | +15.0 ± 63.5 | -5.0 ± 0.0 | 0.000 ± 0.000 | 0 of 2 |"
