@@ -8,7 +8,8 @@ reward) and prints, per arm and paired against DanceGRPO's estimator at the same
 strict accuracy (final, change), iterations to base + 5 and + 10 held-out points, the area under the held-out curve,
 exact count, debris, per-tag accuracy, and a verdict per claim; the same under a hackable proxy (``part2_hack*``,
 ``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``, with
-whether training holds its gains: debris and the training reward's fall from its best; ``part2_hack_scale_*``),
+whether training holds its gains: debris and the training reward's fall from its best; ``L``'s step-size and shape
+probes, PART2_SCALE_STEP; ``part2_hack_scale_*``),
 under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
 (``MATCHED``: ``part2_matched``, ``part2_hack_matched``, ``part2_pref_matched``). Part 1 (the default) is the PPO-on-SDE study:
 
@@ -580,8 +581,8 @@ def gold_scale_stability_table(sizes: dict[str, dict]) -> list[str]:
 
 
 def stability_arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
-    """The stability columns per arm of ``order`` on the seeds all of them have (a size's step-size control:
-    does DanceGRPO's estimator at SLAS's step size fall back as slas does?)."""
+    """The stability columns per arm of ``order`` on the seeds all of them have (a size's step-size and shape
+    probes: which of them fall back as slas does?)."""
     seeds = sorted(set.intersection(*(set(arms[a]) for a in order)))
     lines = ["| arm | seeds | Δ held-out (pts) | Δ debris (pts) | training reward: fall from its best "
              f"| seeds that fell back more than {DROP} |", "|---" * 6 + "|"]
