@@ -9,8 +9,8 @@ strict accuracy (final, change), iterations to base + 5 and + 10 held-out points
 exact count, debris, per-tag accuracy, and a verdict per claim; the same under a hackable proxy (``part2_hack*``,
 ``part2_pref``: hacking gap, saturation, the monitor's early stop), per model size (``part2_scale_*``, with
 whether training holds its gains: debris and the training reward's fall from its best; ``L``'s step-size and shape
-probes, PART2_SCALE_STEP; ``part2_hack_scale_*``),
-under ``awm`` (``part2_awm``), and against DanceGRPO's estimator at SLAS's step size
+probes, PART2_SCALE_STEP; ``part2_hack_scale_*``), under ``awm`` (``part2_awm``), and against DanceGRPO's estimator
+at SLAS's step size
 (``MATCHED``: ``part2_matched``, ``part2_hack_matched``, ``part2_pref_matched``). Part 1 (the default) is the PPO-on-SDE study:
 
 Reads every ``OUT/<part>/runs/<arm>_s<seed>/metrics.jsonl`` (parts: main, gamma, recenter, normalize,
@@ -66,6 +66,7 @@ PART2_AWM = "part2_awm"  # the main arms under the other forward-process objecti
 # do at its defaults (1.24x, research/slas_options.py): a step-size control for SLAS's differences
 MATCHED = "grpo-r_scale4"
 SLAS_STEP = "slas-r_scale6.2"  # and the converse: SLAS with nft's r_scale 5 -> 6.2 (5 x 1.24), r moving as DanceGRPO's
+SCALE_PROBES = (MATCHED, SLAS_STEP, "grpo_global_std")  # PART2_SCALE_STEP's arms: the step size and the shape
 SEEDS = 5  # seeds per arm of the study: a proxy part with fewer pairs gets no verdict yet
 RISES = (0.05, 0.10)  # part 2: iterations until the held-out strict accuracy reaches iteration 0's + these
 DROP = 0.05  # a training reward whose last 20 iterations sit this far below its best 10-iteration mean "fell back"
@@ -573,11 +574,16 @@ def gold_scale_stability_table(sizes: dict[str, dict]) -> list[str]:
             return fmt([r[k] for r in x[a]], sc, d, signed)
 
         diff = fmt([a["d_debris"] - b["d_debris"] for a, b in zip(x["slas"], x["grpo"], strict=True)], 100, 1, True)
-        fell = ", ".join(f"{sum(r['reward_drop'] > DROP for r in x[a])} of {len(x['seeds'])}" for a in ("grpo", "slas"))
+        fell = ", ".join(fell_back(x[a]) for a in ("grpo", "slas"))
         lines.append(f"| {size} | {len(x['seeds'])} | {arm('grpo', 'd_debris', 100, 1, True)} "
                      f"| {arm('slas', 'd_debris', 100, 1, True)} | {diff} | {arm('grpo', 'reward_drop', 1, 3, False)} "
                      f"| {arm('slas', 'reward_drop', 1, 3, False)} | {fell} |")
     return lines
+
+
+def fell_back(stats: list[dict]) -> str:
+    """"k of n": the runs (``gold_stats``) whose training reward fell back more than DROP from its best."""
+    return f"{sum(r['reward_drop'] > DROP for r in stats)} of {len(stats)}"
 
 
 def stability_arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]) -> list[str]:
@@ -590,7 +596,7 @@ def stability_arm_table(arms: dict[str, dict[int, list[dict]]], order: list[str]
         x = [gold_stats(arms[a][s]) for s in seeds]
         lines.append(f"| {a} | {', '.join(map(str, seeds))} | {fmt([r['d_heldout'] for r in x], 100, 1, True)} "
                      f"| {fmt([r['d_debris'] for r in x], 100, 1, True)} | {fmt([r['reward_drop'] for r in x])} "
-                     f"| {sum(r['reward_drop'] > DROP for r in x)} of {len(seeds)} |")
+                     f"| {fell_back(x)} |")
     return lines
 
 
@@ -786,7 +792,7 @@ def part2(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], patienc
                 "Does training hold its gains, per size:", "", *gold_scale_stability_table(sizes), ""]
     for size, part in PART2_SCALE.items():
         arms, parts = runs["scale"][part], [part, *PART2_SCALE_STEP.get(part, [])]
-        step = [a for a in (MATCHED, SLAS_STEP, "grpo_global_std") if a in arms]
+        step = [a for a in SCALE_PROBES if a in arms]
         if part in PART2_SCALE_STEP and step and {"grpo", "slas"} <= set(arms):  # the step, or which part of the shape?
             order = ["grpo", "slas", *step]
             push = push_line(root, parts, arms, order)
@@ -856,7 +862,7 @@ def part2_plots(root: Path, runs: dict[str, dict[str, dict[int, list[dict]]]], o
              [("monitor/proxy_id", "proxy (toy_pref), in-domain"), *HACK_PANELS[1:]])
     large = runs["scale"][PART2_SCALE["L"]]
     if {"grpo", "slas"} <= set(large):  # does training hold its gains on L (and its step-size arms, if run)?
-        plot(large, ["grpo", "slas", MATCHED, SLAS_STEP, "grpo_global_std"], out / "study2_scale_L.png",
+        plot(large, ["grpo", "slas", *SCALE_PROBES], out / "study2_scale_L.png",
              [*GOLD_PANELS, ("train/reward_mean", "training reward (the gold)"), ("eval/debris", "debris, held-out")])
     for part, stem in (("part2_main", "study2_grid"), (PART2_AWM, "study2_awm_grid"),
                        ("part2_hack", "study2_hack_grid"), ("part2_pref", "study2_pref_grid"),
