@@ -249,7 +249,7 @@ def test_adv_clip_clamps_and_counts():
 def test_stats_vocabulary():
     _, stats = compute_with_stats("slas", R1, G1)
     assert tuple(stats) == ("n_nonfinite", "zero_std_groups", "adv_abs_mean", "adv_mean", "adv_std", "clip_frac",
-                           "batch_std")
+                           "batch_std", "centered_std", "informative_frac", "adv_abs_mean_informative")
     assert all(isinstance(v, float) for v in stats.values())
     assert stats["n_nonfinite"] == 0.0 and stats["zero_std_groups"] == 0.0 and stats["clip_frac"] == 0.0
     assert stats["adv_abs_mean"] == pytest.approx(1.0)  # |[-1.5, 0, 1.5, -1.5, 0, 1.5]| mean
@@ -326,3 +326,21 @@ def test_bad_shapes_raise():
         compute("grpo", R1, G1[:5])
     with pytest.raises(ValueError, match="integer tensor"):
         compute("grpo", R1, G1.double())
+
+
+def test_push_diagnostics_count_only_informative_groups():
+    # groups: 0 = [0, 1] (centred -0.5, 0.5), 1 = [1, 1] (zero spread), 2 = [1, 1] (zero spread)
+    r = torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    g = torch.tensor([0, 0, 1, 1, 2, 2])
+    # sigma_B of the centred rewards keeps the zeros: sqrt((0.25 + 0.25) / 6) = sqrt(1/12)
+    a, stats = compute_with_stats("slas", r, g)  # d = +-0.5 / sqrt(1/12) = +-sqrt(3); A = +-3
+    close(a, [-3, 3, 0, 0, 0, 0])
+    assert stats["centered_std"] == pytest.approx(math.sqrt(1 / 12))
+    assert stats["informative_frac"] == pytest.approx(2 / 6)
+    assert stats["adv_abs_mean_informative"] == pytest.approx(3.0)
+    assert stats["adv_abs_mean"] == pytest.approx(1.0)  # the zeros of the zero-spread groups dilute it 3x
+    _, stats = compute_with_stats("grpo", r, g)  # +-0.5 / std_g (ddof 1: sqrt(0.5)) = +-0.7071
+    assert stats["centered_std"] == pytest.approx(math.sqrt(1 / 12))
+    assert stats["adv_abs_mean_informative"] == pytest.approx(0.5 / math.sqrt(0.5))
+    _, stats = compute_with_stats("grpo", torch.ones(4, dtype=torch.float64), torch.tensor([0, 0, 1, 1]))
+    assert stats["informative_frac"] == 0.0 and stats["adv_abs_mean_informative"] == 0.0

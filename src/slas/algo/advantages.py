@@ -193,6 +193,11 @@ def compute_with_stats(
     whose finite rewards have zero spread, groups with < 2 finite rewards included); ``adv_abs_mean``, ``adv_mean``,
     ``adv_std`` (ddof 0) and ``clip_frac`` (fraction with |A| > adv_clip before clamping), all over the finite-reward
     samples, i.e. the ones that train; ``batch_std`` (the batch sigma the estimator divided by, 0.0 if none).
+
+    Push diagnostics (why a push can grow late in a run): ``centered_std`` (std of r - mean_g over the finite batch,
+    ddof 0, zero-spread groups' zeros included: SLAS's sigma_B, logged for every estimator); ``informative_frac``
+    (fraction of the finite samples whose group has a non-zero spread) and ``adv_abs_mean_informative`` (mean |A|
+    over those samples only, 0.0 when there are none).
     """
     validate(name, adv_clip=adv_clip, **params)
     groups, finite = prepare(rewards, group_ids)
@@ -206,11 +211,14 @@ def compute_with_stats(
     full = torch.zeros(rewards.shape, dtype=torch.float64, device=rewards.device)  # [N]
     full[finite] = adv
     n = adv.numel()
+    informative = ~groups.zero_spread[groups.index]  # [n]
     if n:
-        moments = torch.stack([adv.abs().mean(), adv.mean(), adv.std(correction=0), clipped.double().mean()])
-        adv_abs_mean, adv_mean, adv_std, clip_frac = moments.tolist()
+        moments = torch.stack([adv.abs().mean(), adv.mean(), adv.std(correction=0), clipped.double().mean(),
+                               _batch_std(groups.centered), informative.double().mean(),
+                               adv.abs()[informative].sum() / informative.sum().clamp_min(1)])
+        adv_abs_mean, adv_mean, adv_std, clip_frac, centered_std, informative_frac, adv_abs_inf = moments.tolist()
     else:
-        adv_abs_mean = adv_mean = adv_std = clip_frac = 0.0
+        adv_abs_mean = adv_mean = adv_std = clip_frac = centered_std = informative_frac = adv_abs_inf = 0.0
     stats = {
         "n_nonfinite": float(rewards.numel() - n),
         "zero_std_groups": float(groups.zero_spread.double().mean()) if groups.num_groups else 0.0,
@@ -219,6 +227,9 @@ def compute_with_stats(
         "adv_std": adv_std,
         "clip_frac": clip_frac,
         "batch_std": float(batch_std),
+        "centered_std": centered_std,
+        "informative_frac": informative_frac,
+        "adv_abs_mean_informative": adv_abs_inf,
     }
     return full.to(out_dtype), stats
 

@@ -312,6 +312,10 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
         adv, adv_stats = advantages.compute_with_stats(a.estimator, r, world.gather(ro.group_ids),
                                                        adv_clip=a.adv_clip, **a.params)
         finite = advantages.finite_mask(r)  # [N]: NaN/inf rewards never reach the loss
+        if t.objective == "nft":  # the push on nft's r over the informative samples (non-zero advantage)
+            inf = adv != 0
+            push = (nft_optimality(adv[inf].float(), f.r_scale, f.r_map) - 0.5).abs()
+            adv_stats["r_push_informative"] = float(push.mean()) if inf.any() else 0.0
         # [N] the samples the loss averages over; Flow-GRPO also drops zero advantages (train_sd3.py:796-817), but
         # by re-sampling per rank, which weights ranks unequally: here the step stays the exact mean over all ranks
         used = finite & (adv != 0) if t.drop_zero_advantage else finite
@@ -436,6 +440,10 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
             "train/adv_abs_mean": adv_stats["adv_abs_mean"],
             "train/adv_clip_frac": adv_stats["clip_frac"],
             "train/zero_std_groups": adv_stats["zero_std_groups"],
+            "train/centered_std": adv_stats["centered_std"],  # SLAS's sigma_B, whatever the estimator
+            "train/informative_frac": adv_stats["informative_frac"],
+            "train/adv_abs_mean_informative": adv_stats["adv_abs_mean_informative"],
+            **({"train/r_push_informative": adv_stats["r_push_informative"]} if "r_push_informative" in adv_stats else {}),
             "train/n_nonfinite_rewards": adv_stats["n_nonfinite"],
             "train/n_in_loss": int(used.sum()),  # samples the loss averages over (all ranks)
             # the objective's loss diagnostics (losses.PPO_STATS / NFT_STATS / AWM_STATS; kl_mean is train/kl)
