@@ -18,7 +18,8 @@ import numpy as np
 
 from slas.apps.compare import series
 from slas.config import load_config
-from slas.recipe.run_dir import read_metrics
+from slas.recipe.metrics import read_metrics
+from slas.recipe.run_dir import RunDir
 
 TIME_KEYS = ("time/rollout_s", "time/reward_s", "time/train_s", "time/eval_s")
 COLS = [("held-out", "eval/gold_accuracy"), ("in-domain", "eval/id/gold_accuracy")]
@@ -28,7 +29,7 @@ def row(run: Path) -> dict:
     rows = read_metrics(run)
     if not rows:
         raise SystemExit(f"error: {run} has no metrics.jsonl rows")
-    out = {"run": str(run), "seed": load_config(run / "config.yaml").run.seed, "iterations": rows[-1]["iteration"],
+    out = {"run": str(run), "seed": load_config(RunDir(run).config).run.seed, "iterations": rows[-1]["iteration"],
            "minutes": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS) / 60}
     for name, key in COLS + [("exact count", "eval/exact_count"), ("debris", "eval/debris")]:
         s = series(rows, key)

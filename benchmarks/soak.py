@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from slas.recipe.run_dir import RunDir
+
 # the reduced batch and the rare, small evaluations; extra overrides on the command line come after these
 SOAK_OVERRIDES = ["train.prompts_per_iter=4", "train.group_size=4", "eval.every=0", "eval.images_per_tag=8",
                   "eval.in_domain_per_tag=4", "monitor.prompts=6", "monitor.group=2"]
@@ -133,7 +135,7 @@ def main() -> int:
     log = (out / "train.log").open("w")
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    metrics = run / "metrics.jsonl"
+    metrics = RunDir(run).metrics
     samples: list[dict] = []
     pos, last, next_at = 0, -1, EVERY
     print(f"{'iteration':>9}  {'RSS MiB':>8}  {'HWM MiB':>8}  {'procs':>5}  {'wall s':>7}", flush=True)

@@ -66,12 +66,13 @@ def child(spec: dict) -> None:
     """One engine run in this process; prints its last iteration's phase times and the peak RSS as JSON."""
     torch.set_num_threads(spec["threads"])
     from slas.config import load_config
+    from slas.recipe.metrics import read_metrics
     from slas.recipe.train import train
 
     t0 = time.perf_counter()
     run = train(load_config(None, spec["overrides"]), progress=False, log=lambda s: None)
     wall = time.perf_counter() - t0
-    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()][1:]  # [0]: evaluation
+    rows = read_metrics(run)[1:]  # [0]: evaluation
     timed = rows[1:] or rows  # iteration 1 is warm-up (kernel selection for new shapes, allocator)
     keys = ("time/rollout_s", "time/reward_s", "time/train_s")
     print(json.dumps({"times": {k: min(r[k] for r in timed) for k in keys}, "first": {k: rows[0][k] for k in keys},

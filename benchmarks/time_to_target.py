@@ -28,7 +28,8 @@ import numpy as np
 
 from slas.apps.compare import compare, series
 from slas.config import load_config
-from slas.recipe.run_dir import read_metrics
+from slas.recipe.metrics import read_metrics
+from slas.recipe.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVE_CONFIGS = {  # the shipped recipe of each objective; compare varies only the estimator and the seed
@@ -63,9 +64,9 @@ def collect(out: Path, objectives: list[str], methods: list[str]) -> list[dict]:
             per_seed = []
             for run in runs:
                 rows = read_metrics(run)
-                rc = load_config(run / "config.yaml")
+                rc = load_config(RunDir(run).config)
                 iterations = rc.train.iterations
-                if not rows or (rows[-1]["iteration"] < iterations and not (run / "early_stop.json").is_file()):
+                if not rows or (rows[-1]["iteration"] < iterations and not RunDir(run).early_stop.is_file()):
                     continue  # unfinished: only finished runs are counted
                 rec = {"run": str(run), "seed": int(run.name.rsplit("_s", 1)[1]), "iterations": rows[-1]["iteration"],
                        "planned": iterations, "base": rows[0].get(HELDOUT, math.nan),

@@ -8,12 +8,11 @@ A reward that any colour shift can raise separates "the engine is broken" from
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 from slas import rewards
 from slas.config import load_config
+from slas.recipe.metrics import read_metrics
 from slas.recipe.train import train
 
 
@@ -29,8 +28,7 @@ def main() -> None:
     cfg = load_config(None, ["reward.weights={brightness: 1.0}", "train.iterations=12", "eval.every=0",
                              "eval.images_per_tag=4", f"run.out_dir={out}", *overrides])
     train(cfg, progress=False, log=lambda s: None)
-    for line in (Path(out) / "metrics.jsonl").read_text().splitlines()[1:]:
-        r = json.loads(line)
+    for r in read_metrics(out)[1:]:
         print(f"iteration {r['iteration']:3d}  brightness {r['train/reward_mean']:.4f}  clipfrac {r['train/clipfrac']:.3f}")
 
 

@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from slas.apps.compare import best_value, first_value, last_value, series  # noqa: E402
 from slas.config import load_config  # noqa: E402
 from slas.evals.stats import t_interval  # noqa: E402
-from slas.recipe.run_dir import read_metrics  # noqa: E402
+from slas.recipe.metrics import read_metrics  # noqa: E402
+from slas.recipe.run_dir import RunDir  # noqa: E402
 from slas.toyworld.model import resolve_checkpoint  # noqa: E402
 from slas.toyworld.monitor import should_stop  # noqa: E402
 
@@ -83,8 +84,9 @@ def load_runs(root: Path, parts: list[str] = PARTS) -> dict[str, dict[int, list[
     for part in parts:
         for run in sorted((root / part / "runs").glob("*_s*")):
             m = re.fullmatch(r"(.+)_s(\d+)", run.name)
-            cfg = run / "config.yaml"
-            if not m or not (run / "metrics.jsonl").is_file() or not cfg.is_file():
+            paths = RunDir(run)
+            cfg = paths.config
+            if not m or not paths.metrics.is_file() or not cfg.is_file():
                 continue
             rows = read_metrics(run)
             want = load_config(cfg).train.iterations

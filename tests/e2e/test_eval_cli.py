@@ -33,7 +33,7 @@ from slas.evals.detectors import (
 )
 from slas.evals.stats import mean_ci, paired_bootstrap
 from slas.policy.generate import generate
-from slas.recipe import run_dir as checkpoint
+from slas.recipe import checkpoint
 from slas.toyworld import CANVAS, all_prompts, render, verify
 from slas.toyworld import model as toymodel
 from slas.toyworld.detector import shapesworld_detections
@@ -409,10 +409,10 @@ def xs_run(tmp_path_factory):
         for k, p in module.named_parameters():
             if p.requires_grad:
                 ema[k] = p.detach() + 0.05  # what an EMA would hold: something else
-        checkpoint.save(run, 1, module, opt, sched, ema, {})
+        checkpoint.save(run / "checkpoints", 1, module, opt, sched, ema, {})
         for p in module.parameters():
             p.mul_(1.1)  # the "trained" weights of the later checkpoint
-        checkpoint.save(run, 2, module, opt, sched, ema, {})
+        checkpoint.save(run / "checkpoints", 2, module, opt, sched, ema, {})
     return run, {k: v.clone() for k, v in module.state_dict().items()}, ema
 
 

@@ -17,8 +17,8 @@ import pytest
 from _toyruns import tiny_overrides
 from slas.apps.cli import _extend, main
 from slas.config import load_config
-from slas.recipe import run_dir
-from slas.recipe.run_dir import read_metrics
+from slas.recipe import checkpoint, metrics
+from slas.recipe.metrics import read_metrics
 
 ITERS = 4
 EXTRA = {"train.iterations": ITERS, "eval.every": 2}
@@ -119,20 +119,19 @@ def test_resume_with_no_intact_checkpoint_is_one_error_line(full, tmp_path, caps
     run = _copy(full, tmp_path / "run", keep_upto=1)
     _truncate(_ckpt(run, 1) / "optim.pt")
     rc = main(["train", "--no-progress", "--resume", str(run)])
-    _one_error(capsys, rc, f"error: no intact checkpoint to resume {run} from: {_ckpt(run, 1) / 'optim.pt'}: truncated: ")
+    _one_error(capsys, rc, f"error: no intact checkpoint in {run / 'checkpoints'}: {_ckpt(run, 1) / 'optim.pt'}: "
+                           "truncated: ")
 
 
-def test_checkpoint_without_checksums_still_loads_and_is_checked(full, tmp_path, capsys):
+def test_checkpoint_without_checksums_is_refused_by_name(full, tmp_path, capsys):
     run = _copy(full, tmp_path / "run", keep_upto=3)
-    for it in (2, 3):  # as written before the checksums
-        path = _ckpt(run, it) / "state.json"
+    for ckpt in checkpoint.all_of(run / "checkpoints"):  # as slas wrote them before it recorded checksums
+        path = ckpt / "state.json"
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "checksums"}))
-    _truncate(_ckpt(run, 3) / "model.safetensors")
-    assert main(["train", "--no-progress", "--resume", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert (f"warning: skipping checkpoint iter_000003: {_ckpt(run, 3) / 'model.safetensors'}: cannot read it, the "
-            "file is truncated or corrupt") in out
-    assert _rows(run) == _rows(full)
+    rc = main(["train", "--no-progress", "--resume", str(run)])
+    out, err = capsys.readouterr()
+    assert "warning: skipping checkpoint iter_000003: " in out and "records no checksums" in out
+    assert rc == 2 and err.count("error:") == 1 and "checkpoints written before slas recorded them are not supported" in err
 
 
 # ---- item 5: Ctrl-C / SIGTERM and what --resume says ---------------------------------------------------
@@ -140,7 +139,7 @@ def test_checkpoint_without_checksums_still_loads_and_is_checked(full, tmp_path,
 
 def _signal_at(monkeypatch, iteration: int, times: int = 1, sig=signal.SIGINT) -> None:
     """Send ``sig`` to this (the main) thread ``times`` times once the metrics row of ``iteration`` is written."""
-    write = run_dir.MetricsLog.write
+    write = metrics.MetricsLog.write
 
     def patched(self, row):
         write(self, row)
@@ -148,7 +147,7 @@ def _signal_at(monkeypatch, iteration: int, times: int = 1, sig=signal.SIGINT) -
             for _ in range(times):  # to this thread: its handler runs before the next one is sent
                 signal.pthread_kill(threading.get_ident(), sig)
 
-    monkeypatch.setattr(run_dir.MetricsLog, "write", patched)
+    monkeypatch.setattr(metrics.MetricsLog, "write", patched)
 
 
 def test_sigint_saves_the_last_completed_iteration_and_resume_matches(full, tiny_ckpt, tmp_path, monkeypatch, capsys):
@@ -161,7 +160,7 @@ def test_sigint_saves_the_last_completed_iteration_and_resume_matches(full, tiny
     out = capsys.readouterr().out
     assert (f"interrupted by SIGINT after iteration 2 of {ITERS}: saved {_ckpt(run, 2)}; continue with "
             f"`slas train --resume {run}`") in out
-    assert [p.name for p in run_dir.checkpoints(run)] == ["iter_000002"]
+    assert [p.name for p in checkpoint.all_of(run / "checkpoints")] == ["iter_000002"]
     assert read_metrics(run)[-1]["iteration"] == 2
     monkeypatch.undo()
     assert main(["train", "--no-progress", "--resume", str(run)]) == 0
@@ -178,7 +177,7 @@ def test_second_sigint_aborts_at_once(tiny_ckpt, tmp_path, monkeypatch, capfd):
     err = capfd.readouterr().err
     assert "SIGINT: finishing iteration 1, then saving a checkpoint of it (press Ctrl-C again to abort without saving)" in err
     assert err.rstrip().endswith("interrupted")
-    assert run_dir.checkpoints(run) == [] and signal.getsignal(signal.SIGINT) is before
+    assert checkpoint.all_of(run / "checkpoints") == [] and signal.getsignal(signal.SIGINT) is before
 
 
 def test_sigterm_to_slas_train_saves_and_exits_143(tiny_ckpt, tmp_path):
@@ -193,7 +192,7 @@ def test_sigterm_to_slas_train_saves_and_exits_143(tiny_ckpt, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     last = read_metrics(run)[-1]["iteration"]
-    assert [p.name for p in run_dir.checkpoints(run)] == [f"iter_{last:06d}"]
+    assert [p.name for p in checkpoint.all_of(run / "checkpoints")] == [f"iter_{last:06d}"]
     assert f"interrupted by SIGTERM after iteration {last} of 1000: saved {_ckpt(run, last)}" in out
 
 

@@ -15,7 +15,8 @@ from slas.apps.eval import format_summary
 from slas.apps.report import write_report
 from slas.config import load_config
 from slas.recipe.evaluation import change_lines
-from slas.recipe.run_dir import load_run, metrics_figure, read_metrics
+from slas.recipe.metrics import metrics_figure, read_metrics
+from slas.recipe.run_dir import load_run
 from slas.recipe.train import train
 from slas.toyworld import parse, render, verify
 from slas.toyworld.evaluate import FAIL_COLOUR, PASS_COLOUR, format_table, labelled_grid

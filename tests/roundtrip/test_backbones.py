@@ -21,9 +21,9 @@ from slas.apps.cli import main
 from slas.config import ConfigError, load_config
 from slas.policy.base import Backbone, index_cond
 from slas.policy.flux import image_ids, pack, unpack
-from slas.recipe import run_dir as checkpoint
 from slas.recipe.builders import build_backbone, build_sampler
 from slas.recipe.prompts import load_prompts
+from slas.recipe.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["a photo of a red cat", "a blue dog on a green mat", "two yellow birds", "a white circle left of a square"]
@@ -219,7 +219,7 @@ def test_only_the_trained_parameters_change(trained):
     cfg = load_config(run / "config.yaml", [f"run.out_dir={run}"])
     torch.manual_seed(cfg.run.seed)  # as train() seeds before building: the same initial LoRA factors
     start = {k: v.detach().clone() for k, v in build_backbone(cfg).module.state_dict().items()}
-    after = load_file(str(checkpoint.latest(run) / "model.safetensors"))
+    after = load_file(str(RunDir(run).latest() / "model.safetensors"))
     assert set(after) == set(start)
     changed = {k for k in after if not torch.equal(after[k].float(), start[k].float())}
     assert changed
@@ -239,7 +239,7 @@ def test_export_round_trips_into_the_stock_pipeline(trained, toks):
     assert info["iteration"] == 2 and info["kind"] == ("lora" if cfg.model.lora_rank else "full")
 
     bb = build_backbone(cfg)
-    bb.module.load_state_dict(load_file(str(checkpoint.latest(run) / "model.safetensors")))
+    bb.module.load_state_dict(load_file(str(RunDir(run).latest() / "model.safetensors")))
     bb.module.eval()
     steps = 4
     noise = torch.randn(2, *bb.sample_shape, generator=torch.Generator().manual_seed(3))

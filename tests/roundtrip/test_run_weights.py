@@ -13,7 +13,17 @@ from safetensors.torch import load_file, save_file
 
 from _toyruns import tiny_overrides
 from slas.apps.cli import main
+from slas.recipe import checkpoint
 from slas.recipe.run_dir import RunError, load_run
+
+
+def _rehash(ckpt) -> None:
+    """Record the checkpoint's current files in its state.json, as if the writer had saved them."""
+    state = json.loads((ckpt / "state.json").read_text())
+    state["checksums"] = {p.name: checkpoint._digest(p) for p in sorted(ckpt.iterdir())
+                          if p.is_file() and p.name != "state.json"}
+    (ckpt / "state.json").write_text(json.dumps(state))
+
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares", "a photo of a blue triangle"]
 
@@ -122,15 +132,15 @@ def test_sample_errors_are_one_line(runs, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(ema_run, bad)
     ckpt = bad / "checkpoints" / "iter_000001"
-    # files rewritten below, as a checkpoint written before state.json recorded checksums would hold them (with the
-    # checksums, any rewrite is "corrupt": tests/e2e/test_resume_safety.py)
-    state = json.loads((ckpt / "state.json").read_text())
-    (ckpt / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "checksums"}))
+    # files rewritten below with their checksums updated, as a bug in the writer would leave them (any other
+    # rewrite is "corrupt": tests/e2e/test_resume_safety.py)
     ema = load_file(str(ckpt / "ema.safetensors"))
     save_file(ema | {"nope.weight": torch.zeros(2)}, str(ckpt / "ema.safetensors"))
+    _rehash(ckpt)
     _one_error_line(capsys, [*sample, str(bad)], "names 1 parameter(s) the model lacks, e.g. ['nope.weight']")
     # weights that do not fit the config's model
     save_file({"nope.weight": torch.zeros(2)}, str(ckpt / "model.safetensors"))
+    _rehash(ckpt)
     _one_error_line(capsys, [*sample, str(bad), "--no-ema"], "does not fit the model built from")
     # a run of another backbone: `slas sample` draws ShapesWorld models only (refused before building it)
     other = tmp_path / "sd3run"

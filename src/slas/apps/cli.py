@@ -243,20 +243,22 @@ def cmd_config(args) -> None:
 
 def cmd_train(args) -> None:
     from slas.config import load_config
+    from slas.recipe.run_dir import RunDir
     from slas.recipe.train import train
 
     if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise CLIError(f"--resume {run}: no config.yaml there; is it a run directory of `slas train`?")
+        paths = RunDir(args.resume)
+        run = paths.root
+        if not paths.is_run():
+            raise CLIError(f"--resume {run}: no {paths.config.name} there; is it a run directory of `slas train`?")
         if args.config:
             raise CLIError("--resume continues a run with its own config.yaml; drop --config")
         extra = [o for o in args.overrides if o.partition("=")[0].strip() != "train.iterations"]
         if extra:
             raise CLIError(f"--resume continues a run with its own config.yaml; the one override it takes is "
                            f"train.iterations=N (to extend the run): drop {' '.join(extra)}")
-        cfg = load_config(run / "config.yaml", [f"run.out_dir={run}", *args.overrides])
-        _extend(run, load_config(run / "config.yaml", [f"run.out_dir={run}"]), cfg)
+        cfg = load_config(paths.config, [f"run.out_dir={run}", *args.overrides])
+        _extend(run, load_config(paths.config, [f"run.out_dir={run}"]), cfg)
     else:
         cfg = load_config(config_path(args.config), args.overrides)
     train(cfg, resume=bool(args.resume), progress=not args.no_progress)
@@ -265,7 +267,8 @@ def cmd_train(args) -> None:
 def _extend(run: Path, before, after) -> None:
     """`slas train --resume RUN train.iterations=N`: N must exceed the run's own count; says what changes."""
     from slas.recipe.builders import lr_lambda
-    from slas.recipe.run_dir import latest
+    from slas.recipe.checkpoint import read_state
+    from slas.recipe.run_dir import RunDir
 
     n0, n = before.train.iterations, after.train.iterations
     if n == n0:
@@ -275,8 +278,8 @@ def _extend(run: Path, before, after) -> None:
                        "run, it does not shorten one")
     msg = f"extending {run} from {n0} to {n} iterations"
     if after.train.lr_schedule == "cosine":  # the schedule's length is train.iterations: its remainder changes
-        ckpt = latest(run)
-        step = (int(ckpt.name.rpartition("_")[2]) if ckpt else 0) * after.train.updates_per_iter
+        ckpt = RunDir(run).latest()
+        step = (read_state(ckpt)["iteration"] if ckpt else 0) * after.train.updates_per_iter
         lr0, lr1 = after.train.lr * lr_lambda(before)(step), after.train.lr * lr_lambda(after)(step + 1)
         msg += (f"; its cosine LR schedule now spans {n} iterations, so the remaining updates follow that schedule "
                 f"(LR {lr0:.3g} now, {lr1:.3g} at the next update): the result differs from a run of {n} iterations "

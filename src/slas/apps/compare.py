@@ -44,7 +44,8 @@ import yaml
 from slas.algo import advantages
 from slas.config import Config, ConfigError, _set_dotted, from_dict, load_config
 from slas.evals.stats import t_interval
-from slas.recipe.run_dir import latest, read_metrics
+from slas.recipe.metrics import last_iteration, read_metrics
+from slas.recipe.run_dir import RunDir
 
 DEFAULT_THREADS = 2  # torch threads per training process: the ShapesWorld model scales to about 2 on CPU
 GOLD_TARGET_RISE = 0.05  # default target: the run's own iteration-0 in-domain gold accuracy + 5 points
@@ -142,20 +143,20 @@ def plan(config: str | None, methods: list[str], seeds: list[int], out: Path, sw
 
 def status(spec: RunSpec) -> str:
     """``done`` (all iterations, or stopped early), ``resume`` (has a checkpoint) or ``new``."""
-    run = Path(spec.cfg.run.out_dir)
-    if (run / "config.yaml").is_file():
-        had = load_config(run / "config.yaml").to_dict()
+    run = RunDir(spec.cfg.run.out_dir)
+    if run.is_run():
+        had = load_config(run.config).to_dict()
         want = spec.cfg.to_dict()
         if had != want:
             diff = sorted(f"{s}.{k}" for s in want for k in want[s] if had.get(s, {}).get(k) != want[s][k])
-            raise ConfigError(f"{run} holds a run of another config (differs in {diff[:4]}); use a new --out or "
+            raise ConfigError(f"{run.root} holds a run of another config (differs in {diff[:4]}); use a new --out or "
                               "remove that run directory")
-    if (run / "early_stop.json").is_file():
+    if run.early_stop.is_file():
         return "done"
-    rows = read_metrics(run)
+    rows = read_metrics(run.root)
     if rows and rows[-1]["iteration"] >= spec.cfg.train.iterations:
         return "done"
-    return "resume" if latest(run) is not None else "new"
+    return "resume" if run.latest() is not None else "new"
 
 
 # ----------------------------------------------------------------------------
@@ -171,31 +172,11 @@ def default_jobs(threads: int) -> int:
     return max(1, cores // max(1, threads))
 
 
-def latest_iteration(run: str | Path) -> int | None:
-    """The iteration of the last complete row of a run's metrics.jsonl (None before its first row): read from the
-    file's end, so that polling a long run stays cheap."""
-    path = Path(run) / "metrics.jsonl"
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line being written, or cut by the 64 KiB window
-            continue
-        if isinstance(row, dict) and isinstance(row.get("iteration"), int):
-            return row["iteration"]
-    return None
-
-
 def progress_text(running: list[RunSpec]) -> str:
     """Each running run's latest logged iteration: ``slas_s0 12/120, grpo_s0 -/120`` (``-``: no row yet)."""
     parts = []
     for spec in running:
-        it = latest_iteration(spec.cfg.run.out_dir)
+        it = last_iteration(spec.cfg.run.out_dir)
         parts.append(f"{spec.name} {'-' if it is None else it}/{spec.cfg.train.iterations}")
     return ", ".join(parts)
 
@@ -303,12 +284,12 @@ def best_value(rows: list[dict], key: str) -> float:
 
 def run_result(spec: RunSpec, gold_target: float | None, code: int | None) -> dict:
     """One results.csv row (NaN where the run has no such metric)."""
-    run = Path(spec.cfg.run.out_dir)
-    rows = read_metrics(run)
+    run = RunDir(spec.cfg.run.out_dir)
+    rows = read_metrics(run.root)
     st = status(spec)
     res: dict = {"run": spec.name, "label": spec.label, "method": spec.method, "seed": spec.seed,
                  "sweep": ";".join(f"{k}={v}" for k, v in spec.sweep.items()),
-                 "status": ("early_stopped" if (run / "early_stop.json").is_file() else "finished") if st == "done"
+                 "status": ("early_stopped" if run.early_stop.is_file() else "finished") if st == "done"
                  else "failed" if code not in (None, 0) else "incomplete",
                  "iterations": rows[-1]["iteration"] if rows else 0,
                  "minutes": sum(v for r in rows for k, v in r.items() if k in (
@@ -455,8 +436,7 @@ def sample_grids(out: Path, specs: list[RunSpec], max_iterations: int = 5) -> li
         first.setdefault(s.label, s)
     have = {}
     for lb, s in first.items():
-        d = Path(s.cfg.run.out_dir) / "samples"
-        have[lb] = {int(p.stem.split("_")[1]): p for p in d.glob("iter_*.png")} if d.is_dir() else {}
+        have[lb] = RunDir(s.cfg.run.out_dir).grids()
     common = sorted(set.intersection(*[set(v) for v in have.values()])) if have else []
     if not common:
         return []

@@ -36,6 +36,7 @@ import numpy as np
 from slas.evals import geneval
 from slas.evals.stats import MIN_N, mean_ci, paired_bootstrap, wilson
 from slas.policy.base import Backbone
+from slas.recipe.run_dir import is_run_dir
 
 __all__ = [
     "COMPARABLE",
@@ -169,7 +170,7 @@ def load_model(spec: str, ema: bool = True, device: str = "auto", resolution: in
         raise EvalError(f"--model {spec}: not a directory; expected a run directory of `slas train` (config.yaml), a "
                         "ShapesWorld checkpoint (model.safetensors + config.json), a diffusers pipeline directory "
                         "(model_index.json) or 'base'")
-    if (path / "config.yaml").is_file():
+    if is_run_dir(path):
         return _load_run(path, ema)
     if (path / "model_index.json").is_file():
         return _load_pipeline(path, device, resolution)

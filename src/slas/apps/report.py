@@ -17,7 +17,6 @@ import base64
 import html
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,11 @@ from typing import Any
 
 import yaml
 
-from slas.recipe.run_dir import read_metrics
+from slas.recipe.metrics import read_metrics
+from slas.recipe.run_dir import RunDir
 
 __all__ = ["NotARunDirError", "write_report"]
 
-GRID_PATTERN = re.compile(r"iter_(\d+)\.png")  # samples/iter_{iteration:06d}.png, as train._evaluate names them
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
 GROUP_ORDER = ["train", "reward", "eval", "time"]  # metric sections in this order, then the rest alphabetically
@@ -60,7 +59,8 @@ def _read_run(path: Path) -> _Run:
         raise NotARunDirError(f"{path} does not exist")
     if not path.is_dir():
         raise NotARunDirError(f"{path} is a file, not a run directory")
-    cfg_path, metrics_path = path / "config.yaml", path / "metrics.jsonl"
+    paths = RunDir(path)
+    cfg_path, metrics_path = paths.config, paths.metrics
     if not cfg_path.is_file() and not metrics_path.is_file():
         raise NotARunDirError(f"{path} holds neither config.yaml nor metrics.jsonl; is it a run directory of "
                               "`slas train`?")
@@ -90,11 +90,7 @@ def _read_run(path: Path) -> _Run:
         if not run.rows:
             run.notes.append("metrics.jsonl holds no iterations yet.")
 
-    samples = path / "samples"
-    for p in sorted(samples.glob("iter_*.png")) if samples.is_dir() else []:
-        m = GRID_PATTERN.fullmatch(p.name)
-        if m:
-            run.grids[int(m.group(1))] = p
+    run.grids = paths.grids()
     if not run.grids:
         run.notes.append("No sample grids (samples/iter_*.png): the run has not reached an evaluation.")
     return run
@@ -382,7 +378,7 @@ def _section_eval(runs: list[_Run]) -> str:
 def _section_curves_png(runs: list[_Run]) -> str:
     parts = []
     for r in runs:
-        p = r.path / "curves.png"
+        p = RunDir(r.path).curves
         img = _img(p, f"{r.name} curves.png", css="curves") if p.is_file() else '<p class="note">no curves.png</p>'
         parts.append(f"<details><summary>{_esc(r.name)}: curves.png (drawn by training)</summary>{img}</details>")
     return "".join(parts)

@@ -13,6 +13,7 @@ from slas.config import Config
 from slas.plugins import get_world
 from slas.policy.generate import generate, grid
 from slas.recipe.builders import build_sampler
+from slas.recipe.run_dir import RunDir
 
 
 def evaluate(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict] | None, score_fn,
@@ -30,9 +31,9 @@ FINAL_LINES = (("eval/gold_accuracy", "held-out strict gold"), ("eval/id/gold_ac
 
 def proportion_text(row: dict, key: str) -> str:
     """A logged proportion as printed: ``36.1% [25.9%, 47.6%] (n=72)`` with its Wilson interval when the row holds
-    its n (``run_dir.PROPORTION_N``), else the bare percentage."""
+    its n (``metrics.PROPORTION_N``), else the bare percentage."""
     from slas.evals.stats import format_proportion
-    from slas.recipe.run_dir import PROPORTION_N
+    from slas.recipe.metrics import PROPORTION_N
 
     n = row.get(PROPORTION_N.get(key, ""))
     return format_proportion(row[key], int(n)) if n else f"{row[key]:.1%}"
@@ -43,7 +44,7 @@ def change_lines(first: dict, final: dict) -> list[str]:
     Wilson 95% interval, and whether the change is resolved (``slas.evals.stats.resolved``: at least ``MIN_N``
     images a side and disjoint intervals); an unresolved change is said to be one, never shown as a gain."""
     from slas.evals.stats import MIN_N, format_proportion, resolved
-    from slas.recipe.run_dir import PROPORTION_N
+    from slas.recipe.metrics import PROPORTION_N
 
     lines = []
     for key, what in FINAL_LINES:
@@ -66,12 +67,12 @@ def change_lines(first: dict, final: dict) -> list[str]:
     return lines
 
 
-def before_after(samples: Path, first: int, last: int, out: Path) -> bool:
+def before_after(run: RunDir, first: int, last: int) -> bool:
     """Write the evaluation grids of iterations ``first`` and ``last`` (the same prompts and seeds) side by side,
-    labelled, as ``out``; False when either grid is missing."""
+    labelled, as the run's before/after figure; False when either grid is missing."""
     from PIL import Image, ImageDraw
 
-    a, b = samples / f"iter_{first:06d}.png", samples / f"iter_{last:06d}.png"
+    a, b = run.grid(first), run.grid(last)
     if not (a.is_file() and b.is_file()):
         return False
     ia, ib = Image.open(a).convert("RGB"), Image.open(b).convert("RGB")
@@ -82,7 +83,7 @@ def before_after(samples: Path, first: int, last: int, out: Path) -> bool:
     draw = ImageDraw.Draw(canvas)
     draw.text((2, 2), f"before (iteration {first})", fill="black")
     draw.text((ia.width + gap + 2, 2), f"after (iteration {last})", fill="black")
-    canvas.save(out)
+    canvas.save(run.before_after)
     return True
 
 
@@ -97,10 +98,11 @@ def evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entrie
     images = generate(backbone, [m["prompt"] for m in metas], list(range(len(metas))), e.steps,
                       sampler=build_sampler(cfg, backbone, e.steps), batch_size=cfg.sample.batch_size or 16)
     scores = score_fn(images, [m["prompt"] for m in metas], metas)
-    (run_dir / "samples").mkdir(exist_ok=True)
+    paths = RunDir(run_dir)
+    paths.samples.mkdir(exist_ok=True)
     shown = images[:32]
     Image.fromarray(grid(shown, ncol=8, scale=2 if shown.shape[1] < 128 else 1)).save(
-        run_dir / "samples" / f"iter_{iteration:06d}.png")
+        paths.grid(iteration))
     out = {"eval/reward_mean": float(np.nanmean(scores["total"]))}
     out.update({f"eval/reward/{name}": float(np.nanmean(scores[name])) for name in cfg.reward.weights})
     return out

@@ -51,11 +51,13 @@ from slas.config import Config, ConfigError
 from slas.policy.base import index_cond
 from slas.policy.common import cfg_free
 from slas.policy.generate import EVAL_SEED_LIMIT
+from slas.recipe import checkpoint
 from slas.recipe import parallel as distributed
-from slas.recipe import run_dir
 from slas.recipe.builders import PromptSampler, build_backbone, build_sampler, eval_prompts, lr_lambda, train_prompts
 from slas.recipe.evaluation import before_after, change_lines, evaluate, proportion_text
+from slas.recipe.metrics import MetricsLog
 from slas.recipe.parallel import swapped_params
+from slas.recipe.run_dir import RunDir
 
 # prompt embeddings kept in memory (on the CPU) across iterations; FLUX's T5 at 512 tokens is 4-8 MB a prompt
 COND_CACHE_PROMPTS = 1024
@@ -167,11 +169,12 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
     world = distributed.init(cfg.dist.strategy, cfg.dist.timeout_min)  # torchrun's process group, or rank 0 of 1
     log = log if world.is_main else (lambda msg: None)
     out = Path(cfg.run.out_dir)
-    if not resume and run_dir.latest(out) is not None:
+    paths = RunDir(out)
+    if not resume and paths.latest() is not None:
         raise ConfigError(f"{out} already holds a run; resume it with `slas train --resume {out}` "
                           "or choose another run.out_dir")
     # --resume: the newest intact checkpoint (rank 0 checks its files; a corrupt one is skipped with a warning line)
-    found = world.broadcast_object(run_dir.latest_intact(out, warn=log) if resume and world.is_main else None)
+    found = world.broadcast_object(checkpoint.latest_intact(paths.checkpoints, warn=log) if resume and world.is_main else None)
     if resume and found is None:
         log(f"nothing to resume in {out}: it holds no checkpoint (it stopped before saving one); "
             "training it from iteration 0")
@@ -218,14 +221,14 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
     # everything above validated the config, prompts and rewards: only now is the run directory made
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        paths.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start = 0
     ckpt = found[0] if found is not None else None
     if ckpt is not None:
-        state = run_dir.load(ckpt, module, optimizer, scheduler, ema, sharded=policy.sharded, old=old, state=found[1])
+        state = checkpoint.load(ckpt, module, optimizer, scheduler, ema, sharded=policy.sharded, old=old, state=found[1])
         start, sampler.position = state["iteration"], state["sampler_position"]
         log(f"resumed {out} from {ckpt} (iteration {start} of {t.iterations})")
-    metrics = run_dir.MetricsLog(out, cfg, keep_upto=start if ckpt is not None else None, main=world.is_main)
+    metrics = MetricsLog(out, cfg, keep_upto=start if ckpt is not None else None, main=world.is_main)
     n_params = sum(p.numel() for p in params)
     log(f"run {out}: {t.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
         + " | ".join(f"{k}={v}" for k, v in cfg.derived().items()))
@@ -460,14 +463,15 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
             row["time/eval_s"] = time.time() - t0
         metrics.write(row)
         if any(k.startswith("eval/") for k in row):
-            metrics.plot(out / "curves.png")
+            metrics.plot(paths.curves)
         # a world's monitor (rank 0) may ask to stop: e.g. ShapesWorld's, when the gold falls while the proxy rises
         # Ctrl-C / SIGTERM (rank 0's, for every rank) stops here, after saving this iteration (the last one ends as usual)
         stop, signum = world.broadcast_object((row.get("monitor/early_stop", 0.0) > 0, interrupts.signum))
         interrupted = signum is not None and not last and not stop
         if last or stop or interrupted or it % cfg.run.checkpoint_every == 0:
-            saved = run_dir.save(out, it, module, optimizer, scheduler, ema, {"sampler_position": sampler.position},
-                                 keep=cfg.run.keep_checkpoints, world=world, sharded=policy.sharded, old=old)
+            saved = checkpoint.save(paths.checkpoints, it, module, optimizer, scheduler, ema,
+                                    {"sampler_position": sampler.position}, keep=cfg.run.keep_checkpoints, group=world,
+                                    sharded=policy.sharded, old=old)
         if interrupted:
             bar.close()
             log(f"interrupted by {signal.Signals(signum).name} after iteration {it} of {t.iterations}: saved {saved}; "
@@ -476,7 +480,7 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
             raise TrainingInterrupted(signum, saved)
         if stop:
             log(f"early stop at iteration {it}: the monitor saw the gold fall while the proxy rose "
-                f"({out / 'early_stop.json'})")
+                f"({paths.early_stop})")
             break
         # the last evaluation's value (eval.every apart), not nan on the iterations between evaluations
         shown = next(({k: r[k]} for r in reversed(metrics.rows) for k in ("eval/gold_accuracy", "eval/reward_mean")
@@ -485,7 +489,7 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
                         **{"gold" if k == "eval/gold_accuracy" else "eval": f"{v:.3f}" for k, v in shown.items()})
     bar.close()
     if start >= t.iterations:  # nothing ran (resumed a finished run): the loop's last eval drew it otherwise
-        metrics.plot(out / "curves.png")
+        metrics.plot(paths.curves)
     first = next((r for r in metrics.rows if "eval/gold_accuracy" in r), None)
     final = metrics.rows[-1]
     if first is not None and "eval/gold_accuracy" in final:
@@ -493,8 +497,8 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
             log(line)
     extra = ""
     if world.is_main and first is not None and first["iteration"] != final["iteration"]:
-        if before_after(out / "samples", first["iteration"], final["iteration"], out / "before_after.png"):
-            extra = ", before_after.png"
+        if before_after(paths, first["iteration"], final["iteration"]):
+            extra = f", {paths.before_after.name}"
     log(f"run directory: {out} (metrics.jsonl, curves.png{extra}, samples/, checkpoints/)")
     distributed.shutdown(world)
     return out

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slas.recipe.run_dir import RunDir
 from slas.toyworld.image_stats import _rgb, image_stats
 
 __all__ = ["detection_diversity", "evaluate", "hacking_gap", "pixel_diversity", "should_stop"]
@@ -185,6 +186,6 @@ def evaluate(backbone, cfg, run_dir: Path, iteration: int, eval_images: np.ndarr
             (p0, g0), (p1, g1) = trail[-min(m.patience, len(trail) - 1) - 1], trail[-1]
             why = (f"in-domain gold score fell and the proxy rose at each of the last {m.patience} evaluations "
                    f"(gold {g0:.4f} -> {g1:.4f}, proxy {p0:.4f} -> {p1:.4f})")
-            (run_dir / "early_stop.json").write_text(json.dumps({"iteration": iteration, "reason": why}) + "\n")
+            RunDir(run_dir).early_stop.write_text(json.dumps({"iteration": iteration, "reason": why}) + "\n")
     out["time/monitor_s"] = time.time() - t0
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}

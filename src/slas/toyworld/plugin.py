@@ -9,6 +9,7 @@ from pathlib import Path
 from slas.plugins import register_world
 from slas.policy import register_adapter
 from slas.policy.generate import generate, grid
+from slas.recipe.run_dir import RunDir
 from slas.toyworld import monitor
 from slas.toyworld import proxies as _proxies  # noqa: F401  (registers the proxy rewards)
 from slas.toyworld import rewards as _rewards  # noqa: F401  (registers the toy_* rewards)
@@ -36,8 +37,9 @@ class ShapesWorld:
                                                 images_per_tag=e.images_per_tag)
         prompts = [p for p in e.grid_prompts for _ in range(4)]
         images = generate(backbone, prompts, list(range(len(prompts))), steps=e.steps)
-        (run_dir / "samples").mkdir(exist_ok=True)
-        stem = run_dir / "samples" / f"iter_{iteration:06d}"
+        paths = RunDir(run_dir)
+        paths.samples.mkdir(exist_ok=True)
+        stem = paths.grid(iteration, "")
         try:  # each image labelled with its prompt and the strict verdict; verdicts in iter_*.jsonl (the report's hover)
             metas = [parse(p) for p in prompts]
         except PromptError:  # grid prompts outside the grammar: nothing to verify, the plain grid

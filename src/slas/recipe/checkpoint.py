@@ -1,0 +1,267 @@
+"""Checkpoints of ``slas train``: ``checkpoints/iter_NNNNNN/`` in a run directory (slas.recipe.run_dir.RunDir).
+
+A checkpoint directory holds everything that changes future updates:
+
+- ``model.safetensors``: the module state (weights and buffers);
+- ``ema.safetensors``: EMA weights, when EMA is on;
+- ``old.safetensors``: the old policy of the forward-process objectives (train.objective nft / awm);
+- ``optim.pt``: optimizer and LR-schedule state (tensors and numbers only, loaded with
+  ``torch.load(weights_only=True)``: nothing is unpickled);
+- ``rng.safetensors``: the global torch RNG state;
+- ``state.json``: iteration, prompt-sampler position, Python RNG state, the objective's and estimator's running
+  statistics, and the size and sha256 of every other file (``checksums``).
+
+It is written to a temporary directory and renamed into place, so a kill at any moment leaves either the previous
+or the new checkpoint, never half of one. ``verify`` checks the recorded sizes and hashes before anything is loaded,
+so a truncated or corrupt file is one ``RunError`` naming it (``slas train --resume`` then falls back to the
+previous intact checkpoint: ``latest_intact``).
+
+Many processes (slas.recipe.parallel): with DDP every rank holds the same weights and optimizer state, so rank 0
+alone writes the files above and any number of processes (one included) can resume from them. With FSDP2
+(``dist.strategy: fsdp``) the weights, optimizer state, EMA and old policy are sharded: every rank writes its shards
+with ``torch.distributed.checkpoint`` into ``dcp/`` (``optim.pt`` then holds only the LR schedule), and rank 0 also
+writes the consolidated ``model.safetensors`` / ``ema.safetensors`` that ``slas export`` and the evaluation harness
+read. DCP reshards on load, so a sharded checkpoint resumes under another number of processes, or in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# the files of a checkpoint directory: the only place their names are spelled
+MODEL, EMA, OLD, OPTIM, RNG, STATE, SHARDS = ("model.safetensors", "ema.safetensors", "old.safetensors", "optim.pt",
+                                              "rng.safetensors", "state.json", "dcp")
+PREFIX = "iter_"  # checkpoints/iter_NNNNNN
+
+
+class RunError(ValueError):
+    """A run directory or checkpoint that cannot be used (printed by the CLI as one ``error:`` line, exit 2)."""
+
+
+def name(iteration: int) -> str:
+    """The directory name of iteration ``iteration``'s checkpoint."""
+    return f"{PREFIX}{iteration:06d}"
+
+
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save(root: Path, iteration: int, module: torch.nn.Module, optimizer, scheduler, ema: dict | None,
+         state: dict, keep: int = 2, group=None, sharded: bool = False, old: dict | None = None) -> Path | None:
+    """Write checkpoint ``iteration`` under ``root`` (a run's ``checkpoints/``); returns its directory (None on ranks
+    other than 0). ``group`` (slas.recipe.parallel.ProcessGroup) and ``sharded`` (FSDP2) for many processes: then
+    every rank must call it."""
+    main = group is None or group.is_main
+    if not sharded and not main:
+        return None  # DDP: rank 0's weights and optimizer state are every rank's
+    root = Path(root)
+    final = root / name(iteration)
+    tmp = root / f".tmp_{name(iteration)}"
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if sharded:
+        group.barrier()  # the directory exists before any rank writes into it
+        model_state, ema_state, old_state = _save_shards(tmp / SHARDS, module, optimizer, ema, old)
+        if not main:
+            group.barrier()
+            return None
+        torch.save({"scheduler": scheduler.state_dict()}, tmp / OPTIM)
+    else:
+        model_state, ema_state, old_state = module.state_dict(), ema, old
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIM)
+    save_file(_tensors(model_state), str(tmp / MODEL))
+    if ema_state is not None:
+        save_file(_tensors(ema_state), str(tmp / EMA))
+    if old_state is not None:
+        save_file(_tensors(old_state), str(tmp / OLD))
+    save_file({"torch": torch.get_rng_state()}, str(tmp / RNG))
+    py_state = random.getstate()
+    full_state = dict(state, iteration=iteration, python_rng=[py_state[0], list(py_state[1]), py_state[2]],
+                      checksums={p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()})
+    (tmp / STATE).write_text(json.dumps(full_state))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for stale in sorted(root.glob(f"{PREFIX}*"))[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    if sharded:
+        group.barrier()  # no rank runs ahead of a checkpoint that is not in place yet
+    return final
+
+
+def _save_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None,
+                 old: dict | None) -> tuple[dict, dict | None, dict | None]:
+    """Every rank writes its shards of the weights, the optimizer state, the EMA and the old policy (DCP); returns
+    the consolidated weights, EMA and old policy on rank 0 (empty elsewhere), for the safetensors files."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd, "ema": ema or {}, "old": old or {}}, checkpoint_id=str(path))
+    full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def consolidated(d):
+        return None if d is None else {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in d.items()}
+
+    return full, consolidated(ema), consolidated(old)
+
+
+def all_of(root: Path) -> list[Path]:
+    """Every checkpoint directory under ``root`` (complete or damaged), oldest first."""
+    return sorted(p for p in Path(root).glob(f"{PREFIX}*") if p.is_dir())
+
+
+def latest(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root`` (one with its state file), or None."""
+    done = [p for p in all_of(root) if (p / STATE).is_file()]
+    return done[-1] if done else None
+
+
+def _digest(path: Path) -> dict:
+    """What the state file records of a checkpoint file: its size and sha256."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def read_state(ckpt: Path) -> dict:
+    """A checkpoint's state file; a ``RunError`` naming it when it is missing, not JSON or not a checkpoint's."""
+    path = Path(ckpt) / STATE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing (the checkpoint directory is incomplete)") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{path}: not text; the file is corrupt") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the file is truncated "
+                       "or corrupt") from None
+    if not isinstance(state, dict) or not isinstance(state.get("iteration"), int) or "python_rng" not in state:
+        raise RunError(f'{path}: not a checkpoint\'s state (it needs an integer "iteration" and "python_rng"); the file '
+                       "is corrupt")
+    return state
+
+
+def verify(ckpt: Path, names: Sequence[str] | None = None) -> dict:
+    """Check a checkpoint's files (``names``: only these) against the sizes and sha256 its state file recorded at
+    save time; returns the state. Every problem is a ``RunError`` naming the file and what is wrong."""
+    ckpt = Path(ckpt)
+    state = read_state(ckpt)
+    sums = state.get("checksums")
+    if sums is None:
+        raise RunError(f"{ckpt / STATE}: records no checksums, so its files cannot be checked: checkpoints written "
+                       "before slas recorded them are not supported (train the run again)")
+    if not isinstance(sums, dict) or not all(isinstance(v, dict) and isinstance(v.get("size"), int)
+                                             and isinstance(v.get("sha256"), str) for v in sums.values()):
+        raise RunError(f"{ckpt / STATE}: its checksums are malformed; the file is corrupt")
+    for file in sums if names is None else [n for n in names if n in sums]:
+        path, want = ckpt / file, sums[file]
+        if not path.is_file():
+            raise RunError(f"{path}: missing ({STATE} lists it)")
+        size = path.stat().st_size
+        if size != want["size"]:
+            what = "truncated" if size < want["size"] else "wrong size"
+            raise RunError(f"{path}: {what}: {size:,} bytes, but {want['size']:,} were written at save time")
+        if _digest(path)["sha256"] != want["sha256"]:
+            raise RunError(f"{path}: corrupt: its sha256 differs from the one recorded in {STATE} at save time")
+    return state
+
+
+def latest_intact(root: Path, warn: Callable[[str], None] = print) -> tuple[Path, dict] | None:
+    """The newest checkpoint under ``root`` that passes ``verify``, with its state; each newer one that fails is
+    skipped with one ``warn`` line saying what is wrong. None when there is no checkpoint; a ``RunError`` listing
+    every problem when there are some and none is intact."""
+    problems = []
+    for ckpt in reversed(all_of(root)):
+        try:
+            state = verify(ckpt)
+        except RunError as e:
+            problems.append(str(e))
+            warn(f"warning: skipping checkpoint {ckpt.name}: {e}")
+            continue
+        return ckpt, state
+    if problems:
+        raise RunError(f"no intact checkpoint in {root}: {'; '.join(problems)} (move it away to train the run again "
+                       "from iteration 0)")
+    return None
+
+
+def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
+    """``reader(path)``; any failure is a ``RunError`` naming the file."""
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except Exception as e:  # safetensors, zip (torch.save) and unpickling errors of a truncated or corrupt file
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise RunError(f"{path}: cannot read it, the file is truncated or corrupt "
+                       f"({msg if len(msg) <= 120 else msg[:117] + '...'})") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a ``RunError`` naming it when it cannot be read."""
+    return _read(Path(path), lambda p: load_file(str(p)))
+
+
+def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None, sharded: bool = False,
+         old: dict | None = None, state: dict | None = None) -> dict:
+    """Restore everything in place; returns the JSON state (with ``iteration``). A checkpoint with shards (FSDP2)
+    loads into any layout, resharded to this run's processes; one without (one process, DDP) loads into an
+    unsharded module only (``sharded`` False). ``state``: the checkpoint's state as ``verify`` returned it (the
+    caller checked the files), else the files are verified here. Every file is read before anything is restored,
+    so a ``RunError`` (a truncated or corrupt file, named) leaves the module, optimizer and RNGs as they were."""
+    ckpt = Path(ckpt)
+    state = dict(verify(ckpt) if state is None else state)
+    has_shards = (ckpt / SHARDS).is_dir()
+    if sharded and not has_shards:
+        raise RunError(f"{ckpt} was written by an unsharded run (one process or dist.strategy ddp); resume it with "
+                       "dist.strategy ddp (any number of processes)")
+    opt = _read(ckpt / OPTIM, lambda p: torch.load(p, weights_only=True))
+    if not isinstance(opt, dict) or "scheduler" not in opt or not (has_shards or "optimizer" in opt):
+        raise RunError(f"{ckpt / OPTIM}: not a checkpoint's optimizer state; the file is corrupt")
+    rng = _read(ckpt / RNG, lambda p: load_file(str(p))["torch"])
+    tensors = {} if has_shards else {file: read_tensors(ckpt / file)
+                                     for file, d in ((MODEL, module), (EMA, ema), (OLD, old)) if d is not None}
+    state.pop("checksums", None)
+    v, internal, gauss = state.pop("python_rng")
+    if has_shards:
+        _load_shards(ckpt / SHARDS, module, optimizer, ema, old)
+    else:
+        module.load_state_dict(tensors[MODEL])
+        for file, d in ((EMA, ema), (OLD, old)):
+            if d is not None:
+                for k in d:
+                    d[k].copy_(tensors[file][k])
+        optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    torch.set_rng_state(rng)
+    random.setstate((v, tuple(internal), gauss))
+    return state
+
+
+def _load_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None, old: dict | None) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)  # initialises an empty optimizer state to load into
+    target = {"model": model_sd, "optim": optim_sd, "ema": ema or {}, "old": old or {}}
+    dcp.load(target, checkpoint_id=str(path))  # in place, into this run's shards (DTensors) or plain tensors
+    set_state_dict(module, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])
