@@ -1,9 +1,9 @@
 """Plugins: modules that register backbones, rewards and worlds when imported.
 
-A plugin is any importable module whose import calls ``slas.policy.register_adapter``, ``slas.rewards.register``
-and/or ``slas.plugins.register_world``. Installed packages declare theirs as entry points in the group
-``slas.plugins`` (``[project.entry-points."slas.plugins"] name = "package.module"``); the ``SLAS_PLUGINS``
-environment variable (comma-separated module names) adds more without packaging. ShapesWorld (``slas.toyworld``)
+A plugin is any importable module whose import calls ``slas.policy.register_adapter``, ``slas.rewards.register``,
+``slas.plugins.register_world`` and/or ``slas.plugins.register_objective``. Installed packages declare theirs as
+entry points in the group ``slas.plugins`` (``[project.entry-points."slas.plugins"] name = "package.module"``); the
+``SLAS_PLUGINS`` environment variable (comma-separated module names) adds more without packaging. ShapesWorld (``slas.toyworld``)
 is a plugin like any other: the generic layers never import it, they look names up in the registries, which load
 the plugins on first use.
 
@@ -41,6 +41,13 @@ class World(Protocol):
 
 _WORLDS: dict[str, World] = {}
 
+# train.objective name -> its class (slas.recipe.objectives.Objective) or "module:Class", imported on first use
+_OBJECTIVES: dict[str, str | type] = {
+    "ppo_sde": "slas.recipe.objectives:PPOObjective",  # PPO-clip on SDE transitions (DanceGRPO, Flow-GRPO)
+    "nft": "slas.recipe.objectives:NFTObjective",  # DiffusionNFT
+    "awm": "slas.recipe.objectives:AWMObjective",  # Advantage Weighted Matching
+}
+
 
 def load_plugins() -> list[str]:
     """Import every plugin once (built-in, entry points, ``SLAS_PLUGINS``); returns the module names loaded."""
@@ -76,3 +83,28 @@ def get_world(name: str) -> World:
     if name not in _WORLDS:
         raise ValueError(f"unknown world {name!r}; registered: {sorted(_WORLDS)}")
     return _WORLDS[name]
+
+
+def register_objective(name: str, target: str | type) -> None:
+    """Register policy objective ``name`` (``train.objective``): a subclass of slas.recipe.objectives.Objective, or
+    ``"module:Class"`` (imported on first use)."""
+    if name in _OBJECTIVES and _OBJECTIVES[name] is not target:
+        raise ValueError(f"objective {name!r} is already registered")
+    _OBJECTIVES[name] = target
+
+
+def objectives() -> list[str]:
+    """The registered ``train.objective`` names (plugins loaded)."""
+    load_plugins()
+    return sorted(_OBJECTIVES)
+
+
+def objective_class(name: str) -> type:
+    """The class of ``train.objective`` ``name``."""
+    if name not in objectives():
+        raise ValueError(f"unknown objective {name!r}; registered: {objectives()}")
+    target = _OBJECTIVES[name]
+    if isinstance(target, str):
+        module, cls = target.split(":")
+        return getattr(importlib.import_module(module), cls)
+    return target

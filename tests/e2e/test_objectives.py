@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from _toyruns import tiny_overrides
 from slas.config import ConfigError, load_config
-from slas.recipe.train import old_decay, pair_noise, train
+from slas.recipe.objectives import old_decay, pair_noise
+from slas.recipe.train import train
 
 FORWARD = {"sample.eta": 0.0, "sample.same_noise_in_group": False, "forward.timesteps": 2}
 OBJECTIVES = {

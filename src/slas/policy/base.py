@@ -11,7 +11,7 @@ Optional members, looked up by the code that needs them:
   ``slas.algo.samplers.sampler_for``);
 - ``export(out_dir, info)``: write what a stock diffusers pipeline loads (``slas export``);
 - ``denoiser``: the network ``predict`` runs, when ``module`` holds more (the toy model's text encoder):
-  what FSDP2 shards and ``model.compile`` compiles (``slas.recipe.parallel.Policy``); default ``module``.
+  what FSDP2 shards and ``model.compile`` compiles (``slas.recipe.parallel.ParallelDenoiser``); default ``module``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
-"""The only place that maps config names to objects: backbone, sampler, prompts, learning-rate schedule."""
+"""The only place that maps config names to objects: backbone, sampler, prompts, rewards, optimizer and learning-rate
+schedule, objective."""
 
 from __future__ import annotations
 
 import math
-import random
+
+import torch
 
 from slas import rewards
 from slas.algo.samplers import sampler_for
 from slas.config import Config, ConfigError
-from slas.plugins import get_world
+from slas.plugins import get_world, objective_class
 from slas.policy import adapter_class
 from slas.recipe.prompts import load_prompts, prompt_line_numbers
 
@@ -16,6 +18,24 @@ from slas.recipe.prompts import load_prompts, prompt_line_numbers
 def build_backbone(cfg: Config):
     """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section."""
     return adapter_class(cfg.model.backbone).from_config(cfg.model)
+
+
+def build_reward(cfg: Config):
+    """The weighted sum of reward.weights (slas.rewards), batched: ``fn(images, prompts, metas) -> {name: [N]}``."""
+    return rewards.build(cfg.reward.weights, cfg.reward.batch_size, cfg.reward.options)
+
+
+def build_optimizer(cfg: Config, params: list[torch.nn.Parameter]):
+    """AdamW over ``params`` and its learning-rate schedule (``lr_lambda``, stepped once per optimizer step)."""
+    t = cfg.train
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+
+def build_objective(cfg: Config, **parts):
+    """The policy objective named by train.objective (slas.plugins.register_objective), built over ``parts``
+    (slas.recipe.objectives.Objective's arguments)."""
+    return objective_class(cfg.train.objective)(cfg, **parts)
 
 
 def build_sampler(cfg: Config, backbone, steps: int):
@@ -56,25 +76,6 @@ def prepared(cfg: Config, entries: list[dict], key: str, path=None) -> list[dict
                 where = f"{key} {path}:{lines[k]}" if k < len(lines) else f"{key} {path}"
             raise ConfigError(f"{where}: {e}") from None
     return out
-
-
-class PromptSampler:
-    """Epoch-shuffled prompts; the state is one integer (the position)."""
-
-    def __init__(self, prompts: list[dict], seed: int, position: int = 0):
-        self.prompts, self.seed, self.position = prompts, seed, position
-        self._epoch, self._order = -1, []
-
-    def next(self, k: int) -> list[dict]:
-        out = []
-        for _ in range(k):
-            epoch, i = divmod(self.position, len(self.prompts))
-            if epoch != self._epoch:  # the order of an epoch is a pure function of (seed, epoch)
-                self._epoch, self._order = epoch, list(range(len(self.prompts)))
-                random.Random(self.seed * 7919 + epoch).shuffle(self._order)
-            out.append(self.prompts[self._order[i]])
-            self.position += 1
-        return out
 
 
 def lr_lambda(cfg: Config):

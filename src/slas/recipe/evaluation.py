@@ -16,8 +16,8 @@ from slas.recipe.builders import build_sampler
 from slas.recipe.run_dir import RunDir
 
 
-def evaluate(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict] | None, score_fn,
-             history: list[dict]) -> dict:
+def evaluate_iteration(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict] | None, score_fn,
+                       history: list[dict]) -> dict:
     """One evaluation's ``eval/*`` metrics: of ``entries`` (data.eval_prompts) with the training reward, else the
     world's own protocol."""
     if entries is not None:

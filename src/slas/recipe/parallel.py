@@ -9,16 +9,16 @@ weights differ from it only by the order of floating-point sums (tests/test_dist
 
 What crosses ranks in an iteration:
 
-- rewards (every component), prompt ids and group ids: ``World.gather``; advantages, and SLAS's batch std, are
+- rewards (every component), prompt ids and group ids: ``ProcessGroup.gather``; advantages, and SLAS's batch std, are
   computed over the global batch on every rank (docs/distributed.md) and each rank takes its slice;
-- gradients: once per optimizer step. ``Policy.accumulate(sync=False)`` (DDP ``no_sync``, FSDP2
+- gradients: once per optimizer step. ``ParallelDenoiser.accumulate(sync=False)`` (DDP ``no_sync``, FSDP2
   ``set_requires_gradient_sync(False)``) on every micro-batch but the last (DanceGRPO reduces
-  after every (sample, timestep) backward, DG train_grpo_flux.py:605-613);
+  after every (sample, timestep) backward, DanceGRPO train_grpo_flux.py:605-613);
 - the loss diagnostics: one all-reduce of a few numbers per iteration (no host sync per micro-batch).
 
 Only rank 0 writes: metrics, checkpoints, sample grids. Evaluation runs on rank 0 alone (the others wait in the
 next collective; ``dist.timeout_min`` bounds the wait); under FSDP every rank first joins the all-gather of the
-full weights (``Policy.gathered``), then rank 0 evaluates with them.
+full weights (``ParallelDenoiser.gathered``), then rank 0 evaluates with them.
 
 One process (no torchrun) with ``dist.strategy: ddp`` has no process group and no wrapper: the recipe is the plain
 single-process loop, bit for bit. ``fsdp`` in one process makes a one-member group so that ``fully_shard`` and the
@@ -49,7 +49,16 @@ STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
-class World:
+class MicroBatch:
+    """Part of one optimizer step's (sample, step) pairs that one rank trains in one forward/backward."""
+
+    n: Tensor  # [M] this rank's sample index (row of its rollout)
+    ts: Tensor  # [M] step index of each pair
+    pairs: int  # real pairs in it; 0 = padding (one pair with weight 0, see ProcessGroup.micro_batches)
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
     """This process's place among the torchrun processes (rank 0 of 1 without torchrun)."""
 
     rank: int = 0
@@ -114,8 +123,35 @@ class World:
         if self.grouped:
             dist.barrier()
 
+    def shutdown(self) -> None:
+        """Wait for every rank (rank 0 may still be writing the last checkpoint), then leave the group init() made."""
+        if self.owns_group and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
-def init(strategy: str = "ddp", timeout_min: float = 60.0) -> World:
+    def micro_batches(self, n_idx: Tensor, t_idx: Tensor, rows: slice, micro_batch: int) -> list[MicroBatch]:
+        """This rank's micro-batches for one optimizer step of the (sample, step) pairs ``n_idx``, ``t_idx`` [U]
+        (global sample ids, in the order the one-process run trains them).
+
+        A rank trains the pairs whose sample it rolled out (``rows``), in that order, ``micro_batch`` at a time. How
+        many that is differs by rank (the pair order is a global random permutation), but every rank must make the
+        same number of forward/backward calls (FSDP's all-gathers, DDP's one reduce); a rank with fewer pads with
+        one-pair micro-batches of weight 0, whose loss is an exact 0 that still reaches every parameter. With one
+        process this is ``micro_batch``-sized chunks of the pairs.
+        """
+        per_rank = rows.stop - rows.start
+        owner = torch.div(n_idx, per_rank, rounding_mode="floor")  # [U] rank of each pair's sample
+        counts = torch.bincount(owner, minlength=self.size).tolist()  # the same on every rank: no communication
+        n_batches = max(1, max(-(-c // micro_batch) for c in counts))
+        mine = owner == self.rank
+        n_own, t_own = n_idx[mine] - rows.start, t_idx[mine]  # [c]
+        out = [MicroBatch(n_own[lo : lo + micro_batch], t_own[lo : lo + micro_batch],
+                          min(micro_batch, len(n_own) - lo)) for lo in range(0, len(n_own), micro_batch)]
+        pad = MicroBatch(torch.zeros(1, dtype=torch.long), t_idx[:1], 0)
+        return out + [pad] * (n_batches - len(out))
+
+
+def init(strategy: str = "ddp", timeout_min: float = 60.0) -> ProcessGroup:
     """Join the process group that torchrun describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
     ``MASTER_ADDR``/``MASTER_PORT``, env:// rendezvous), or return the one-process world.
 
@@ -125,7 +161,7 @@ def init(strategy: str = "ddp", timeout_min: float = 60.0) -> World:
         raise ConfigError(f"dist.strategy must be one of {STRATEGIES}, got {strategy!r}")
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1 and strategy != "fsdp":
-        return World()
+        return ProcessGroup()
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
@@ -140,14 +176,7 @@ def init(strategy: str = "ddp", timeout_min: float = 60.0) -> World:
         else:  # FSDP in a plain one-process run: a one-member group, no rendezvous
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         owns = True
-    return World(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
-
-
-def shutdown(world: World) -> None:
-    """Wait for every rank (rank 0 may still be writing the last checkpoint), then leave the group init() made."""
-    if world.owns_group and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    return ProcessGroup(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
 
 
 # ----------------------------------------------------------------------------
@@ -179,13 +208,13 @@ def _denoiser(backbone) -> nn.Module:
     return getattr(backbone, "denoiser", backbone.module)
 
 
-class Policy:
+class ParallelDenoiser:
     """The trained network as the recipe's TRAIN phase calls it: ``policy(x, t, cond)`` runs the adapter's
     ``predict`` through DDP (W > 1), through FSDP2-sharded modules (``dist.strategy: fsdp``) or as is (one process).
 
     - ``accumulate(sync)``: gradient synchronisation only on the last micro-batch of an optimizer step;
     - ``gathered()``: the full weights for many no-grad forwards (evaluation; rollouts through ``sampling()``
-      unless ``gather_rollout`` is off): FSDP all-gathers once instead of before every forward (as DG
+      unless ``gather_rollout`` is off): FSDP all-gathers once instead of before every forward (as DanceGRPO
       train_grpo_flux.py:326-367 does), at the cost of one full copy of the weights per process meanwhile; a no-op otherwise;
     - ``clip_grad_norm_``: the global norm (a sharded norm is reduced over ranks by torch).
 
@@ -195,9 +224,9 @@ class Policy:
     training and evaluation forwards alike).
     """
 
-    def __init__(self, backbone, world: World, strategy: str = "ddp", compile: bool = False,
+    def __init__(self, backbone, pg: ProcessGroup, strategy: str = "ddp", compile: bool = False,
                  gather_rollout: bool = True):
-        self.backbone, self.world, self.strategy, self.gather_rollout = backbone, world, strategy, gather_rollout
+        self.backbone, self.pg, self.strategy, self.gather_rollout = backbone, pg, strategy, gather_rollout
         self.denoiser = _denoiser(backbone)
         self._ddp = None
         if strategy == "fsdp":
@@ -208,10 +237,10 @@ class Policy:
                     for block in child:
                         fully_shard(block)
             fully_shard(self.denoiser)
-        elif world.size > 1:
+        elif pg.size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            ids = [world.local_rank] if world.device.type == "cuda" else None
+            ids = [pg.local_rank] if pg.device.type == "cuda" else None
             # broadcast_buffers=False: no buffer changes in training (no batch norm); saves a broadcast per forward.
             # torch 2.13 calls it deprecated in favour of forward_sync_buffers, which older torch lacks.
             with warnings.catch_warnings():
@@ -264,6 +293,10 @@ class Policy:
         """The context of a rollout: ``gathered()``, or per-forward all-gathers when ``gather_rollout`` is off."""
         return self.gathered() if self.gather_rollout else contextlib.nullcontext()
 
+    def swapped(self, params: dict[str, Tensor]):
+        """The denoiser's module run with other values for the named parameters (``swapped_params``)."""
+        return swapped_params(self.backbone.module, params)
+
     def clip_grad_norm_(self, params: list[nn.Parameter], max_norm: float) -> Tensor:
         """Clip to ``max_norm`` and return the global pre-clip norm (a 0-d tensor; no host sync)."""
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -309,37 +342,3 @@ def swapped_params(module: nn.Module, params: dict[str, Tensor]):
             named = dict(module.named_parameters())
             for k, v in saved.items():
                 named[k].detach().copy_(v)
-
-
-# ----------------------------------------------------------------------------
-# One optimizer step's pairs, split over ranks
-# ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MicroBatch:
-    n: Tensor  # [M] this rank's sample index (row of its rollout)
-    ts: Tensor  # [M] step index of each pair
-    pairs: int  # real pairs in it; 0 = padding (one pair with weight 0, see micro_batches)
-
-
-def micro_batches(n_idx: Tensor, t_idx: Tensor, rows: slice, micro_batch: int, world: World) -> list[MicroBatch]:
-    """This rank's micro-batches for one optimizer step of the (sample, step) pairs ``n_idx``, ``t_idx`` [U]
-    (global sample ids, in the order the one-process run trains them).
-
-    A rank trains the pairs whose sample it rolled out (``rows``), in that order, ``micro_batch`` at a time. How
-    many that is differs by rank (the pair order is a global random permutation), but every rank must make the
-    same number of forward/backward calls (FSDP's all-gathers, DDP's one reduce); a rank with fewer pads with
-    one-pair micro-batches of weight 0, whose loss is an exact 0 that still reaches every parameter. With one
-    process this is ``micro_batch``-sized chunks of the pairs, as before.
-    """
-    per_rank = rows.stop - rows.start
-    owner = torch.div(n_idx, per_rank, rounding_mode="floor")  # [U] rank of each pair's sample
-    counts = torch.bincount(owner, minlength=world.size).tolist()  # the same on every rank: no communication
-    n_batches = max(1, max(-(-c // micro_batch) for c in counts))
-    mine = owner == world.rank
-    n_own, t_own = n_idx[mine] - rows.start, t_idx[mine]  # [c]
-    out = [MicroBatch(n_own[lo : lo + micro_batch], t_own[lo : lo + micro_batch],
-                      min(micro_batch, len(n_own) - lo)) for lo in range(0, len(n_own), micro_batch)]
-    pad = MicroBatch(torch.zeros(1, dtype=torch.long), t_idx[:1], 0)
-    return out + [pad] * (n_batches - len(out))

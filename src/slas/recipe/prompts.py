@@ -1,5 +1,6 @@
-"""The one prompt-file reader: ``data.prompts`` / ``data.eval_prompts``, ``slas sample --prompts-file``,
-``slas eval --prompts``.
+"""Prompts: the one prompt-file reader (``load_prompts``: ``data.prompts`` / ``data.eval_prompts``, ``slas sample
+--prompts-file``, ``slas eval --prompts``), the order training draws them in (``PromptStream``) and their cached
+conditioning (``PromptEncoder``).
 
 One prompt per line; blank lines and lines starting with ``#`` are skipped, a trailing ``\\r`` is stripped (some
 upstream files have CRLF endings). A line starting with ``{`` is a JSON record with a ``"prompt"`` field (GenEval
@@ -15,8 +16,14 @@ Each prompt becomes a dict with at least ``"prompt"``, like a world's split entr
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+
+# prompt embeddings kept in memory (on the CPU) across iterations; FLUX's T5 at 512 tokens is 4-8 MB a prompt
+COND_CACHE_PROMPTS = 1024
 
 
 class PromptFileError(ValueError):
@@ -76,3 +83,46 @@ def load_prompts(path: str | Path, parse: Callable[[str], dict] | None = None) -
         raise PromptFileError(f"prompt file {p} is empty" if not text.strip() else
                               f"prompt file {p} holds no prompts (only blank or # comment lines)")
     return out
+
+
+class PromptStream:
+    """Training's prompts in epoch-shuffled order; the state is one integer (the position)."""
+
+    def __init__(self, prompts: list[dict], seed: int, position: int = 0):
+        self.prompts, self.seed, self.position = prompts, seed, position
+        self._epoch, self._order = -1, []
+
+    def next(self, k: int) -> list[dict]:
+        out = []
+        for _ in range(k):
+            epoch, i = divmod(self.position, len(self.prompts))
+            if epoch != self._epoch:  # the order of an epoch is a pure function of (seed, epoch)
+                self._epoch, self._order = epoch, list(range(len(self.prompts)))
+                random.Random(self.seed * 7919 + epoch).shuffle(self._order)
+            out.append(self.prompts[self._order[i]])
+            self.position += 1
+        return out
+
+
+class PromptEncoder:
+    """The backbone's conditioning of prompts, on its device. A frozen text encoder's embeddings are cached on the
+    CPU (the newest ``COND_CACHE_PROMPTS`` prompts); a trained one encodes afresh, with gradients when asked."""
+
+    def __init__(self, backbone, trained: bool):
+        self.backbone, self.trained = backbone, trained
+        self.cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, prompts: list[str], grad: bool = False) -> dict[str, torch.Tensor]:
+        """Conditioning [len(prompts), ...]; ``grad``: a trained encoder builds a graph (each micro-batch its own)."""
+        if self.trained:
+            with torch.set_grad_enabled(grad):
+                return self.backbone.encode_prompts(prompts)
+        missing = [p for p in dict.fromkeys(prompts) if p not in self.cache]
+        if missing:
+            enc = self.backbone.encode_prompts(missing)
+            for i, p in enumerate(missing):
+                self.cache[p] = {k: v[i : i + 1].detach().cpu() for k, v in enc.items()}
+        out = {k: torch.cat([self.cache[p][k] for p in prompts]).to(self.backbone.device) for k in self.cache[prompts[0]]}
+        while len(self.cache) > COND_CACHE_PROMPTS:  # oldest first (dicts keep insertion order)
+            self.cache.pop(next(iter(self.cache)))
+        return out
