@@ -41,10 +41,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from slas.apps.compare import best_value, first_value, last_value, series  # noqa: E402
 from slas.config import load_config  # noqa: E402
 from slas.evals.stats import t_interval  # noqa: E402
-from slas.recipe.metrics import read_metrics  # noqa: E402
+from slas.recipe.metrics import best_value, first_value, last_value, read_metrics, series  # noqa: E402
 from slas.recipe.run_dir import RunDir  # noqa: E402
 from slas.toyworld.model import resolve_checkpoint  # noqa: E402
 from slas.toyworld.monitor import should_stop  # noqa: E402
