@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slas.apps.compare import series
 from slas.config import load_config
-from slas.recipe.metrics import read_metrics
+from slas.recipe.metrics import read_metrics, series
 from slas.recipe.run_dir import RunDir
 
 TIME_KEYS = ("time/rollout_s", "time/reward_s", "time/train_s", "time/eval_s")
@@ -28,7 +27,7 @@ COLS = [("held-out", "eval/gold_accuracy"), ("in-domain", "eval/id/gold_accuracy
 def row(run: Path) -> dict:
     rows = read_metrics(run)
     if not rows:
-        raise SystemExit(f"error: {run} has no metrics.jsonl rows")
+        raise SystemExit(f"error: {run} has no {RunDir(run).metrics.name} rows")
     out = {"run": str(run), "seed": load_config(RunDir(run).config).run.seed, "iterations": rows[-1]["iteration"],
            "minutes": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS) / 60}
     for name, key in COLS + [("exact count", "eval/exact_count"), ("debris", "eval/debris")]:
@@ -63,9 +62,9 @@ def check(run: Path) -> list[tuple[str, bool, str]]:
 def main(argv: list[str]) -> int:
     checking = "--check" in argv
     argv = [a for a in argv if a != "--check"]
-    if not argv:
+    if not argv or {"-h", "--help"} & set(argv):
         print(__doc__)
-        return 2
+        return 0 if argv else 2
     rs = [row(Path(a)) for a in argv]
     print("| run | seed | held-out base | final | best | in-domain base | final | best | exact count base -> final | "
           "debris base -> final | iterations | minutes (logged) |")

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from slas.recipe.run_dir import RunDir
+from slas.recipe.metrics import last_iteration
 
 # the reduced batch and the rare, small evaluations; extra overrides on the command line come after these
 SOAK_OVERRIDES = ["train.prompts_per_iter=4", "train.group_size=4", "eval.every=0", "eval.images_per_tag=8",
@@ -66,23 +66,6 @@ def rss_mib(pid: int) -> tuple[float, float, int]:
     """(VmRSS of pid and its descendants, VmHWM of pid alone, number of processes) in MiB."""
     procs = _descendants(pid)
     return sum(_status_kib(p, "VmRSS") for p in procs) / 1024, _status_kib(pid, "VmHWM") / 1024, len(procs)
-
-
-def _last_iteration(path: Path, pos: int, last: int) -> tuple[int, int]:
-    """The highest ``iteration`` among the complete lines of metrics.jsonl after byte ``pos``; (new pos, iteration)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(pos)
-            chunk = f.read()
-    except OSError:
-        return pos, last
-    end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
-    for line in chunk[:end].splitlines():
-        try:
-            last = max(last, int(json.loads(line)["iteration"]))
-        except (ValueError, KeyError, TypeError):
-            pass
-    return pos + end, last
 
 
 def plot(samples: list[dict], path: Path, growth: float | None, iterations: int) -> None:
@@ -135,14 +118,14 @@ def main() -> int:
     log = (out / "train.log").open("w")
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    metrics = RunDir(run).metrics
     samples: list[dict] = []
-    pos, last, next_at = 0, -1, EVERY
+    last, next_at = -1, EVERY
     print(f"{'iteration':>9}  {'RSS MiB':>8}  {'HWM MiB':>8}  {'procs':>5}  {'wall s':>7}", flush=True)
     try:
         while True:
             done = proc.poll() is not None
-            pos, last = _last_iteration(metrics, pos, last)
+            it = last_iteration(run)  # the last complete row (the end of the log only: cheap to poll)
+            last = last if it is None else max(last, it)
             while last >= next_at and not done:  # sample once per crossed multiple of EVERY (late if the poll lagged)
                 rss, hwm, n = rss_mib(proc.pid)
                 samples.append({"iteration": next_at, "seen_iteration": last, "rss_mib": round(rss, 2),

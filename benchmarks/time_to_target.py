@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from slas.apps.compare import compare, series
+from slas.apps.compare import compare
+from slas.apps.compare.planning import RUNS
 from slas.config import load_config
-from slas.recipe.metrics import read_metrics
+from slas.recipe.metrics import read_metrics, series
 from slas.recipe.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def collect(out: Path, objectives: list[str], methods: list[str]) -> list[dict]:
     arms = []
     for obj in objectives:
         for m in methods:
-            runs = sorted((out / obj / "runs").glob(f"{m}_s*"))
+            runs = sorted((out / obj / RUNS).glob(f"{m}_s*"))
             per_seed = []
             for run in runs:
                 rows = read_metrics(run)

@@ -9,7 +9,10 @@ from PIL import Image
 from _toyruns import tiny_overrides
 from slas.apps import compare as cmp
 from slas.apps.cli import main
+from slas.apps.compare import figures, pool
 from slas.config import ConfigError
+from slas.recipe import checkpoint
+from slas.recipe.run_dir import RunDir
 
 
 def tiny(ckpt, **extra):
@@ -83,18 +86,18 @@ def test_compare_runs_writes_every_output_and_resumes_without_training(tiny_ckpt
     assert "gamma=1.0" in summary  # slas's defaults are stated
 
     # resume: everything finished, so nothing trains and no metrics file is touched
-    stamps = {n: (out / "runs" / n / "metrics.jsonl").stat().st_mtime_ns for n in names}
+    stamps = {n: RunDir(out / "runs" / n).metrics.stat().st_mtime_ns for n in names}
     again = cmp.compare(**kw)
     assert again.launched == {}
-    assert stamps == {n: (out / "runs" / n / "metrics.jsonl").stat().st_mtime_ns for n in names}
+    assert stamps == {n: RunDir(out / "runs" / n).metrics.stat().st_mtime_ns for n in names}
     assert _read_csv(out / "results.csv") == rows
 
     # an interrupted run (its last checkpoint and metrics line lost) is continued with `slas train --resume`, a new
     # one starts from its config, the finished one is left alone (the launch is recorded, not run)
     run = out / "runs" / "slas_s1"
-    shutil.rmtree(run / "checkpoints" / "iter_000002")
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    shutil.rmtree(RunDir(run).checkpoints / checkpoint.name(2))
+    lines = RunDir(run).metrics.read_text().splitlines()
+    RunDir(run).metrics.write_text("\n".join(lines[:-1]) + "\n")
     launched = []
 
     class FakeProcess:
@@ -106,9 +109,9 @@ def test_compare_runs_writes_every_output_and_resumes_without_training(tiny_ckpt
         def poll(self):
             return 0
 
-    monkeypatch.setattr(cmp.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(pool.subprocess, "Popen", FakeProcess)
     specs = cmp.plan(None, ["slas", "drgrpo"], [0, 1], out, [], tiny(tiny_ckpt))
-    assert sorted(cmp.execute(specs, out, jobs=2, threads=1, log=lambda s: None)) == ["drgrpo_s0", "drgrpo_s1",
+    assert sorted(pool.execute(specs, out, jobs=2, threads=1, log=lambda s: None)) == ["drgrpo_s0", "drgrpo_s1",
                                                                                       "slas_s1"]
     by_run = {c[c.index("--resume") + 1] if "--resume" in c else c[c.index("--config") + 1]: c for c in launched}
     assert set(by_run) == {str(run), str(out / "configs" / "drgrpo_s0.yaml"), str(out / "configs" / "drgrpo_s1.yaml")}
@@ -117,8 +120,8 @@ def test_compare_runs_writes_every_output_and_resumes_without_training(tiny_ckpt
     # two methods side by side (drgrpo's specs pointed at the finished slas runs: the drawing, not the training)
     for s in specs:
         s.cfg.run.out_dir = str(out / "runs" / f"slas_s{s.seed}")
-    assert len(cmp.plot_curves(tmp_path / "plots2", specs)) == 4
-    [grid0, _] = cmp.sample_grids(tmp_path / "grids2", specs)
+    assert len(figures.plot_curves(tmp_path / "plots2", specs)) == 4
+    [grid0, _] = figures.sample_grids(tmp_path / "grids2", specs)
     one, two = Image.open(out / "grids" / "iter_000000.png"), Image.open(grid0)
     assert two.width > 2 * one.width - 20 and two.height == one.height
 
@@ -143,13 +146,13 @@ def test_sigterm_stops_the_runs_it_started(tmp_path, monkeypatch):
         started.append(p)
         return p
 
-    monkeypatch.setattr(cmp.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(pool.subprocess, "Popen", fake_popen)
     specs = cmp.plan(None, ["grpo", "slas"], [0], tmp_path, [], [f"run.out_dir={tmp_path}/unused"])
     before = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     with pytest.raises(SystemExit) as exc:
-        cmp.execute(specs, tmp_path, jobs=2, threads=1, log=lambda *_: None)
+        pool.execute(specs, tmp_path, jobs=2, threads=1, log=lambda *_: None)
     assert exc.value.code == 128 + signal.SIGTERM
     assert len(started) == 2 and all(p.poll() is not None for p in started)  # both children were stopped
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored

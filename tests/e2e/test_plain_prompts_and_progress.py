@@ -14,6 +14,9 @@ import yaml
 from _toyruns import tiny_overrides
 from slas.apps import compare as cmp
 from slas.apps.cli import main
+from slas.apps.compare import pool
+from slas.recipe.metrics import last_iteration, read_metrics
+from slas.recipe.run_dir import RunDir
 
 
 class RecordingBar(tqdm_module.tqdm):
@@ -38,7 +41,7 @@ def bars(monkeypatch):
 
 
 def _rows(run):
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(run)
 
 
 def test_train_on_a_plain_text_prompts_file(tiny_ckpt, tmp_path, bars):
@@ -109,24 +112,24 @@ def test_compare_shows_one_bar_with_each_running_runs_iteration(tmp_path, monkey
     real_popen = subprocess.Popen
 
     child = ("import json, sys, time, pathlib\n"
-             "d = pathlib.Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True)\n"
+             "log = pathlib.Path(sys.argv[1]); log.parent.mkdir(parents=True, exist_ok=True)\n"
              "for i in range(4):\n"
-             "    with (d / 'metrics.jsonl').open('a') as f:\n"
+             "    with log.open('a') as f:\n"
              "        f.write(json.dumps({'iteration': i}) + chr(10))\n"
              "    time.sleep(0.8)\n")
 
     def fake_popen(cmd, **kw):  # a stand-in `slas train` that logs iterations 0..3
         out = yaml.safe_load(Path(cmd[cmd.index("--config") + 1]).read_text())["run"]["out_dir"]
-        return real_popen([sys.executable, "-c", child, out], **kw)
+        return real_popen([sys.executable, "-c", child, str(RunDir(out).metrics)], **kw)
 
-    monkeypatch.setattr(cmp.subprocess, "Popen", fake_popen)
-    monkeypatch.setattr(cmp, "LOG_REFRESH_S", 1.0)  # stderr is captured here, not a terminal
-    codes = cmp.execute(specs, tmp_path, jobs=2, threads=1, log=lambda *_: None)
+    monkeypatch.setattr(pool.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(pool, "LOG_REFRESH_S", 1.0)  # stderr is captured here, not a terminal
+    codes = pool.execute(specs, tmp_path, jobs=2, threads=1, log=lambda *_: None)
     assert codes == {"grpo_s0": 0, "slas_s0": 0}
     texts = [p for p in bars if isinstance(p, str)]
     assert texts and all("grpo_s0 " in t and "slas_s0 " in t for t in texts)
     assert any(("grpo_s0 1/3" in t or "grpo_s0 2/3" in t or "grpo_s0 3/3" in t) for t in texts)
-    assert cmp.latest_iteration(specs[0].cfg.run.out_dir) == 3 and cmp.latest_iteration(tmp_path / "none") is None
+    assert last_iteration(specs[0].cfg.run.out_dir) == 3 and last_iteration(tmp_path / "none") is None
 
 
 def test_eval_out_refuses_an_existing_result_unless_overwrite(tiny_ckpt, tmp_path, capsys):

@@ -1,10 +1,11 @@
-"""Wilson intervals and the "resolved" rule behind every printed accuracy (slas.evals.stats)."""
+"""Wilson intervals and the "resolved" rule behind every printed accuracy, and the t intervals over training seeds
+(slas.evals.stats)."""
 
 import math
 
 import pytest
 
-from slas.evals.stats import MIN_N, format_proportion, paired_bootstrap, resolved, wilson
+from slas.evals.stats import MIN_N, format_proportion, paired_bootstrap, resolved, welch, wilson
 
 
 @pytest.mark.parametrize("k, n, lo, hi", [
@@ -47,3 +48,27 @@ def test_paired_bootstrap_is_paired_and_degenerate_at_tiny_n():
     b = [1, 1] * 100  # B fixes every A failure
     r = paired_bootstrap(a, b, clusters=list(range(200)), n_boot=500)
     assert r["diff"] == pytest.approx(0.5) and 0.4 < r["ci95"][0] < 0.5 < r["ci95"][1] < 0.6
+
+
+def test_welch_matches_hand_computed_intervals():
+    # means 2 and 1; v = s^2 / n = 2 / 2 = 1 on each side; df = (1 + 1)^2 / (1 / 1 + 1 / 1) = 2; t_{0.975, 2} = 4.3027
+    w = welch([1.0, 3.0], [0.0, 2.0])
+    assert w["mean"] == 1.0 and w["n"] == 2
+    assert w["half"] == pytest.approx(4.3027 * math.sqrt(2), abs=1e-3)
+    assert w["ci"] == pytest.approx([1.0 - w["half"], 1.0 + w["half"]])
+    # no spread in b: v_b = 0 and df = n_a - 1 = 4; v_a = 2.5 / 5 = 0.5; t_{0.975, 4} = 2.7764
+    w = welch([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0])
+    assert w["mean"] == 3.0 and w["n"] == 3 and w["half"] == pytest.approx(2.7764 * math.sqrt(0.5), abs=1e-3)
+    # unequal spreads: v = 1/3 and 1/9, df = (4/9)^2 / ((1/3)^2 / 2 + (1/9)^2 / 2) = 3.2, t_{0.975, 3.2} = 3.0728
+    w = welch([1.0, 2.0, 3.0], [0.0, 0.0, 1.0])
+    assert w["mean"] == pytest.approx(5 / 3) and w["half"] == pytest.approx(3.0728 * 2 / 3, abs=1e-3)
+
+
+def test_welch_edges():
+    assert welch([1.0, 3.0, math.nan], [0.0, 2.0]) == welch([1.0, 3.0], [0.0, 2.0])  # NaN dropped, as t_interval
+    one = welch([1.0], [0.0, 1.0])  # one run: no spread, no interval (not an error)
+    assert one["mean"] == 0.5 and one["n"] == 1 and math.isnan(one["half"])
+    none = welch([math.nan], [0.0, 1.0])
+    assert none["n"] == 0 and math.isnan(none["mean"]) and math.isnan(none["half"])
+    flat = welch([1.0, 1.0], [0.0, 0.0])  # no spread on either side: a zero-width interval
+    assert flat == {"mean": 1.0, "half": 0.0, "ci": [1.0, 1.0], "n": 2}

@@ -3,16 +3,20 @@
 Images of one prompt are not independent samples of the benchmark (they share the prompt's difficulty), so both
 intervals treat the *prompt* as the unit of resampling (a cluster), not the image. With one image per prompt this is
 the ordinary i.i.d. interval.
+
+Over a few training runs (one number per seed), ``t_interval`` is the Student-t interval of a mean and ``welch`` that of
+the difference of two independent groups of runs.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["MIN_N", "Z95", "format_proportion", "mean_ci", "paired_bootstrap", "resolved", "t_interval", "wilson"]
+__all__ = ["MIN_N", "Z95", "format_proportion", "mean_ci", "paired_bootstrap", "resolved", "t_interval", "welch", "wilson"]
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 # The fewest images behind an accuracy for a difference of two accuracies to be presented as a gain or a loss:
@@ -158,3 +162,27 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[
     ma, mb = float(np.mean(means_a)), float(np.mean(means_b))
     return {"a": ma, "b": mb, "diff": mb - ma, "ci95": [float(lo), float(hi)], "per_stratum": per, "n_boot": n_boot,
             "seed": seed, "level": level}
+
+
+def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """``mean(a) - mean(b)`` of two independent samples (e.g. the runs of two model sizes) with Welch's t interval.
+
+    ``half = t_{(1 + level) / 2, df} * sqrt(v_a + v_b)`` with ``v = s^2 / n`` (s with ddof 1) and the
+    Welch-Satterthwaite ``df = (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1))`` (Welch 1947): unlike the
+    pooled t interval it does not assume equal variances. NaN values are dropped, as in ``t_interval``; a side with
+    fewer than two values left gives a NaN half-width, and no spread on either side a half-width of 0. Returns
+    ``{"mean", "half", "ci": [lo, hi], "n"}`` like ``t_interval``, ``n`` the smaller sample's size.
+    """
+    from scipy.stats import t as student_t
+
+    a, b = ([v for v in x if math.isfinite(v)] for x in (a, b))
+    n = min(len(a), len(b))
+    mean = statistics.fmean(a) - statistics.fmean(b) if n else math.nan
+    if n < 2:  # no spread to estimate
+        return {"mean": mean, "half": math.nan, "ci": [math.nan, math.nan], "n": n}
+    va, vb = (statistics.variance(x) / len(x) for x in (a, b))
+    if va + vb == 0:
+        return {"mean": mean, "half": 0.0, "ci": [mean, mean], "n": n}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(student_t.ppf((1 + level) / 2, df) * math.sqrt(va + vb))
+    return {"mean": mean, "half": half, "ci": [mean - half, mean + half], "n": n}

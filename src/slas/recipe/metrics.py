@@ -1,11 +1,13 @@
 """The metrics log of a run: ``MetricsLog`` writes ``metrics.jsonl`` (one JSON object per logged iteration, plus
 TensorBoard / W&B when configured), ``read_metrics`` is the one reader (the recipe, ``slas compare``, ``slas report``,
-benchmarks/ and research/ use it), ``last_iteration`` reads only the end of the file (polling a long run), and
+benchmarks/ and research/ use it), ``last_iteration`` reads only the end of the file (polling a long run),
+``series`` / ``first_value`` / ``last_value`` / ``best_value`` pick one metric out of the rows, and
 ``metrics_figure`` draws ``curves.png``."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -146,6 +148,27 @@ def read_metrics(run_dir: str | Path, bad: list[int] | None = None) -> list[dict
     return sorted(rows, key=lambda r: r["iteration"])
 
 
+def series(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """(iteration, value) of every row that logged a finite ``key``."""
+    return [(r["iteration"], float(r[key])) for r in rows if key in r and math.isfinite(r[key])]
+
+
+def first_value(rows: list[dict], key: str) -> float:
+    """``key``'s first finite value in ``rows`` (NaN if none)."""
+    s = series(rows, key)
+    return s[0][1] if s else math.nan
+
+
+def last_value(rows: list[dict], key: str) -> float:
+    """``key``'s last finite value in ``rows`` (NaN if none)."""
+    s = series(rows, key)
+    return s[-1][1] if s else math.nan
+
+
+def best_value(rows: list[dict], key: str) -> float:
+    """``key``'s largest finite value in ``rows`` (NaN if none)."""
+    s = series(rows, key)
+    return max(v for _, v in s) if s else math.nan
 
 
 def last_iteration(run_dir: str | Path) -> int | None:
