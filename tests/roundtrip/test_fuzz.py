@@ -34,7 +34,8 @@ from PIL import Image
 
 from slas import rewards
 from slas.config import Config, ConfigError, load_config
-from slas.rewards.server import encode_images, make_server
+from slas.rewards.server import make_server
+from slas.rewards.wire import encode_images
 from slas.toyworld import all_prompts, parse
 from slas.toyworld.renderer import render
 

@@ -16,7 +16,9 @@ from PIL import Image
 
 from slas import rewards
 from slas.apps.cli import main
-from slas.rewards.server import RemoteRewardError, encode_images, make_server
+from slas.rewards.remote import RemoteRewardError
+from slas.rewards.server import make_server
+from slas.rewards.wire import encode_images
 from slas.toyworld import parse
 from slas.toyworld.renderer import render
 
@@ -76,7 +78,7 @@ def test_health_and_loopback_default(toy_server):
     conn.request("GET", "/health")
     resp = conn.getresponse()
     assert resp.status == 200 and json.loads(resp.read()) == {"status": "ok", "reward": "toy_score",
-                                                               "max_bytes": 200_000}
+                                                               "max_bytes": 200_000, "auth": False}
     conn.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -348,14 +349,24 @@ def cmd_demo(args) -> None:
 
 def cmd_reward_server(args) -> None:
     from slas.rewards.server import serve
+    from slas.rewards.wire import read_token
 
     options = key_values(args.option, "--option", "processor_path=/ckpt/clip")
     if args.model_path is not None:
         options["model_path"] = args.model_path
-    if args.max_bytes < 1 or args.batch_size < 1:
-        raise CLIError(f"--max-bytes and --batch-size must be >= 1, got {args.max_bytes} and {args.batch_size}")
+    if args.max_bytes < 1 or args.batch_size < 1 or args.queue_size < 1:
+        raise CLIError(f"--max-bytes, --batch-size and --queue-size must be >= 1, got {args.max_bytes}, "
+                       f"{args.batch_size} and {args.queue_size}")
+    if not (0 < args.time_limit < math.inf and 0 <= args.cache_seconds < math.inf):  # also refuses nan
+        raise CLIError(f"--time-limit must be > 0 and --cache-seconds >= 0 seconds (finite), got {args.time_limit} "
+                       f"and {args.cache_seconds}")
+    if args.token_file is not None and args.insecure_no_auth:
+        raise CLIError("--insecure-no-auth serves without a token, --token-file with one: give only one of them")
+    token = read_token(args.token_file) if args.token_file is not None else None
     try:
-        serve(args.reward, options, args.host, args.port, args.max_bytes, args.batch_size)
+        serve(args.reward, options, args.host, args.port, args.max_bytes, args.batch_size, token=token,
+              insecure_no_auth=args.insecure_no_auth, queue_size=args.queue_size, time_limit=args.time_limit,
+              cache_seconds=args.cache_seconds)
     except (ImportError, OSError) as e:  # a missing optional package, a busy port
         raise CLIError(str(e)) from None
 
@@ -455,17 +466,33 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="cpu", help="where to load the model for the export (default cpu)")
     x.set_defaults(fn=cmd_export)
 
-    from slas.rewards.server import DEFAULT_MAX_BYTES, DEFAULT_PORT
+    from slas.rewards.server import DEFAULT_CACHE_SECONDS, DEFAULT_QUEUE_SIZE, DEFAULT_TIME_LIMIT
+    from slas.rewards.wire import DEFAULT_MAX_BYTES, DEFAULT_PORT
 
-    r = sub.add_parser("reward-server", help="serve a registered reward over HTTP (the `remote` reward calls it)")
+    r = sub.add_parser("reward-server", help="serve a registered reward over HTTP (the `remote` reward calls it)",
+                       description="Serve a registered reward over HTTP for the `remote` reward. docs/rewards.md")
     r.add_argument("--reward", required=True, help="registered reward name, e.g. pickscore, hps, toy_score")
     r.add_argument("--model-path", help="the reward's model_path option (a local checkpoint)")
     r.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="another option of the reward (repeatable; YAML value), e.g. processor_path=/ckpt/clip")
-    r.add_argument("--host", default="127.0.0.1", help="bind address; the server has no authentication")
-    r.add_argument("--port", type=int, default=DEFAULT_PORT)
+    r.add_argument("--host", default="127.0.0.1", help="bind address; one that is not loopback needs --token-file "
+                   "(or --insecure-no-auth)")
+    r.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one")
+    r.add_argument("--token-file", metavar="PATH", help="a file holding a token (one line): every request but GET "
+                   "/health must then send `Authorization: Bearer <token>`, else 401. Plain HTTP: put TLS in front "
+                   "when the token crosses a network (docs/rewards.md)")
+    r.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve a non-loopback --host without a token: anyone who reaches it can run the reward model")
     r.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="request body limit (413 above it)")
     r.add_argument("--batch-size", type=int, default=256, help="images per reward-model call")
+    r.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE, metavar="N",
+                   help="scoring requests held at once (being read, waiting or scored); one more is answered 503 "
+                        "with Retry-After")
+    r.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, metavar="SECONDS",
+                   help="a request not answered within this many seconds gets 504; its scoring goes on, and a retry "
+                        "with the same X-Request-Id gets the result")
+    r.add_argument("--cache-seconds", type=float, default=DEFAULT_CACHE_SECONDS, metavar="SECONDS",
+                   help="how long the answer to a request id is kept, so that a retry is not scored twice")
     r.set_defaults(fn=cmd_reward_server)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of runs: config, curves, sample grids, evals")
@@ -559,11 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from slas.config import ConfigError
+    from slas.rewards.remote import RemoteRewardError  # the reward server failed a call: one line, not a traceback
     from slas.toyworld.world import PromptError
 
     try:
         args.fn(args)
-    except (CLIError, ConfigError, PromptError, FileNotFoundError, ValueError) as e:
+    except (CLIError, ConfigError, PromptError, FileNotFoundError, ValueError, RemoteRewardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

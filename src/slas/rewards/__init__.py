@@ -137,6 +137,6 @@ def build(weights: dict[str, float], batch_size: int = 256, options: dict[str, d
     return score
 
 
-# Registration imports: clip (CLIP-family reward models and ImageReward, loaded lazily) and server (the `remote`
-# client). Plugins (slas.plugins) register theirs, e.g. ShapesWorld's verifier and proxy rewards.
-from slas.rewards import clip, server  # noqa: E402,F401
+# Registration imports: clip (CLIP-family reward models and ImageReward, loaded lazily) and remote (the client of
+# `slas reward-server`). Plugins (slas.plugins) register theirs, e.g. ShapesWorld's verifier and proxy rewards.
+from slas.rewards import clip, remote  # noqa: E402,F401
