@@ -3,6 +3,25 @@ need a real backbone folder."""
 
 import torch
 
+# black-forest-labs/FLUX.1-dev scheduler/scheduler_config.json: resolution-dependent (dynamic) shifting
+FLUX_DEV_SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+                      "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True}
+# the static shift 3 of SD3.5-Medium's scheduler (and of DanceGRPO's FLUX rollouts)
+STATIC_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
+
+
+def tokenizers(prompts: list[str]):
+    """(CLIP, T5) tokenizers trained in-process on ``prompts``."""
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    clip = CLIPTokenizer(model_max_length=77).train_new_from_iterator(prompts * 20, vocab_size=1000)
+    # a word-level Unigram vocabulary: trained on this corpus, T5's tokenizer would be character-level
+    words = sorted({w for p in prompts for w in p.split()})
+    chars = sorted({c for p in prompts for c in p if c != " "})
+    vocab = ([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [("\u2581" + w, -1.0) for w in words]
+             + [(c, -20.0) for c in chars])
+    return clip, T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
 
 def clip_text(tok, projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -33,8 +52,9 @@ def vae(sd: bool):
                          scaling_factor=0.18215 if sd else 1.5)  # 8x down: 64 px <-> 4 x 8 x 8
 
 
-def build_pipeline(kind: str, clip_tok, t5_tok=None):
-    """A stock diffusers pipeline of tiny random components."""
+def build_pipeline(kind: str, clip_tok, t5_tok=None, scheduler: dict | None = None):
+    """A stock diffusers pipeline of tiny random components; ``scheduler``: the flow scheduler's config (FLUX and SD3;
+    default ``STATIC_SCHEDULER``)."""
     import diffusers as d
 
     torch.manual_seed(0)
@@ -42,14 +62,14 @@ def build_pipeline(kind: str, clip_tok, t5_tok=None):
         flux = d.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64,
                                         pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=[4, 6, 6])
-        sched = d.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
+        sched = d.FlowMatchEulerDiscreteScheduler(**(scheduler or STATIC_SCHEDULER))
         return d.FluxPipeline(scheduler=sched, vae=vae(False), text_encoder=clip_text(clip_tok, False),
                               tokenizer=clip_tok, text_encoder_2=t5_encoder(t5_tok), tokenizer_2=t5_tok, transformer=flux)
     if kind == "sd3":
         sd3 = d.SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
                                       attention_head_dim=16, num_attention_heads=2, joint_attention_dim=64,
                                       caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16)
-        sched = d.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
+        sched = d.FlowMatchEulerDiscreteScheduler(**(scheduler or STATIC_SCHEDULER))
         return d.StableDiffusion3Pipeline(transformer=sd3, scheduler=sched, vae=vae(False),
                                           text_encoder=clip_text(clip_tok, True), tokenizer=clip_tok,
                                           text_encoder_2=clip_text(clip_tok, True), tokenizer_2=clip_tok,

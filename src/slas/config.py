@@ -252,6 +252,8 @@ class EvalConfig:
     """0 = the whole split; else a fixed tag-balanced subset of this many prompts (data.eval_prompts: the first ones)"""
     steps: int = 20
     """ODE steps"""
+    shift: str | float = "auto"
+    """data.eval_prompts' ODE time shift: auto = the stock diffusers pipeline's (FLUX.1-dev: dynamic), else sample.shift"""
     in_domain_per_tag: int = 24
     """in-domain evaluation beside the held-out one: this many images per tag of the ShapesWorld train split (fixed
     prompts and seeds), logged as eval/id/*; 0 = off
@@ -683,6 +685,8 @@ def validate(cfg: Config) -> None:
     need(e.every >= 0, "eval.every must be >= 0")
     need(e.split in ("train", "test", "eval"), "eval.split must be 'train', 'test' or 'eval'")
     need(e.n_per_prompt >= 1 and e.steps >= 1, "eval.n_per_prompt and eval.steps must be >= 1")
+    need(e.shift == "auto" or (not isinstance(e.shift, str) and e.shift > 0 and (not epsilon or e.shift == 1)),
+         f"eval.shift must be 'auto' or a flow time shift > 0 (DDIM takes none), got {_short(e.shift)}")
     need(e.max_prompts >= 0, "eval.max_prompts must be >= 0 (0 = whole split)")
     need(e.images_per_tag >= 0, "eval.images_per_tag must be >= 0 (0 = use eval.n_per_prompt)")
     need(e.in_domain_per_tag >= 0, "eval.in_domain_per_tag must be >= 0 (0 = no in-domain evaluation)")

@@ -1,5 +1,6 @@
 """Samplers with log-probs: ratio == 1 at unchanged weights (also for shuffled, mixed-timestep micro-batches),
-hand-checked formulas, the eta = 0 limit, reductions, empirical std, input validation, DDIM vs diffusers."""
+hand-checked formulas, the eta = 0 limit, reductions, empirical std, input validation, DDIM and the flow sigma grid vs
+diffusers."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from slas.algo.samplers import (
     FAMILIES,
     StepOutput,
+    TimeShift,
     ddim_alphas,
     ddim_step_with_logprob,
     euler_ode,
@@ -294,6 +296,37 @@ def test_ddim_alphas_match_diffusers(steps):
     prev_t = sched.timesteps - sched.config.num_train_timesteps // steps
     expected_prev = torch.stack([sched.alphas_cumprod[t] if t >= 0 else sched.final_alpha_cumprod for t in prev_t])
     assert torch.equal(ab_prev, expected_prev)
+
+
+def test_flow_sigmas_are_the_flow_match_schedulers_bit_for_bit():
+    """FluxPipeline's grid, linspace(1, 1/T, T) (pipeline_flux.py:823), through FlowMatchEulerDiscreteScheduler: with a
+    static shift, and with FLUX.1-dev's dynamic one (mu from the token count: 720 px and 1024 px give 2025 and 4096
+    tokens), every sigma is the same float as flow_sigmas'."""
+    dynamic = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                              base_image_seq_len=256, max_image_seq_len=4096)
+    for steps in (*range(1, 31), 50, 100, 1000):
+        grid = np.linspace(1.0, 1 / steps, steps)
+        for shift in (1.0, 3.0, 2.5):
+            sched = FlowMatchEulerDiscreteScheduler(shift=shift)
+            sched.set_timesteps(sigmas=grid)
+            assert torch.equal(flow_sigmas(steps, shift), sched.sigmas), (steps, shift)
+        for mu in (0.7994, 1.15, 0.45):
+            dynamic.set_timesteps(sigmas=grid, mu=mu)
+            assert torch.equal(flow_sigmas(steps, TimeShift(math.exp(mu), dynamic=True)), dynamic.sigmas), (steps, mu)
+    # the static form at e^mu is the same map, rounded differently: a plain float shift is not the dynamic grid
+    dynamic.set_timesteps(sigmas=np.linspace(1.0, 1 / 16, 16), mu=0.7994)
+    diff = (flow_sigmas(16, math.exp(0.7994)) - dynamic.sigmas).abs().max()
+    assert 0 < diff < 1e-6, diff
+
+
+def test_flow_sigmas_at_shift_one_are_the_plain_grid():
+    """Shift 1 (every ShapesWorld run) is linspace(1, 0, T + 1) itself, as before the scheduler's arithmetic."""
+    for steps in range(1, 1001):
+        assert torch.equal(flow_sigmas(steps), torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).float()), steps
+    assert f"{TimeShift(2.5):g}" == "2.5" and str(TimeShift(math.exp(0.5), dynamic=True)) == "1.64872 (dynamic)"
+    for bad in (0.0, -1.0, float("nan"), TimeShift(0.0, dynamic=True)):
+        with pytest.raises(ValueError, match="shift must be > 0"):
+            flow_sigmas(4, bad)
 
 
 def test_ddim_step_matches_diffusers():

@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, help=f"ODE steps (default: the run's eval.steps, else {EVAL_STEPS})")
     ev.add_argument("--batch-size", type=int, help="images per sampler forward (default 128 ShapesWorld, 8 diffusers)")
     ev.add_argument("--shift", type=float, help="flow time shift of a diffusers velocity model's ODE (default: the "
-                                                "run's sample.shift, or the pipeline scheduler's shift)")
+                                                "run's eval.shift, or the stock pipeline's, dynamic for FLUX.1-dev)")
     ev.add_argument("--resolution", type=int, default=0, help="image side of a diffusers pipeline (0 = its default)")
     ev.add_argument("--no-ema", action="store_true", help="use a run's raw weights even when it keeps an EMA")
     ev.add_argument("--no-images", action="store_true", help="do not write the images")

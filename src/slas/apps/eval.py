@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from slas.algo.samplers import TimeShift
 from slas.evals import geneval
 from slas.evals.stats import MIN_N, mean_ci, paired_bootstrap, wilson
 from slas.policy.base import Backbone
+from slas.policy.generate import sampling_shift
 from slas.recipe.run_dir import is_run_dir
 
 __all__ = [
@@ -104,8 +106,9 @@ class EvalOptions:
     batch_size: int | None = None
     """Images per sampler forward and per reward call; None = 128 for ShapesWorld, 8 for diffusers backbones."""
     shift: float | None = None
-    """Flow time shift of a diffusers velocity backbone's ODE; None = the run's sample.shift, or the pipeline
-    scheduler's static shift. ShapesWorld models always sample with 1 (as ``slas toyworld eval``)."""
+    """Flow time shift of a diffusers velocity backbone's ODE; None = the run's eval.shift, or the shift the stock
+    pipeline samples with (``slas.policy.generate.sampling_shift``: FLUX.1-dev's dynamic one at the resolution).
+    ShapesWorld models always sample with 1 (as ``slas toyworld eval``)."""
     resolution: int = 0
     """Image side of a diffusers pipeline (``model.resolution``); 0 = the backbone's default."""
     ema: bool = True
@@ -147,7 +150,7 @@ class Model:
     description: str  # what was loaded, for the summary ("run runs/x iter_000050 (EMA weights)")
     shapesworld: bool  # reads the ShapesWorld grammar only (and scores with the ShapesWorld verifier)
     steps: int  # default ODE steps
-    shift: float = 1.0  # flow time shift of the ODE (real velocity backbones; ShapesWorld always samples with 1)
+    shift: float | TimeShift = 1.0  # flow time shift of the ODE (real velocity backbones; ShapesWorld samples with 1)
 
 
 # diffusers pipeline class (model_index.json "_class_name") -> slas.policy backbone name
@@ -190,7 +193,8 @@ def _load_run(path: Path, ema: bool) -> Model:
     except RunError as e:
         raise EvalError(f"--model {e}") from None
     toy = run.cfg.model.backbone == "toy"
-    return Model(run.backbone, run.description, toy, run.cfg.eval.steps, 1.0 if toy else run.cfg.sample.shift)
+    shift = 1.0 if toy else sampling_shift(run.backbone, run.cfg.eval.shift, run.cfg.sample.shift)
+    return Model(run.backbone, run.description, toy, run.cfg.eval.steps, shift)
 
 
 def _load_pipeline(path: Path, device: str, resolution: int) -> Model:
@@ -212,13 +216,7 @@ def _load_pipeline(path: Path, device: str, resolution: int) -> Model:
     backbone = adapter_class(name).from_config(ModelConfig(backbone=name, path=str(path), device=device,
                                                            resolution=resolution))
     backbone.module.eval()
-    shift = 1.0
-    sched = path / "scheduler" / "scheduler_config.json"
-    if backbone.prediction == "velocity" and sched.is_file():
-        # the scheduler's static shift (FLUX.1-dev: 3.0, as DanceGRPO samples it; its resolution-dependent dynamic
-        # shifting is not reproduced); --shift overrides it
-        shift = float(json.loads(sched.read_text()).get("shift", 1.0))
-    return Model(backbone, f"{cls} {path}", False, EVAL_STEPS, shift)
+    return Model(backbone, f"{cls} {path}", False, EVAL_STEPS, sampling_shift(backbone, "auto"))  # --shift overrides
 
 
 # ----------------------------------------------------------------------------

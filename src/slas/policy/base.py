@@ -10,6 +10,9 @@ Optional members, looked up by the code that needs them:
 - ``alphas_cumprod`` [L]: the training alpha-bars of an epsilon backbone (its DDIM schedule,
   ``slas.algo.samplers.sampler_for``);
 - ``export(out_dir, info)``: write what a stock diffusers pipeline loads (``slas export``);
+- ``pipeline_shift()``: the flow time shift (``slas.algo.samplers.TimeShift``) that backbone's stock diffusers
+  pipeline samples its resolution with, or None; ``eval.shift: auto`` samples with it
+  (``slas.policy.generate.sampling_shift``);
 - ``denoiser``: the network ``predict`` runs, when ``module`` holds more (the toy model's text encoder):
   what FSDP2 shards and ``model.compile`` compiles (``slas.recipe.parallel.ParallelDenoiser``); default ``module``.
 """

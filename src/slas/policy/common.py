@@ -63,17 +63,23 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+# Tests only: with SLAS_CPU_AUTOCAST=1 the CPU honours model.dtype too, so the bf16 / fp16 paths (frozen LoRA base
+# in that dtype, autocast forwards, fp32 steps) run without a GPU, at a fraction of fp32's speed (CONTRIBUTING.md).
+CPU_AUTOCAST_ENV = "SLAS_CPU_AUTOCAST"
+
+
 def compute_dtype(device: torch.device, name: str) -> torch.dtype:
-    """The autocast dtype (``model.dtype``) on a GPU; always float32 on the CPU, which has no fast bf16/fp16 matmul
-    (5-15x slower than fp32)."""
-    return _DTYPES[name] if device.type == "cuda" else torch.float32
+    """The autocast dtype (``model.dtype``) on a GPU; float32 on the CPU, which has no fast bf16/fp16 matmul, unless
+    ``SLAS_CPU_AUTOCAST=1`` (tests of the low-precision paths)."""
+    on_cpu = os.environ.get(CPU_AUTOCAST_ENV) == "1"
+    return _DTYPES[name] if device.type == "cuda" or on_cpu else torch.float32
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed precision for the forward passes (DanceGRPO: bf16 autocast over fp32 master weights,
     DG train_grpo_flux.py:699-703, fsdp_util.py:56-117); a no-op in fp32."""
-    if device.type == "cuda" and dtype != torch.float32:
-        return torch.autocast("cuda", dtype=dtype)
+    if dtype != torch.float32:
+        return torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext()
 
 

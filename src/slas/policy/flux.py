@@ -11,6 +11,8 @@ DG fastvideo/train_grpo_flux.py).
   with (0, row, col) position ids (``FluxPipeline._pack_latents`` / ``_prepare_latent_image_ids``).
 - Time input: sigma in [0, 1] (the pipeline passes ``timestep / 1000``); DanceGRPO floors it to 1e-3
   (DG train_grpo_flux.py:231-232), slas passes it exactly, as the pipeline does.
+- Time shift: rollouts use ``sample.shift`` (DanceGRPO: a static 3); evaluation samples as FluxPipeline does
+  (``pipeline_shift``: FLUX.1-dev's resolution-dependent dynamic shift, ``slas.policy.schedule``).
 - Guidance: FLUX.1-dev is guidance-distilled: the scale enters through the guidance embedding, one forward per
   step and no CFG batch (DanceGRPO: 3.5 in sampling and training, train_grpo_flux.py:239-243, 280-284);
   FLUX.1-schnell has no guidance embedding.
@@ -21,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from slas.policy import common
+from slas.algo.samplers import TimeShift
+from slas.policy import common, schedule
 
 DEFAULT_RESOLUTION = 1024  # FluxPipeline: default_sample_size 128 x vae_scale_factor 8
 DEFAULT_GUIDANCE = 3.5  # DanceGRPO train_grpo_flux.py:239-243; also FluxPipeline's default
@@ -54,9 +57,9 @@ class FluxBackbone:
     prediction = "velocity"
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, m,
-                 identity: dict | None = None):
+                 identity: dict | None = None, scheduler_config: dict | None = None):
         """The components and the ``model`` config section ``m`` (slas.config.ModelConfig); ``identity`` keys the
-        prompt-embedding cache (the model folder)."""
+        prompt-embedding cache (the model folder); ``scheduler_config`` is the pipeline's (``pipeline_shift``)."""
         resolution, guidance_scale = m.resolution or DEFAULT_RESOLUTION, m.guidance_scale
         max_sequence_length = m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
         self.device = common.resolve_device(m.device)
@@ -83,6 +86,7 @@ class FluxBackbone:
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
         self.max_sequence_length = max_sequence_length
         self.img_ids = image_ids(h // 2, w // 2).to(self.device)  # [(h/2)(w/2), 3]
+        self.scheduler_config = scheduler_config
         self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="flux", dtype=str(self.dtype),
                                                            max_sequence_length=max_sequence_length)) if m.embed_cache else None
 
@@ -109,8 +113,16 @@ class FluxBackbone:
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
             T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", local_files_only=True),
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
-            m, identity={"path": str(path.resolve())},
+            m, identity={"path": str(path.resolve())}, scheduler_config=schedule.read_scheduler_config(path),
         )
+
+    def pipeline_shift(self) -> TimeShift | None:
+        """The time shift FluxPipeline samples this resolution with (``slas.policy.schedule``): FLUX.1-dev's dynamic
+        e^mu at the packed token count (h/2)(w/2), mu from ``calculate_shift``; None without a scheduler config."""
+        if self.scheduler_config is None:
+            return None
+        _, h, w = self.sample_shape
+        return schedule.pipeline_shift(self.scheduler_config, (h // 2) * (w // 2))  # pipeline_flux.py:826
 
     # ---- Backbone protocol --------------------------------------------------------------------------
 

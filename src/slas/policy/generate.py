@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from slas.algo.samplers import sampler_for
+from slas.algo.samplers import TimeShift, sampler_for
 from slas.algo.samplers.rollout import rollout
 from slas.policy.base import Backbone, index_cond
 
@@ -38,7 +38,18 @@ def seeded_noise(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
     return out
 
 
-def deterministic_sampler(backbone: Backbone, steps: int, shift: float = 1.0):
+def sampling_shift(backbone: Backbone, shift: float | str, fallback: float = 1.0) -> float | TimeShift:
+    """The flow time shift of deterministic generation: ``shift`` itself, or for ``"auto"`` the shift the backbone's
+    stock diffusers pipeline samples with at its resolution (``Backbone.pipeline_shift``: FLUX.1-dev's dynamic e^mu,
+    SD3.5's static 3), else ``fallback`` (a run's sample.shift) for a backbone without one."""
+    if shift != "auto":
+        return float(shift)
+    stock = getattr(backbone, "pipeline_shift", None)
+    stock = stock() if stock is not None else None
+    return fallback if stock is None else stock
+
+
+def deterministic_sampler(backbone: Backbone, steps: int, shift: float | TimeShift = 1.0):
     """The backbone's sampler for eta-0 generation: the flow ODE (velocity) or DDIM (epsilon)."""
     epsilon = backbone.prediction == "epsilon"
     return sampler_for(backbone.prediction, steps, family="ddim" if epsilon else "ode", shift=1.0 if epsilon else shift,
@@ -47,7 +58,7 @@ def deterministic_sampler(backbone: Backbone, steps: int, shift: float = 1.0):
 
 @torch.no_grad()
 def generate(backbone: Backbone, prompts: list[str], seeds: list[int] | None = None, steps: int = 20, *,
-             shift: float = 1.0, sampler=None, eta: float = 0.0, noise: Tensor | None = None,
+             shift: float | TimeShift = 1.0, sampler=None, eta: float = 0.0, noise: Tensor | None = None,
              generator: torch.Generator | None = None, batch_size: int = 128,
              progress: Callable[[int], object] | None = None) -> np.ndarray:
     """uint8 images [N, H, W, 3] of ``prompts`` [N] from ``seeds`` [N] (``seeded_noise``) or the given starting

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slas.policy import common
+from slas.algo.samplers import TimeShift
+from slas.policy import common, schedule
 
 DEFAULT_GUIDANCE = 4.5  # Flow-GRPO config/grpo.py (all SD3.5-M recipes)
 DEFAULT_MAX_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default (Flow-GRPO uses 128)
@@ -34,9 +35,10 @@ class SD3Backbone:
     cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3, tokenizer_3,
-                 m, identity: dict | None = None):
+                 m, identity: dict | None = None, scheduler_config: dict | None = None):
         """The components (no T5: ``text_encoder_3`` and ``tokenizer_3`` None) and the ``model`` config section
-        ``m`` (slas.config.ModelConfig); ``identity`` keys the prompt-embedding cache (the model folder)."""
+        ``m`` (slas.config.ModelConfig); ``identity`` keys the prompt-embedding cache (the model folder);
+        ``scheduler_config`` is the pipeline's (``pipeline_shift``)."""
         resolution, guidance_scale, cfg_detach_uncond = m.resolution or None, m.guidance_scale, m.cfg_detach_uncond
         max_sequence_length = m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
         self.device = common.resolve_device(m.device)
@@ -62,6 +64,7 @@ class SD3Backbone:
         self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="sd3", dtype=str(self.dtype),
                                                            max_sequence_length=max_sequence_length)) if m.embed_cache else None
         self._negative: dict[str, torch.Tensor] | None = None
+        self.scheduler_config = scheduler_config
 
     @staticmethod
     def check(cfg) -> None:
@@ -89,8 +92,18 @@ class SD3Backbone:
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
             T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", local_files_only=True) if has_t5 else None,
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_3", local_files_only=True) if has_t5 else None,
-            m, identity={"path": str(path.resolve())},
+            m, identity={"path": str(path.resolve())}, scheduler_config=schedule.read_scheduler_config(path),
         )
+
+    def pipeline_shift(self) -> TimeShift | None:
+        """The time shift StableDiffusion3Pipeline samples this resolution with (``slas.policy.schedule``): the
+        config's static shift (SD3.5: 3.0), or under ``use_dynamic_shifting`` e^mu at the token count
+        (h/p)(w/p) of patch size p (pipeline_stable_diffusion_3.py:1016-1028); None without a scheduler config."""
+        if self.scheduler_config is None:
+            return None
+        _, h, w = self.sample_shape
+        p = self.transformer.config.patch_size
+        return schedule.pipeline_shift(self.scheduler_config, (h // p) * (w // p))
 
     # ---- Backbone protocol --------------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ import torch
 
 from slas.config import Config
 from slas.plugins import get_world
-from slas.policy.generate import generate, grid
-from slas.recipe.builders import build_sampler
+from slas.policy.generate import deterministic_sampler, generate, grid, sampling_shift
 from slas.recipe.run_dir import RunDir
 
 
@@ -87,16 +86,22 @@ def before_after(run: RunDir, first: int, last: int) -> bool:
     return True
 
 
+def eval_sampler(backbone, cfg: Config, steps: int):
+    """The sampler of held-out evaluation: the backbone's eta-0 sampler at ``eval.shift`` (``auto``: its stock
+    pipeline's shift, FLUX.1-dev's dynamic one; else ``sample.shift``), as ``slas eval`` samples a run."""
+    return deterministic_sampler(backbone, steps, sampling_shift(backbone, cfg.eval.shift, cfg.sample.shift))
+
+
 @torch.no_grad()
 def evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict], score_fn) -> dict:
-    """Held-out deterministic samples (eta = 0: the ODE / DDIM sampler) of data.eval_prompts with fixed noise,
-    scored with the training reward, and a grid of the first ones."""
+    """Held-out deterministic samples (eta = 0: the ODE / DDIM sampler, at eval.shift) of data.eval_prompts with fixed
+    noise, scored with the training reward, and a grid of the first ones."""
     from PIL import Image
 
     e = cfg.eval
     metas = [m for m in (entries[: e.max_prompts] if e.max_prompts else entries) for _ in range(e.n_per_prompt)]
     images = generate(backbone, [m["prompt"] for m in metas], list(range(len(metas))), e.steps,
-                      sampler=build_sampler(cfg, backbone, e.steps), batch_size=cfg.sample.batch_size or 16)
+                      sampler=eval_sampler(backbone, cfg, e.steps), batch_size=cfg.sample.batch_size or 16)
     scores = score_fn(images, [m["prompt"] for m in metas], metas)
     paths = RunDir(run_dir)
     paths.samples.mkdir(exist_ok=True)

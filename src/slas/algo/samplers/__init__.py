@@ -2,7 +2,7 @@
 
 from slas.algo.samplers.ddim import ddim_alphas, ddim_step_with_logprob
 from slas.algo.samplers.dispatch import PREDICTIONS, SAMPLER_FAMILIES, DDIMSampler, FlowSampler, Sampler, sampler_for
-from slas.algo.samplers.flow import FAMILIES, StepOutput, euler_ode, flow_sigmas, flow_step_with_logprob
+from slas.algo.samplers.flow import FAMILIES, StepOutput, TimeShift, euler_ode, flow_sigmas, flow_step_with_logprob
 
 __all__ = [
     "FAMILIES",
@@ -12,6 +12,7 @@ __all__ = [
     "FlowSampler",
     "Sampler",
     "StepOutput",
+    "TimeShift",
     "ddim_alphas",
     "ddim_step_with_logprob",
     "euler_ode",

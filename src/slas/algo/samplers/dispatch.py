@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from slas.algo.samplers.ddim import ddim_alphas, ddim_step_with_logprob
-from slas.algo.samplers.flow import FAMILIES, StepOutput, flow_sigmas, flow_step_with_logprob
+from slas.algo.samplers.flow import FAMILIES, StepOutput, TimeShift, flow_sigmas, flow_step_with_logprob
 
 PREDICTIONS = ("velocity", "epsilon")
 # sample.family values: the flow SDE families, and DDIM for epsilon prediction
@@ -141,7 +141,7 @@ class DDIMSampler:
 Sampler = FlowSampler | DDIMSampler
 
 
-def sampler_for(prediction: str, steps: int, *, family: str, shift: float = 1.0, reduce: str = "mean",
+def sampler_for(prediction: str, steps: int, *, family: str, shift: float | TimeShift = 1.0, reduce: str = "mean",
                 noise_pool: int = 1, alphas_cumprod: Tensor | None = None) -> Sampler:
     """The sampler of a backbone that predicts ``prediction``, with ``steps`` steps.
 
@@ -149,7 +149,8 @@ def sampler_for(prediction: str, steps: int, *, family: str, shift: float = 1.0,
         prediction: ``Backbone.prediction``, one of ``PREDICTIONS``.
         steps: T.
         family: ``sample.family``: a flow family (``FAMILIES``) for velocity, ``"ddim"`` for epsilon.
-        shift: flow time shift (``flow_sigmas``); must be 1 for DDIM, whose spacing is the scheduler's.
+        shift: flow time shift (``flow_sigmas``: a float is static, a ``TimeShift`` may be dynamic); must be 1 for
+            DDIM, whose spacing is the scheduler's.
         reduce, noise_pool: as ``flow_step_with_logprob`` (noise_pool must be 1 for DDIM).
         alphas_cumprod: [L] training alpha-bars of an epsilon backbone (``Backbone.alphas_cumprod``).
     """

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,15 +35,45 @@ class StepOutput:
     std: Tensor  # [N, 1, ..., 1] Gaussian std, broadcastable against x; zeros for deterministic steps
 
 
-def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
-    """[steps + 1] sigmas from 1 to 0, time-shifted as SD3/DanceGRPO:
-    ``sigma = shift*s / (1 + (shift-1)*s)`` on ``s = linspace(1, 0, steps+1)``."""
+@dataclass(frozen=True)
+class TimeShift:
+    """A flow time shift ``sigma = shift s / (1 + (shift - 1) s)`` of the unshifted grid s.
+
+    ``dynamic``: ``shift`` is e^mu of a resolution-dependent schedule (diffusers' ``use_dynamic_shifting``, FLUX.1-dev:
+    mu from the image's token count), which the scheduler writes as ``e^mu / (e^mu + 1/s - 1)``: the same map, whose
+    fp32 rounding ``flow_sigmas`` then reproduces. A plain float shift is a static one (``dynamic`` False)."""
+
+    shift: float
+    dynamic: bool = False
+
+    def __format__(self, spec: str) -> str:
+        """``f"{shift:g}"`` formats like the float, marked when dynamic (a float shift formats the same way)."""
+        return format(self.shift, spec) + (" (dynamic)" if self.dynamic else "")
+
+    def __str__(self) -> str:
+        return format(self, "g")
+
+
+def flow_sigmas(steps: int, shift: float | TimeShift = 1.0) -> torch.Tensor:
+    """[steps + 1] fp32 sigmas from 1 to 0: ``s = linspace(1, 1/T, T)`` time-shifted, then 0 appended.
+
+    The arithmetic is diffusers' ``FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=s)`` (with ``mu = log(shift)``
+    when dynamic; diffusers 0.42 scheduling_flow_match_euler_discrete.py:349-386; FluxPipeline passes this s,
+    pipeline_flux.py:823), so the grid is bit-identical to the stock scheduler's: s rounded to fp32, then the static
+    shift ``shift s / (1 + (shift - 1) s)`` (SD3; DanceGRPO's ``sd3_time_shift``) or the dynamic form
+    ``e^mu / (e^mu + 1/s - 1)`` in fp32. ``s`` with 0 appended is ``linspace(1, 0, T + 1)``; shift 1 is the identity.
+    """
+    ts = shift if isinstance(shift, TimeShift) else TimeShift(float(shift))
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if shift <= 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
-    s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    return (shift * s / (1 + (shift - 1) * s)).float()
+    if not ts.shift > 0:
+        raise ValueError(f"shift must be > 0, got {ts.shift}")
+    s = np.linspace(1.0, 1.0 / steps, steps).astype(np.float32)  # [T]
+    if ts.dynamic:  # diffusers _time_shift_exponential(mu, 1.0, s) with e^mu = shift
+        s = ts.shift / (ts.shift + (1 / s - 1) ** 1.0)
+    else:
+        s = ts.shift * s / (1 + (ts.shift - 1) * s)
+    return torch.cat([torch.from_numpy(np.asarray(s, dtype=np.float32)), torch.zeros(1)])  # [T + 1]
 
 
 def _per_sample(value: Tensor | float, x: Tensor, name: str) -> Tensor:
