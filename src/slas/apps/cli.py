@@ -98,7 +98,7 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     from slas.toyworld import split, verify
-    from slas.toyworld.evaluate import balanced_subset, evaluate, format_table, labelled_grid, plan
+    from slas.toyworld.evaluate import balanced_subset, evaluate_shapesworld, format_table, labelled_grid, plan
 
     if args.n_per_prompt < 1 or args.images_per_tag < 0 or args.max_prompts < 0:
         raise CLIError(f"--n-per-prompt must be >= 1, --images-per-tag and --max-prompts >= 0, got "
@@ -108,8 +108,8 @@ def cmd_eval(args) -> None:
     total = len(plan(entries, args.n_per_prompt, args.images_per_tag)[0])
     bar, upd = _progress(total, f"eval[{args.split}]")
     t0 = time.time()
-    summary, images, metas = evaluate(model, entries, args.n_per_prompt, steps=args.steps, progress=upd,
-                                    images_per_tag=args.images_per_tag)
+    summary, images, metas = evaluate_shapesworld(model, entries, args.n_per_prompt, steps=args.steps, progress=upd,
+                                                  images_per_tag=args.images_per_tag)
     bar.close()
     summary["split"], summary["n_per_prompt"], summary["steps"] = args.split, args.n_per_prompt, args.steps
     summary["wall_time_s"] = round(time.time() - t0, 1)

@@ -550,7 +550,7 @@ class UniGenBenchSuite(Suite):
             per_item[pid].append(img)
         bar = progress(len(s.images), "judging") if progress else None
         t0 = time.perf_counter()
-        res = ugb.evaluate(items, per_item, judge, opts.out / "judge_cache.jsonl", opts.data_dir,
+        res = ugb.score_unigenbench(items, per_item, judge, opts.out / "judge_cache.jsonl", opts.data_dir,
                            progress=bar.update if bar else None)
         if bar:
             bar.close()
