@@ -25,24 +25,15 @@ def _progress(total: int, desc: str):
     return bar, bar.update
 
 
-def _load_model(path: str | None, command: str, ema: bool = True):
-    """The ShapesWorld model of `slas sample` / `slas toyworld eval`: a run directory of `slas train` (its latest
-    checkpoint; the EMA weights when the run keeps one and ``ema``), a checkpoint directory or a shipped name."""
-    from slas.recipe.run_dir import RunError, is_run_dir, load_run
-    from slas.toyworld.backbone import ToyBackbone
+def _shapesworld_model(checkpoint: str | None, command: str, ema: bool):
+    """The ShapesWorld backbone of `slas sample` / `slas toyworld eval` (``slas.apps.eval.load_model``); a run's
+    weights are named on stdout."""
+    from slas.apps.eval import load_model
 
-    if path is None or not is_run_dir(path):
-        return ToyBackbone.from_checkpoint(path)
-
-    def shapesworld_only(cfg) -> None:
-        if cfg.model.backbone != "toy":
-            raise RunError(f"{path} trains a {cfg.model.backbone!r} model, and `slas {command}` samples ShapesWorld "
-                           f"(model.backbone toy) models only; evaluate it with `slas eval --model {path} --suite "
-                           "reward --prompts FILE ...`")
-
-    run = load_run(path, ema=None if ema else False, check=shapesworld_only)
-    print(f"weights: {run.description}")
-    return run.backbone
+    model = load_model(checkpoint, ema=ema, shapesworld_only=command)
+    if model.from_run:
+        print(f"weights: {model.description}")
+    return model.backbone
 
 
 def _read_prompts(args) -> list[dict]:
@@ -72,7 +63,7 @@ def cmd_sample(args) -> None:
     if args.n < 1:
         raise CLIError(f"-n must be >= 1, got {args.n}")
     metas = prompts = _read_prompts(args)
-    model = _load_model(args.checkpoint, "sample", ema=not args.no_ema)
+    model = _shapesworld_model(args.checkpoint, "sample", ema=not args.no_ema)
     plist = [m["prompt"] for m in metas for _ in range(args.n)]
     seeds = [args.seed + i for i in range(len(plist))]
     bar, upd = _progress(len(plist), "sampling")
@@ -104,7 +95,7 @@ def cmd_eval(args) -> None:
         raise CLIError(f"--n-per-prompt must be >= 1, --images-per-tag and --max-prompts >= 0, got "
                        f"{args.n_per_prompt}, {args.images_per_tag}, {args.max_prompts}")
     entries = balanced_subset(split(args.split), args.max_prompts)
-    model = _load_model(args.checkpoint, "toyworld eval", ema=not getattr(args, "no_ema", False))
+    model = _shapesworld_model(args.checkpoint, "toyworld eval", ema=not getattr(args, "no_ema", False))
     total = len(plan(entries, args.n_per_prompt, args.images_per_tag)[0])
     bar, upd = _progress(total, f"eval[{args.split}]")
     t0 = time.time()
