@@ -423,6 +423,11 @@ def test_run_dir_loads_the_latest_checkpoint_and_its_ema(xs_run, tmp_path):
     assert raw.steps == 3 and raw.shapesworld
     assert all(torch.equal(raw.backbone.module.state_dict()[k], v) for k, v in trained.items())
     assert all(torch.equal(with_ema.backbone.module.state_dict()[k], v) for k, v in ema.items())
+    # `slas sample` and `slas toyworld eval` read a run through the same loader: the same weights, named the same
+    sample = load_model(str(run), shapesworld_only="sample")
+    assert sample.from_run and raw.from_run and sample.description == with_ema.description
+    assert all(torch.equal(sample.backbone.module.state_dict()[k], v) for k, v in ema.items())
+    assert not load_model(None, shapesworld_only="sample").from_run  # the shipped model: no run to name
     # the CLI samples what the loaded weights generate, with the run's eval.steps and plan()'s seeds
     assert main(["eval", "--suite", "toyworld", "--model", str(run), "--no-ema", "--max-prompts", "3",
                  "--out", str(tmp_path / "o")]) == 0

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from _toyruns import tiny_overrides
-from slas.apps.cli import _extend, main
+from slas.apps.cli import main
+from slas.apps.commands import _extend
 from slas.config import load_config
 from slas.recipe import checkpoint, metrics
 from slas.recipe.metrics import read_metrics

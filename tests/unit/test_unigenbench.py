@@ -161,8 +161,8 @@ def test_scores_malformed_timeouts_and_cache(stub, data_dir, tmp_path):
     cache = tmp_path / "cache.jsonl"
 
     t0, stamps = time.monotonic(), []
-    res = ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir,
-                       progress=lambda n: stamps.append(time.monotonic() - t0))
+    res = ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir,
+                                progress=lambda n: stamps.append(time.monotonic() - t0))
     s = res.summary
     # answers are handled as they arrive, not when the slowest request gives up (~3 x 0.3 s)
     assert len(stamps) == 7 and stamps[0] < 0.5 < stamps[-1]
@@ -190,13 +190,13 @@ def test_scores_malformed_timeouts_and_cache(stub, data_dir, tmp_path):
 
     # rerun: answers (malformed ones included) come from the cache, only the failed image is asked again
     stub.script[30] = [answer([0, 0])]
-    res2 = ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir)
+    res2 = ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir)
     assert res2.n_requests == 1 and stub.hits[30] == 4
     assert sum(v.cached for v in res2.verdicts) == 6 and res2.summary["n_failed"] == 0
     assert res2.summary["sub"]["Style"]["total"] == 4
 
     # third run: everything is cached, no request at all, the same scores
-    res3 = ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir)
+    res3 = ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir)
     assert res3.n_requests == 0 and stub.n_requests == 11
     assert res3.summary == res2.summary
 
@@ -205,12 +205,12 @@ def test_retry_malformed_asks_again(stub, data_dir, tmp_path):
     items = ugb.load_items("short", data_dir)[:2]
     images = [[solid(c) for c in codes] for codes in CODES[:2]]
     cache = tmp_path / "cache.jsonl"
-    ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir)
+    ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir)
     stub.script[21] = [answer([1, 1, 0])]
-    res = ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir, retry_malformed=True)
+    res = ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir, retry_malformed=True)
     assert res.n_requests == 2  # the two malformed answers, 12 and 21
     assert res.summary["n_malformed"] == 1  # 12 is still malformed; 21 now scores
-    assert ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir).summary == res.summary
+    assert ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir).summary == res.summary
 
 
 def test_interrupted_run_resumes_from_the_cache(stub, data_dir, tmp_path):
@@ -225,12 +225,12 @@ def test_interrupted_run_resumes_from_the_cache(stub, data_dir, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ugb.evaluate(items, images, judge(stub, concurrency=1), cache, data_dir=data_dir, progress=interrupt_after_two)
+        ugb.score_unigenbench(items, images, judge(stub, concurrency=1), cache, data_dir=data_dir, progress=interrupt_after_two)
     assert len(cache.read_text().splitlines()) == 2  # each answer is written as it arrives
     with cache.open("a") as f:
         f.write('{"key": "torn')  # and a torn last line, as a kill mid-write leaves, is skipped with a warning
     with pytest.warns(ugb.UniGenBenchDataWarning, match="unreadable cache line"):
-        res = ugb.evaluate(items, images, judge(stub), cache, data_dir=data_dir)
+        res = ugb.score_unigenbench(items, images, judge(stub), cache, data_dir=data_dir)
     assert sum(v.cached for v in res.verdicts) == 2 and res.n_requests == 3
     assert res.summary["n_scored"] + res.summary["n_malformed"] == 5
 
@@ -239,7 +239,7 @@ def test_wrong_api_key_stops_the_run(stub, data_dir, tmp_path):
     items = ugb.load_items("short", data_dir)[:1]
     bad = ugb.JudgeConfig(stub.base_url, "stub-judge", "sk-wrong", timeout_s=1.0, backoff_s=0.01)
     with pytest.raises(ugb.JudgeError, match="HTTP 401"):
-        ugb.evaluate(items, [[solid(10)]], bad, tmp_path / "c.jsonl", data_dir=data_dir)
+        ugb.score_unigenbench(items, [[solid(10)]], bad, tmp_path / "c.jsonl", data_dir=data_dir)
 
 
 def test_judge_config_from_env(monkeypatch):

@@ -27,7 +27,7 @@ Deviations, and why:
 - Images are sent as lossless PNG data URIs (upstream: JPEG q95 for the vLLM judge, the file's own type for Gemini).
 - A malformed answer (missing tags, not a list, wrong length, a score outside {0, 1}) is counted in
   ``n_malformed`` and left out of every score. Upstream re-asks the judge forever; here
-  ``evaluate(..., retry_malformed=True)`` re-asks once per run, so a rerun can replace it.
+  ``score_unigenbench(..., retry_malformed=True)`` re-asks once per run, so a rerun can replace it.
 - A request that still fails after its retries is counted in ``n_failed`` and left out of the scores; upstream
   retries 10 times and then crashes on the ``None`` it gets.
 - Row ``index`` 509 of ``test_prompts_en_long.csv`` has invalid JSON upstream (a missing comma between two
@@ -71,18 +71,18 @@ __all__ = [
     "build_judge_prompt",
     "default_data_dir",
     "encode_png",
-    "evaluate",
     "load_definitions",
     "load_items",
     "parse_verdict",
     "primary_dimension",
+    "score_unigenbench",
     "summarize",
 ]
 
 UPSTREAM_REPO = "CodeGoat24/UniGenBench"
 DATA_FILES = {"short": "test_prompts_en.csv", "long": "test_prompts_en_long.csv"}
 DEFINITIONS_FILE = "eval_testpoint_definitions_en.json"
-IMAGES_PER_PROMPT = 4  # upstream's protocol; evaluate() accepts any number per prompt
+IMAGES_PER_PROMPT = 4  # upstream's protocol; score_unigenbench() accepts any number per prompt
 
 Split = Literal["short", "long"]
 
@@ -485,7 +485,7 @@ def summarize(items: Sequence[Item], verdicts: Sequence[Verdict]) -> dict[str, A
     }
 
 
-def evaluate(
+def score_unigenbench(
     items: Sequence[Item],
     images: Sequence[Sequence[np.ndarray]],
     judge: JudgeConfig,

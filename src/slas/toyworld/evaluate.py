@@ -83,8 +83,9 @@ def plan(entries: list[dict], n_per_prompt: int = 1, images_per_tag: int = 0) ->
     return metas, seeds
 
 
-def evaluate(backbone: Backbone, entries: list[dict], n_per_prompt: int = 1, steps: int = EVAL_STEPS, shift: float = 1.0,
-             batch_size: int = 128, progress=None, images_per_tag: int = 0) -> tuple[dict, np.ndarray, list[dict]]:
+def evaluate_shapesworld(backbone: Backbone, entries: list[dict], n_per_prompt: int = 1, steps: int = EVAL_STEPS,
+                         shift: float = 1.0, batch_size: int = 128, progress=None,
+                         images_per_tag: int = 0) -> tuple[dict, np.ndarray, list[dict]]:
     """Sample images for ``entries`` (see ``plan``) with fixed seeds and verify them.
 
     Returns the summary, the images [N, H, W, 3] and the metadata of each image.

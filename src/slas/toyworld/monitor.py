@@ -41,7 +41,7 @@ import numpy as np
 from slas.recipe.run_dir import RunDir
 from slas.toyworld.image_stats import _rgb, image_stats
 
-__all__ = ["detection_diversity", "evaluate", "hacking_gap", "pixel_diversity", "should_stop"]
+__all__ = ["detection_diversity", "hacking_gap", "measure_hacking", "pixel_diversity", "should_stop"]
 
 SEED_BASE = 9_000_000  # in-domain image k of prompt i uses noise seed SEED_BASE + 100 i + k (the eval's are < 1e6)
 
@@ -134,8 +134,8 @@ def in_domain_set(n_prompts: int, group: int) -> tuple[list[dict], list[int], li
     return metas, seeds, groups
 
 
-def evaluate(backbone, cfg, run_dir: Path, iteration: int, eval_images: np.ndarray, eval_metas: list[dict], *,
-             score_fn, history: list[dict]) -> dict:
+def measure_hacking(backbone, cfg, run_dir: Path, iteration: int, eval_images: np.ndarray, eval_metas: list[dict], *,
+                    score_fn, history: list[dict]) -> dict:
     """The ``monitor/*`` metrics of one evaluation (empty when ``monitor.enabled`` is off). ``score_fn``: the
     training reward (the recipe's scorer, ``slas.rewards.build``); ``history``: the run's metrics rows so far."""
     m = cfg.monitor

@@ -14,7 +14,7 @@ from slas.toyworld import monitor
 from slas.toyworld import proxies as _proxies  # noqa: F401  (registers the proxy rewards)
 from slas.toyworld import rewards as _rewards  # noqa: F401  (registers the toy_* rewards)
 from slas.toyworld.backbone import ToyBackbone
-from slas.toyworld.evaluate import balanced_subset, evaluate, labelled_grid, verdict_record
+from slas.toyworld.evaluate import balanced_subset, evaluate_shapesworld, labelled_grid, verdict_record
 from slas.toyworld.verifier import verify
 from slas.toyworld.world import PromptError, parse, split
 
@@ -33,8 +33,8 @@ class ShapesWorld:
 
         e = cfg.eval
         entries = balanced_subset(split(e.split), e.max_prompts)
-        summary, ev_images, ev_metas = evaluate(backbone, entries, e.n_per_prompt, steps=e.steps,
-                                                images_per_tag=e.images_per_tag)
+        summary, ev_images, ev_metas = evaluate_shapesworld(backbone, entries, e.n_per_prompt, steps=e.steps,
+                                                            images_per_tag=e.images_per_tag)
         prompts = [p for p in e.grid_prompts for _ in range(4)]
         images = generate(backbone, prompts, list(range(len(prompts))), steps=e.steps)
         paths = RunDir(run_dir)
@@ -60,11 +60,11 @@ class ShapesWorld:
         }
         out.update({f"eval/strict/{tag}": v["strict"] for tag, v in summary["per_tag"].items()})
         if e.in_domain_per_tag:  # the same protocol on fixed train-split prompts: what training sees
-            ind, _, _ = evaluate(backbone, split("train"), steps=e.steps, images_per_tag=e.in_domain_per_tag)
+            ind, _, _ = evaluate_shapesworld(backbone, split("train"), steps=e.steps, images_per_tag=e.in_domain_per_tag)
             out.update({"eval/id/gold_accuracy": ind["overall_strict"], "eval/id/exact_count": ind["exact_count"],
                         "eval/id/debris": ind["debris"], "eval/id/n_images": ind["n_images"]})
-        out.update(monitor.evaluate(backbone, cfg, run_dir, iteration, ev_images, ev_metas, score_fn=score_fn,
-                                    history=history))  # proxy vs gold, diversity
+        out.update(monitor.measure_hacking(backbone, cfg, run_dir, iteration, ev_images, ev_metas, score_fn=score_fn,
+                                           history=history))  # proxy vs gold, diversity
         return out
 
 
