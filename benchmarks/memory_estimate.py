@@ -57,7 +57,7 @@ def build() -> dict:
             "vae16": AutoencoderKL(**VAE_16), "vae4": AutoencoderKL(**VAE_4), "hps": CLIPModel(CLIPConfig(**HPS_VIT_H)),
         }
         n = {k: count(v) for k, v in m.items()}
-        # the recipes' LoRA variants (DG train_grpo_flux_lora.py; FG train_sd3.py:417-440)
+        # the recipes' LoRA variants (DanceGRPO train_grpo_flux_lora.py; Flow-GRPO train_sd3.py:417-440)
         add_lora(m["flux"], 128, 256, ["to_q", "to_k", "to_v", "to_out.0"])
         add_lora(m["sd3"], 32, 64, ["attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
                                     "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"])

@@ -4,7 +4,7 @@ Both run the real recipe (``slas.recipe.train.train``) for a few iterations on t
 
 - ``slas``: rollout micro-batch ``sample.batch_size`` 0 (all N samples per forward), ``train.micro_batch`` 64
   (sample, timestep) pairs per forward/backward with per-sample timestep vectors, rewards in batches of 256;
-- ``dance`` (DanceGRPO, DG train_grpo_flux.py:326-367, 387-432, 571-608): rollout batch 1, one forward/backward per
+- ``dance`` (DanceGRPO, DanceGRPO train_grpo_flux.py:326-367, 387-432, 571-608): rollout batch 1, one forward/backward per
   (sample, timestep), rewards one image at a time.
 
 Each runs in a fresh process (its own peak RSS); iteration 1 is warm-up, and each phase's time (``time/*`` in

@@ -9,7 +9,7 @@ the plugins on first use.
 
 A *world* supplies what the recipe needs when the config names no prompt files: its prompts by split name and
 its evaluation. The recipe calls ``world.prompts("train")`` for ``data.prompts: null`` and
-``world.evaluate(backbone, cfg, run_dir, iteration, score_fn=..., history=...)`` at each evaluation when
+``world.evaluate_backbone(backbone, cfg, run_dir, iteration, score_fn=..., history=...)`` at each evaluation when
 ``data.eval_prompts`` is null.
 """
 
@@ -32,7 +32,7 @@ class World(Protocol):
     def prompts(self, split: str) -> list[dict]:
         """The prompt entries (``{"prompt": str, ...metadata}``) of split ``split``; ValueError for an unknown one."""
 
-    def evaluate(self, backbone: Any, cfg: Any, run_dir: Path, iteration: int, *, score_fn: Any,
+    def evaluate_backbone(self, backbone: Any, cfg: Any, run_dir: Path, iteration: int, *, score_fn: Any,
                  history: list[dict]) -> dict[str, float]:
         """One evaluation of ``backbone`` (eval mode, the weights to evaluate in place): ``eval/*`` metrics; it may
         write files (sample grids) under ``run_dir``. ``score_fn``: the training reward (``slas.rewards.build``);

@@ -1,6 +1,6 @@
 """Advantage estimators: hand-computed tables and the shared edge cases.
 
-Upstream formulas: DG train_grpo_flux.py:532-548, FG flow_grpo/stat_tracking.py:25-31.
+Upstream formulas: DanceGRPO train_grpo_flux.py:532-548, Flow-GRPO flow_grpo/stat_tracking.py:25-31.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_grpo_table():
 
 
 def test_grpo_global_std_table():
-    # A = dev / (std_B(raw) + 1e-4): eps is part of the expected value (FG stat_tracking.py uses 1e-4)
+    # A = dev / (std_B(raw) + 1e-4): eps is part of the expected value (Flow-GRPO stat_tracking.py uses 1e-4)
     d1 = STD1_RAW + 1e-4
     close(compute("grpo_global_std", R1, G1), [-1 / d1, 0, 1 / d1, -1 / d1, 0, 1 / d1], rtol=1e-12)
     d2 = STD2_RAW + 1e-4
@@ -130,7 +130,7 @@ def test_slas_after_table():
 
 
 def test_slas_gamma0_rewards_equals_grpo_global_std():
-    # Flow-GRPO global_std (FG flow_grpo/stat_tracking.py:25-31) is SLAS with gamma = 0 and a raw-reward batch std (up to eps)
+    # Flow-GRPO global_std (flow_grpo/stat_tracking.py:25-31) is SLAS with gamma = 0 and a raw-reward batch std (up to eps)
     for r, g in [(R1, G1), (R2, G2), (torch.rand(24, dtype=F64), torch.arange(24) // 4)]:
         a = compute("slas", r, g, gamma=0.0, batch_std_of="rewards")
         b = compute("grpo_global_std", r, g)
@@ -144,7 +144,7 @@ def test_slas_gamma0_rewards_equals_grpo_global_std():
 @pytest.mark.parametrize("value", [0.7, 0.3, 0.1, 0.55, 0.0, 1.0])
 @pytest.mark.parametrize("name,params", ALL_CONFIGS)
 def test_equal_reward_groups_are_exactly_zero_fp32(value, name, params):
-    # Groups of 12 identical fp32 values; the fp32 DG formula (DG train_grpo_flux.py:532-548) can give a large |A|.
+    # Groups of 12 identical fp32 values; the fp32 DanceGRPO formula (DanceGRPO train_grpo_flux.py:532-548) can give a large |A|.
     # A second, informative group makes the batch std non-zero, so only the zero-spread rule can give the zeros.
     r = torch.cat([torch.full((12,), value), torch.linspace(0, 1, 12)]).float()
     g = torch.cat([torch.full((12,), 3), torch.full((12,), 9)])
@@ -156,7 +156,7 @@ def test_equal_reward_groups_are_exactly_zero_fp32(value, name, params):
 
 
 def test_fp32_dancegrpo_formula_is_not_zero_on_equal_rewards():
-    # Guard that the test above is meaningful: DG's fp32 formula (DG train_grpo_flux.py:532-548) is non-zero here.
+    # Guard that the test above is meaningful: DanceGRPO's fp32 formula (DanceGRPO train_grpo_flux.py:532-548) is non-zero here.
     r = torch.full((12,), 0.7, dtype=torch.float32)
     naive = (r - r.mean()) / (r.std() + 1e-8)
     assert naive.abs().max() > 0.1

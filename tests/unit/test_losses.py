@@ -1,4 +1,5 @@
-"""PPO-clip and KL losses: hand-computed values, masking, gradients (DG train_grpo_flux.py:571-608, FG train_sd3.py:873-904)."""
+"""PPO-clip and KL losses: hand-computed values, masking, gradients (DanceGRPO train_grpo_flux.py:571-608, Flow-GRPO
+train_sd3.py:873-904)."""
 
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ def test_gaussian_kl_flow_grpo_is_abs_dt_times_analytic():
     analytic = gaussian_kl(mean, ref, std)
     fg = gaussian_kl(mean, ref, std, form="flow_grpo", dt=dt)
     torch.testing.assert_close(fg, dt.abs() * analytic, rtol=1e-12, atol=0)
-    # FG's own expression: mean_D((mu - mu_ref)^2) / (2 g^2), std = g sqrt(|dt|)  (FG train_sd3.py:894-897)
+    # Flow-GRPO's own expression: mean_D((mu - mu_ref)^2) / (2 g^2), std = g sqrt(|dt|)  (Flow-GRPO train_sd3.py:894-897)
     g = std / dt.abs().sqrt()
     fg_code = (mean - ref).square().mean(dim=(1, 2)) / (2 * g**2)
     torch.testing.assert_close(fg, fg_code, rtol=1e-12, atol=0)

@@ -6,7 +6,7 @@ Pick one by name once at setup (``validate(name, **params)``), then call ``compu
 Every estimator sees the same prepared batch (``Groups``), built in one place so that the edge cases are handled
 identically for all of them:
 
-- arithmetic is float64 (DG train_grpo_flux.py:532-548 computes in fp32, where a group of identical rewards can get
+- arithmetic is float64 (DanceGRPO train_grpo_flux.py:532-548 computes in fp32, where a group of identical rewards can get
   a large |A|: the fp32 group mean can be off by one ulp and the deviations are then of the order of eps; see
   docs/upstream-parity.md);
 - a group whose finite rewards have zero spread (``max - min <= tol``, ``tol = ZERO_SPREAD_RTOL * max(1, max|r|)``)
@@ -14,7 +14,7 @@ identically for all of them:
 - NaN / +-inf rewards are masked: they take part in no mean or std and get advantage exactly 0; ``finite_mask``
   tells the recipe which samples to drop from the loss;
 - ``adv_clip`` clamps the shaped advantages to ``[-adv_clip, adv_clip]`` (DanceGRPO ``adv_clip_max`` = 5,
-  DG train_grpo_flux.py:571-608).
+  DanceGRPO train_grpo_flux.py:571-608).
 
 Group ids may be arbitrary integers (not contiguous, not sorted); they are mapped to dense indices with
 ``torch.unique`` and every per-group reduction is a ``bincount`` / ``index_add_`` / ``scatter_reduce``.
@@ -251,11 +251,11 @@ def _batch_std(x: Tensor) -> Tensor:
 
 @_register("grpo", check=lambda eps: _check_eps(eps))
 def grpo(groups: Groups, *, eps: float = 1e-8) -> tuple[Tensor, float]:
-    """DanceGRPO group z-score (DG train_grpo_flux.py:532-548, ``--use_group``):
+    """DanceGRPO group z-score (DanceGRPO train_grpo_flux.py:532-548, ``--use_group``):
 
         A_i = (r_i - mean_g) / (std_g + eps),   std_g unbiased (ddof 1),   eps = 1e-8.
 
-    DG computes this in fp32; here float64, and zero-spread groups give exactly 0 (docs/upstream-parity.md).
+    DanceGRPO computes this in fp32; here float64, and zero-spread groups give exactly 0 (docs/upstream-parity.md).
     """
     dev = groups.centered  # [n]
     var = groups.group_sum(dev * dev) / (groups.count - 1).clamp_min(1)  # [K]; groups with < 2 rewards are zeroed
@@ -264,11 +264,11 @@ def grpo(groups: Groups, *, eps: float = 1e-8) -> tuple[Tensor, float]:
 
 @_register("grpo_global_std", check=lambda eps: _check_eps(eps))
 def grpo_global_std(groups: Groups, *, eps: float = 1e-4) -> tuple[Tensor, float]:
-    """Flow-GRPO per-prompt mean with a batch std (FG flow_grpo/stat_tracking.py:25-31, ``global_std=True``):
+    """Flow-GRPO per-prompt mean with a batch std (Flow-GRPO flow_grpo/stat_tracking.py:25-31, ``global_std=True``):
 
         A_i = (r_i - mean_g) / (std_B(r) + eps),   std_B over all (finite) rewards of the batch, ddof 0, eps = 1e-4.
 
-    FG computes it in float64 numpy; eps is absolute, so it is not exactly reward-scale invariant (``slas`` is).
+    Flow-GRPO computes it in float64 numpy; eps is absolute, so it is not exactly reward-scale invariant (``slas`` is).
     """
     sigma = _batch_std(groups.rewards)
     return groups.centered / (sigma + eps), float(sigma)

@@ -4,8 +4,8 @@ detached 0-d tensors instead: reading a float is a host-device sync, which the r
 accumulating the tensors and reading them once per iteration.
 
 Log-probabilities here are per-transition Gaussian log-densities as the samplers return them: a **mean over the D
-latent elements**, not a sum (DanceGRPO / Flow-GRPO / DDPO convention, DG train_grpo_flux.py:159-167,
-FG sd3_sde_with_logprob.py:61-68). The ratio, the clip range and ``approx_kl`` all live in that mean-over-D space.
+latent elements**, not a sum (DanceGRPO / Flow-GRPO / DDPO convention, DanceGRPO train_grpo_flux.py:159-167,
+Flow-GRPO sd3_sde_with_logprob.py:61-68). The ratio, the clip range and ``approx_kl`` all live in that mean-over-D space.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def ppo_clip_loss(
     weight: Tensor | None = None,
     sync_stats: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO clipped surrogate in the DanceGRPO / Flow-GRPO / DDPO form (DG train_grpo_flux.py:571-608,
-    FG train_sd3.py:873-899):
+    """PPO clipped surrogate in the DanceGRPO / Flow-GRPO / DDPO form (DanceGRPO train_grpo_flux.py:571-608,
+    Flow-GRPO train_sd3.py:873-899):
 
         rho = exp(log_prob - old_log_prob)                                              # [M]
         L   = sum_i w_i max(-A_i rho_i, -A_i clamp(rho_i, 1 - clip, 1 + clip)) / sum_i w_i
@@ -69,12 +69,12 @@ def ppo_clip_loss(
     entry with weight 0 contributes nothing and does not count in the denominator, and NaN/inf in its advantage or
     log-probs cannot leak into the loss or the gradient (they are replaced by 0 with ``torch.where`` *before* any
     arithmetic). If the weights sum to 0 the loss is an exact 0 that is still connected to ``log_prob``'s graph.
-    DG additionally divides by (grad_acc * train_timesteps); that scaling belongs to the recipe.
+    DanceGRPO additionally divides by (grad_acc * train_timesteps); that scaling belongs to the recipe.
 
     Stats (weighted over the unmasked entries; 0.0 when none): ``ratio_mean``; ``ratio_max_dev`` = max |rho - 1|;
-    ``clipfrac`` = fraction with |rho - 1| > clip; ``approx_kl`` = 0.5 mean((log_prob - old_log_prob)^2) as DDPO / FG
-    log it (DG train_grpo_sd.py:658-661, FG train_sd3.py:901-904) -- in mean-over-D space, so tiny and not comparable
-    to LLM-RL KL values; ``policy_loss`` = the loss; ``adv_mean``.
+    ``clipfrac`` = fraction with |rho - 1| > clip; ``approx_kl`` = 0.5 mean((log_prob - old_log_prob)^2) as DDPO /
+    Flow-GRPO log it (DanceGRPO train_grpo_sd.py:658-661, Flow-GRPO train_sd3.py:901-904) -- in mean-over-D space, so
+    tiny and not comparable to LLM-RL KL values; ``policy_loss`` = the loss; ``adv_mean``.
     """
     if not (log_prob.shape == old_log_prob.shape == advantages.shape):
         raise ValueError(
@@ -133,11 +133,11 @@ def gaussian_kl(
     broadcastable to [M, ...]; ``dt``: same, required for ``form="flow_grpo"``.
 
     - ``form="analytic"``: per element (mean - ref_mean)^2 / (2 std^2), the exact KL of each latent coordinate.
-    - ``form="flow_grpo"``: Flow-GRPO's code (FG train_sd3.py:894-897), mean_D((mu - mu_ref)^2) / (2 g^2) with
+    - ``form="flow_grpo"``: Flow-GRPO's code (Flow-GRPO train_sd3.py:894-897), mean_D((mu - mu_ref)^2) / (2 g^2) with
       std = g sqrt(|dt|), i.e. ``|dt| * analytic`` (docs/upstream-parity.md). It down-weights small steps.
-      **beta values are not transferable between the two forms**: FG's beta = 0.04 / 0.01 are calibrated for this one.
+      **beta values are not transferable between the two forms**: Flow-GRPO's beta = 0.04 / 0.01 are calibrated for this one.
 
-    ``reduce`` over the non-batch dims: ``"mean"`` (FG, and the mean-over-D log-prob convention) or ``"sum"`` (the
+    ``reduce`` over the non-batch dims: ``"mean"`` (Flow-GRPO, and the mean-over-D log-prob convention) or ``"sum"`` (the
     true KL of the whole latent; D times larger). Computed in at least fp32. ``std`` must be > 0 (not checked, to
     avoid a device sync).
     """
@@ -164,7 +164,7 @@ def gaussian_kl(
 
 def kl_loss(kl: Tensor, beta: float, weight: Tensor | None = None,
             sync_stats: bool = True) -> tuple[Tensor, dict[str, float]]:
-    """``beta * sum_i w_i kl_i / sum_i w_i`` for a per-sample KL [M] (FG train_sd3.py:894-897: loss += beta * kl).
+    """``beta * sum_i w_i kl_i / sum_i w_i`` for a per-sample KL [M] (Flow-GRPO train_sd3.py:894-897: loss += beta * kl).
 
     Masking follows ``ppo_clip_loss``: weight-0 entries cannot leak NaN. Stats: ``kl_mean`` (weighted mean of kl,
     before beta).

@@ -77,7 +77,7 @@ def compute_dtype(device: torch.device, name: str) -> torch.dtype:
 
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed precision for the forward passes (DanceGRPO: bf16 autocast over fp32 master weights,
-    DG train_grpo_flux.py:699-703, fsdp_util.py:56-117); a no-op in fp32."""
+    DanceGRPO train_grpo_flux.py:699-703, fsdp_util.py:56-117); a no-op in fp32."""
     if dtype != torch.float32:
         return torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext()
@@ -258,7 +258,7 @@ def vae_decode(vae, latents: torch.Tensor, dtype: torch.dtype, batch_size: int =
 class EmbedCache:
     """Prompt embeddings on disk, one safetensors file per prompt, named by sha256 of the encoder's identity and
     the prompt. DanceGRPO precomputes FLUX's T5/CLIP embeddings for its whole prompt file before training
-    (DG fastvideo/data_preprocess/preprocess_flux_embedding.py:93-124); here the cache fills in on first use, so the text
+    (DanceGRPO fastvideo/data_preprocess/preprocess_flux_embedding.py:93-124); here the cache fills in on first use, so the text
     encoders run once per prompt across runs. ``identity`` must change whenever the embeddings would (model path,
     sequence length, ...). Files are written atomically (temporary name, then rename)."""
 
@@ -288,6 +288,16 @@ class EmbedCache:
         loaded = {p: load_file(str(self.path(p))) for p in uniq}
         keys = loaded[uniq[0]].keys()
         return {k: torch.stack([loaded[p][k] for p in prompts]).to(device) for k in keys}
+
+
+def embedder(encode: Callable[[list[str]], dict[str, torch.Tensor]], cache_dir: str | None, identity: dict,
+             device: torch.device) -> Callable[[list[str]], dict[str, torch.Tensor]]:
+    """An adapter's prompt encoder: ``encode`` itself, or through an ``EmbedCache`` in ``cache_dir``
+    (``model.embed_cache``) when one is set."""
+    if not cache_dir:
+        return encode
+    cache = EmbedCache(cache_dir, identity)
+    return lambda prompts: cache(prompts, encode, device)
 
 
 # ----------------------------------------------------------------------------

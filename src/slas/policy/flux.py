@@ -1,6 +1,6 @@
 """FLUX.1 [dev] / [schnell] adapter: a rectified-flow transformer over packed VAE latents (diffusers
 ``FluxTransformer2DModel``), sampled with the flow SDEs of ``slas.algo.samplers`` (DanceGRPO's FLUX path,
-DG fastvideo/train_grpo_flux.py).
+DanceGRPO fastvideo/train_grpo_flux.py).
 
 - Text: CLIP-L's pooled output [N, 768] (``pooled_projections``) and T5-XXL's last hidden states [N, L, 4096]
   (``encoder_hidden_states``), tokenised and encoded as ``FluxPipeline.encode_prompt`` does (diffusers 0.42
@@ -10,7 +10,7 @@ DG fastvideo/train_grpo_flux.py).
   noise act on the image grid); the transformer sees it packed into 2x2 patches, [N, (H/16)(W/16), 64] tokens
   with (0, row, col) position ids (``FluxPipeline._pack_latents`` / ``_prepare_latent_image_ids``).
 - Time input: sigma in [0, 1] (the pipeline passes ``timestep / 1000``); DanceGRPO floors it to 1e-3
-  (DG train_grpo_flux.py:231-232), slas passes it exactly, as the pipeline does.
+  (DanceGRPO train_grpo_flux.py:231-232), slas passes it exactly, as the pipeline does.
 - Time shift: rollouts use ``sample.shift`` (DanceGRPO: a static 3); evaluation samples as FluxPipeline does
   (``pipeline_shift``: FLUX.1-dev's resolution-dependent dynamic shift, ``slas.policy.schedule``).
 - Guidance: FLUX.1-dev is guidance-distilled: the scale enters through the guidance embedding, one forward per
@@ -87,8 +87,8 @@ class FluxBackbone:
         self.max_sequence_length = max_sequence_length
         self.img_ids = image_ids(h // 2, w // 2).to(self.device)  # [(h/2)(w/2), 3]
         self.scheduler_config = scheduler_config
-        self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="flux", dtype=str(self.dtype),
-                                                           max_sequence_length=max_sequence_length)) if m.embed_cache else None
+        self._embed = common.embedder(self._encode, m.embed_cache, dict(identity or {}, backbone="flux", dtype=str(
+            self.dtype), max_sequence_length=max_sequence_length), self.device)
 
     @staticmethod
     def check(cfg) -> None:
@@ -128,9 +128,7 @@ class FluxBackbone:
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """{"prompt_embeds": [N, L, 4096] (T5), "pooled_prompt_embeds": [N, 768] (CLIP)} in the compute dtype."""
-        if self.cache is not None:
-            return self.cache(prompts, self._encode, self.device)
-        return self._encode(prompts)
+        return self._embed(prompts)
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
 """Stable Diffusion 1.x adapter: an epsilon-prediction UNet (diffusers ``UNet2DConditionModel``) with
-classifier-free guidance, sampled with DDIM-eta (DanceGRPO's SD1.4 path, DDPO-derived, DG fastvideo/train_grpo_sd.py).
+classifier-free guidance, sampled with DDIM-eta (DanceGRPO's SD1.4 path, DDPO-derived, DanceGRPO fastvideo/train_grpo_sd.py).
 
 - Text: CLIP-L's last hidden states [N, 77, 768], as ``StableDiffusionPipeline.encode_prompt`` (diffusers 0.42;
   no clip skip; the attention mask only when the text encoder's config asks for it).
@@ -50,8 +50,8 @@ class SDBackbone:
         self.vae = common.frozen(vae, self.device, self.dtype)
         self.text_encoder = common.frozen(text_encoder, self.device, self.dtype)
         self.tokenizer = tokenizer
-        self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="sd", dtype=str(self.dtype))
-                                       ) if m.embed_cache else None
+        self._embed = common.embedder(self._encode, m.embed_cache, dict(identity or {}, backbone="sd",
+                                                                        dtype=str(self.dtype)), self.device)
         self._negative: dict[str, torch.Tensor] | None = None
 
     @staticmethod
@@ -81,9 +81,7 @@ class SDBackbone:
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """{"prompt_embeds": [N, 77, 768]} in the compute dtype."""
-        if self.cache is not None:
-            return self.cache(prompts, self._encode, self.device)
-        return self._encode(prompts)
+        return self._embed(prompts)
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:

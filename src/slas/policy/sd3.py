@@ -1,6 +1,6 @@
 """Stable Diffusion 3 / 3.5 adapter: an MMDiT rectified-flow transformer (diffusers ``SD3Transformer2DModel``)
 with classifier-free guidance, sampled with the flow SDEs of ``slas.algo.samplers`` (Flow-GRPO's SD3.5-M path,
-FG scripts/train_sd3.py).
+Flow-GRPO scripts/train_sd3.py).
 
 - Text: three encoders, as ``StableDiffusion3Pipeline.encode_prompt`` (diffusers 0.42): CLIP-L and CLIP-G
   penultimate hidden states concatenated on channels [N, 77, 768 + 1280] and zero-padded to T5's width, then
@@ -12,7 +12,7 @@ FG scripts/train_sd3.py).
   ``v = v_u + w (v_c - v_u)``. ``cfg_detach_uncond`` (Flow-GRPO: ``noise_pred_uncond.detach()``, train_sd3.py:190)
   runs the unconditional branch as its own forward under ``no_grad`` (no activations kept for it), in rollout too,
   so both passes compute the same batches and re-scoring still gives ratio 1; otherwise one forward on the
-  concatenated [uncond; cond] batch with gradients through both (DanceGRPO-SD, DG train_grpo_sd.py:594-678).
+  concatenated [uncond; cond] batch with gradients through both (DanceGRPO-SD, DanceGRPO train_grpo_sd.py:594-678).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class SD3Backbone:
         self.tokenizers = [tokenizer, tokenizer_2]
         self.tokenizer_3 = tokenizer_3
         self.max_sequence_length = max_sequence_length
-        self.cache = common.EmbedCache(m.embed_cache, dict(identity or {}, backbone="sd3", dtype=str(self.dtype),
-                                                           max_sequence_length=max_sequence_length)) if m.embed_cache else None
+        self._embed = common.embedder(self._encode, m.embed_cache, dict(identity or {}, backbone="sd3", dtype=str(
+            self.dtype), max_sequence_length=max_sequence_length), self.device)
         self._negative: dict[str, torch.Tensor] | None = None
         self.scheduler_config = scheduler_config
 
@@ -109,9 +109,7 @@ class SD3Backbone:
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """{"prompt_embeds": [N, 77 + L, D_T5], "pooled_prompt_embeds": [N, 2 x D_proj]} in the compute dtype."""
-        if self.cache is not None:
-            return self.cache(prompts, self._encode, self.device)
-        return self._encode(prompts)
+        return self._embed(prompts)
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:

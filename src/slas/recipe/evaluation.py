@@ -21,7 +21,7 @@ def evaluate_iteration(backbone, cfg: Config, run_dir: Path, iteration: int, ent
     world's own protocol."""
     if entries is not None:
         return evaluate_reward(backbone, cfg, run_dir, iteration, entries, score_fn)
-    return get_world(cfg.data.world).evaluate(backbone, cfg, run_dir, iteration, score_fn=score_fn, history=history)
+    return get_world(cfg.data.world).evaluate_backbone(backbone, cfg, run_dir, iteration, score_fn=score_fn, history=history)
 
 
 FINAL_LINES = (("eval/gold_accuracy", "held-out strict gold"), ("eval/id/gold_accuracy", "in-domain strict gold"),

@@ -141,7 +141,7 @@ class TrainState:
                                {"sampler_position": self.stream.position}, keep=self.cfg.run.keep_checkpoints,
                                group=self.pg, sharded=self.denoiser.sharded, old=o.old)
 
-    def evaluate(self, it: int) -> dict:
+    def evaluate_policy(self, it: int) -> dict:
         """Rank 0 evaluates with the EMA weights swapped in (FSDP: after every rank joined the all-gather of the
         weights); the others get {}."""
         self.backbone.module.eval()
@@ -234,7 +234,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
     N = P * G
     if st.start == 0:
         t0 = time.time()
-        row = {"iteration": 0, **st.evaluate(0), "time/eval_s": time.time() - t0}
+        row = {"iteration": 0, **st.evaluate_policy(0), "time/eval_s": time.time() - t0}
         st.metrics.write(row)
         _log_base(row, log)
     bar = tqdm(range(st.start + 1, cfg.train.iterations + 1), initial=st.start, total=cfg.train.iterations,
@@ -274,9 +274,8 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
         row["time/reward_s"] = time.time() - t0
 
         # ---- 3. ADVANTAGE over the global batch ----------------------------------------------------------
-        a = cfg.advantage
-        adv, adv_stats = advantages.compute_with_stats(a.estimator, r, pg.gather(ro.group_ids), adv_clip=a.adv_clip,
-                                                       **a.params)
+        adv, adv_stats = advantages.compute_with_stats(cfg.advantage.estimator, r, pg.gather(ro.group_ids),
+                                                       adv_clip=cfg.advantage.adv_clip, **cfg.advantage.params)
         adv_stats |= objective.advantage_stats(adv)
         finite = advantages.finite_mask(r)  # [N]: NaN/inf rewards never reach the loss
         # [N] the samples the loss averages over; Flow-GRPO also drops zero advantages (train_sd3.py:796-817), but
@@ -297,7 +296,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
         last = it == cfg.train.iterations
         if last or (cfg.eval.every and it % cfg.eval.every == 0):
             t0 = time.time()
-            row |= st.evaluate(it)
+            row |= st.evaluate_policy(it)
             row["time/eval_s"] = time.time() - t0
         st.metrics.write(row)
         if any(k.startswith("eval/") for k in row):

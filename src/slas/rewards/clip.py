@@ -252,7 +252,7 @@ def pickscore(*, model_path: str, processor_path: str | None = None, device: str
     """exp(logit_scale) · cos(î, t̂): the PickScore logit (yuvalkirstain/PickScore README ``calc_probs``, before the
     softmax over candidate images). model_path = PickScore_v1, processor_path = the processor it was trained with
     (laion/CLIP-ViT-H-14-laion2B-s32B-b79K). CLIP training caps exp(logit_scale) at 100 and PickScore_v1 sits at
-    about that cap, so scores are ~100 x the cosine (~22 on real images, an estimate from FG
+    about that cap, so scores are ~100 x the cosine (~22 on real images, an estimate from Flow-GRPO
     flow_grpo/pickscore_scorer.py's /26); Flow-GRPO divides by 26, DanceGRPO drops the scale (cosine only): set the
     reward weight accordingly."""
     clip = load_clip("pickscore", model_path, processor_path, device, dtype)

@@ -1,7 +1,7 @@
 """Reward-hacking monitor: the training (proxy) reward against the gold verifier, at every evaluation.
 
-Called once from ShapesWorld's evaluation (``slas.toyworld.plugin.ShapesWorld.evaluate``), with the images that the
-evaluation already sampled from the held-out ``eval.split`` (fixed prompts and seeds). It adds one fixed
+Called once from ShapesWorld's evaluation (``slas.toyworld.plugin.ShapesWorld.evaluate_backbone``), with the images
+that the evaluation already sampled from the held-out ``eval.split`` (fixed prompts and seeds). It adds one fixed
 *in-domain* set: ``monitor.prompts`` prompts of the ``train`` split (the prompts the proxy is optimised on;
 a tag-balanced subset) x ``monitor.group`` fixed seeds each, sampled with the same deterministic ODE. It
 writes, under ``monitor/`` (docs/hacking.md):

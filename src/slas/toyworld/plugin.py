@@ -26,7 +26,7 @@ class ShapesWorld:
     def prompts(self, name: str) -> list[dict]:
         return split(name)
 
-    def evaluate(self, backbone, cfg, run_dir: Path, iteration: int, *, score_fn, history: list[dict]) -> dict:
+    def evaluate_backbone(self, backbone, cfg, run_dir: Path, iteration: int, *, score_fn, history: list[dict]) -> dict:
         """Held-out ODE evaluation with fixed seeds (eval.split, eval.images_per_tag), the same protocol on train
         prompts (eval.in_domain_per_tag), the proxy-vs-gold monitor, and a sample grid."""
         from PIL import Image

@@ -1,7 +1,7 @@
 """DDIM with eta for epsilon-prediction diffusion models (SD1.x), stateless, with per-step log-probs.
 
 Port of DDPO's ``ddim_step_with_logprob`` as used by DanceGRPO-SD
-(DG:fastvideo/models/stable_diffusion/ddim_with_logprob.py:34-187), with alpha-bars passed explicitly per
+(DanceGRPO:fastvideo/models/stable_diffusion/ddim_with_logprob.py:34-187), with alpha-bars passed explicitly per
 sample instead of looked up from a scheduler's ``alphas_cumprod`` and timestep.
 """
 
@@ -70,8 +70,8 @@ def ddim_step_with_logprob(
         alpha_bar, alpha_bar_prev: [N] per-sample alpha-bars of t and t_prev (float or 0-d broadcast), with
             ``0 < alpha_bar < alpha_bar_prev <= 1``; see ``ddim_alphas``.
         eta, prev_sample, generator, noise, reduce: as ``flow_step_with_logprob`` (``reduce="mean"`` is the
-            DDPO parity; the clip range then acts on ratio_sum ** (1/D), DG train_grpo_flux.py:159-167,
-            DG ddim_with_logprob.py:178-185).
+            DDPO parity; the clip range then acts on ratio_sum ** (1/D), DanceGRPO train_grpo_flux.py:159-167,
+            DanceGRPO ddim_with_logprob.py:178-185).
 
     Returns:
         StepOutput with fp32 ``mean`` [N, ...], ``std`` [N, 1, ..., 1] and ``log_prob`` [N].
@@ -80,7 +80,7 @@ def ddim_step_with_logprob(
     if eta > 1:
         # 1 - ab_prev - sigma_t^2 goes negative: the DDIM mean is undefined (diffusers would return NaN)
         raise ValueError(f"DDIM eta must be in [0, 1] (1 = DDPM-like ancestral sampling), got {eta}")
-    # fp32 inside the step (DG ddim_with_logprob.py:176-187): DanceGRPO-SD computed log-probs on fp32 x_prev but stored it
+    # fp32 inside the step (DanceGRPO ddim_with_logprob.py:176-187): DanceGRPO-SD computed log-probs on fp32 x_prev but stored it
     # in bf16, so the re-scored ratio was != 1 on-policy. Same fp32 inputs in both passes -> identical log-probs.
     eps = eps.float()
     x = x.float()

@@ -5,7 +5,7 @@ A backbone declares what its network predicts (``Backbone.prediction``); ``sampl
 ``sampler.step(..., noise=...)`` and the PPO update calls ``sampler.step(..., prev_sample=...)`` on the same
 object, so the old and the new log-prob come from the same arithmetic (ddpo-pytorch's pattern, DDPO
 ``ddpo_pytorch/diffusers_patch/ddim_with_logprob.py``) for every backbone, and a stored transition is addressed by
-its step index alone (no scheduler state, unlike FG ``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:40-45``).
+its step index alone (no scheduler state, unlike Flow-GRPO ``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:40-45``).
 
 - ``"velocity"`` (rectified flow: FLUX, SD3, ShapesWorld): ``FlowSampler`` over sigmas [T+1], the DanceGRPO or
   Flow-GRPO SDE (``flow_step_with_logprob``); the model's time input is sigma.
@@ -80,7 +80,7 @@ class FlowSampler:
         return out
 
     def dt(self, idx: Tensor) -> Tensor:
-        """[M] sigma_next - sigma (< 0): Flow-GRPO's KL scales by |dt| (FG scripts/train_sd3.py:894-897)."""
+        """[M] sigma_next - sigma (< 0): Flow-GRPO's KL scales by |dt| (Flow-GRPO scripts/train_sd3.py:894-897)."""
         idx = idx.cpu()
         return self.sigmas[idx + 1] - self.sigmas[idx]
 

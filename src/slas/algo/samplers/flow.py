@@ -4,7 +4,7 @@ One stateless ``flow_step_with_logprob`` both samples (``prev_sample=None``) and
 transition (``prev_sample`` given), so the old log-prob of the rollout and the new log-prob of the update
 come from the same arithmetic (ddpo-pytorch's ``ddim_step_with_logprob`` pattern, DDPO
 ``ddpo_pytorch/diffusers_patch/ddim_with_logprob.py``). Sigmas are explicit per-sample arguments: there is no
-scheduler state to drift out of sync (unlike FG ``sd3_sde_with_logprob.py:40-45``), and a micro-batch may mix
+scheduler state to drift out of sync (unlike Flow-GRPO ``sd3_sde_with_logprob.py:40-45``), and a micro-batch may mix
 timesteps.
 """
 
@@ -178,11 +178,11 @@ def flow_step_with_logprob(
 
     Families:
 
-    - ``"dance"``: DanceGRPO ``flux_step(sde_solver=True)`` (DG train_grpo_flux.py:131-170).
+    - ``"dance"``: DanceGRPO ``flux_step(sde_solver=True)`` (DanceGRPO train_grpo_flux.py:131-170).
       ``x0_hat = x - sigma v``, ``score = -(x - (1-sigma) x0_hat)/sigma^2``,
       ``mean = x + dt v - 0.5 eta^2 score dt``, ``std = eta sqrt(sigma - sigma_next)`` (constant diffusion
       coefficient eta). DanceGRPO default eta = 0.3.
-    - ``"flow_grpo"``: Flow-GRPO ``sde_step_with_logprob`` (FG sd3_sde_with_logprob.py:40-68).
+    - ``"flow_grpo"``: Flow-GRPO ``sde_step_with_logprob`` (Flow-GRPO sd3_sde_with_logprob.py:40-68).
       ``g = eta sqrt(sigma / (1 - sigma'))`` where sigma' = sigma except that sigma == 1 is replaced by
       ``sigma_next`` in the denominator (Flow-GRPO uses ``sigmas[1]``, i.e. sigma_next at the first step,
       to avoid dividing by zero; the numerator keeps sigma = 1);
@@ -205,8 +205,8 @@ def flow_step_with_logprob(
         reduce: how the per-element log-density is reduced over the D non-batch elements.
             ``"mean"`` (default; DanceGRPO / Flow-GRPO / DDPO parity) gives log_prob_sum / D, so the PPO
             ratio is ``ratio_sum ** (1/D)`` and a clip range eps in mean-space is a trust region of about
-            ``D * eps`` nats of the true log-prob: it widens with the latent size (DG train_grpo_flux.py:159-167,
-            FG sd3_sde_with_logprob.py:61-68; e.g. FLUX 720^2 D=129,600: eps=1e-4 -> ~13 nats). ``"sum"`` is
+            ``D * eps`` nats of the true log-prob: it widens with the latent size (DanceGRPO train_grpo_flux.py:159-167,
+            Flow-GRPO sd3_sde_with_logprob.py:61-68; e.g. FLUX 720^2 D=129,600: eps=1e-4 -> ~13 nats). ``"sum"`` is
             the true log-density of the step; the clip range then bounds the real probability ratio
             independently of resolution, but needs an eps about D times smaller for the same behaviour.
         noise_pool: f >= 1. f > 1 injects noise that is constant on f x f pixel blocks of x [N, C, H, W]
@@ -228,7 +228,7 @@ def flow_step_with_logprob(
     if noise_pool > 1 and (x.ndim != 4 or x.shape[-1] % noise_pool or x.shape[-2] % noise_pool):
         raise ValueError(f"noise_pool {noise_pool} needs x [N, C, H, W] with H and W divisible by it, "
                          f"got {tuple(x.shape)}")
-    # Everything in fp32 (DG train_grpo_flux.py:250,291): the rollout may run the model in bf16/fp16, but the step
+    # Everything in fp32 (DanceGRPO train_grpo_flux.py:250,291): the rollout may run the model in bf16/fp16, but the step
     # must see the same fp32 inputs in the sampling and the re-scoring pass, or ratio != 1 before any update.
     # Flow-GRPO also notes bf16 overflows in the mean (sd3_sde_with_logprob.py:34-38).
     v = v.float()

@@ -62,7 +62,7 @@ def rollout(
     ``keep_trajectory=False`` keeps only the current state, not ``latents`` (None in the record): the
     forward-process objectives train on ``x0`` alone.
     ``x0`` is x0_hat of the last step (DanceGRPO decodes it instead of x_T, so
-    the last step's noise never reaches the reward: DG train_grpo_flux.py:254).
+    the last step's noise never reaches the reward: DanceGRPO train_grpo_flux.py:254).
     """
     n, t_steps = noise.shape[0], sampler.steps
     bs = batch_size or n
