@@ -47,7 +47,8 @@ from slas.algo.losses import (
     velocity_kl,
 )
 from slas.algo.samplers.rollout import rollout
-from slas.config import Config, ConfigError
+from slas.algo.samplers.schedule import step_etas, trainable_steps
+from slas.config import Config, ConfigError, derived
 from slas.policy.base import index_cond
 from slas.policy.common import cfg_free
 from slas.policy.generate import EVAL_SEED_LIMIT
@@ -213,9 +214,9 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
     P, G = t.prompts_per_iter, t.group_size
     N = P * G
     rows = world.share(N, "train.prompts_per_iter x train.group_size")  # this process's samples of the batch
-    trainable = torch.tensor(cfg.trainable_steps())  # [S] step indices with a log-prob to train
-    K = cfg.derived()["trained_steps_per_sample"]
-    etas = cfg.step_etas()  # [T] eta inside the SDE window, 0 outside
+    trainable = torch.tensor(trainable_steps(s.steps, s.sde_window, train_last_step=t.train_last_step))  # [S] with a log-prob
+    K = derived(cfg)["trained_steps_per_sample"]
+    etas = step_etas(s.steps, s.sde_window, s.eta)  # [T] eta inside the SDE window, 0 outside
     cond_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     # everything above validated the config, prompts and rewards: only now is the run directory made
@@ -231,7 +232,7 @@ def _train(cfg: Config, resume: bool, progress: bool, log, interrupts: _Interrup
     metrics = MetricsLog(out, cfg, keep_upto=start if ckpt is not None else None, main=world.is_main)
     n_params = sum(p.numel() for p in params)
     log(f"run {out}: {t.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
-        + " | ".join(f"{k}={v}" for k, v in cfg.derived().items()))
+        + " | ".join(f"{k}={v}" for k, v in derived(cfg).items()))
 
     def encode(prompts: list[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """Conditioning [len(prompts), ...]; with a trained text encoder, encoded afresh (with gradients when
