@@ -67,8 +67,10 @@ class TrainConfig:
         need(self.group_size >= 2,
              "train.group_size must be >= 2: advantages are relative to the other samples of a group")
         need(0 < self.timestep_fraction <= 1, "train.timestep_fraction must be in (0, 1]")
+        need(self.updates_per_iter >= 1, "train.updates_per_iter must be >= 1 (optimizer steps per iteration)")
         need(self.micro_batch >= 1, "train.micro_batch must be >= 1")
         need(self.lr > 0, "train.lr must be > 0")
+        need(self.weight_decay >= 0, "train.weight_decay must be >= 0 (AdamW rejects a negative decay)")
         need(self.max_grad_norm > 0, "train.max_grad_norm must be > 0")
         need(len(self.betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
                                           for b in self.betas),
