@@ -22,6 +22,7 @@ from slas import rewards
 from slas.algo import advantages
 from slas.algo.samplers import flow_sigmas, flow_step_with_logprob
 from slas.algo.samplers.rollout import rollout
+from slas.algo.samplers.schedule import step_etas, trainable_steps
 from slas.config import load_config
 from slas.policy.base import index_cond
 from slas.recipe.builders import build_backbone
@@ -46,7 +47,7 @@ def main() -> None:
     train = split("train")
     pid = torch.arange(P).repeat_interleave(G)  # [N]
     sig = flow_sigmas(s.steps, s.shift)  # [T+1]
-    steps = cfg.trainable_steps()
+    steps = trainable_steps(s.steps, s.sde_window, train_last_step=cfg.train.train_last_step)
 
     def gradient(seed: int, reward: str) -> tuple[torch.Tensor, float]:
         pick = np.random.default_rng(0 if args.same_prompts else 100 + seed).choice(len(train), P, replace=False)
@@ -56,7 +57,7 @@ def main() -> None:
         noise = torch.randn(P, *bb.sample_shape, generator=g).repeat_interleave(G, 0)  # [N, C, H, W]
         m.eval()
         ro = rollout(lambda x, sg, idx: bb.predict(x, sg, index_cond(cond, pid[idx])), noise, sig, family=s.family,
-                     eta=cfg.step_etas(), reduce=s.reduce, generator=g, prompt_ids=pid, group_ids=pid,
+                     eta=step_etas(s.steps, s.sde_window, s.eta), reduce=s.reduce, generator=g, prompt_ids=pid, group_ids=pid,
                      noise_pool=s.noise_pool)
         images = bb.decode(ro.x0)  # [N, H, W, 3]
         mn = [metas[i] for i in pid.tolist()]

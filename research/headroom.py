@@ -29,6 +29,7 @@ from slas import rewards
 from slas.algo import advantages
 from slas.algo.samplers import flow_sigmas, flow_step_with_logprob
 from slas.algo.samplers.rollout import rollout
+from slas.algo.samplers.schedule import step_etas, trainable_steps
 from slas.config import load_config
 from slas.policy.base import index_cond
 from slas.recipe.builders import build_backbone
@@ -86,7 +87,7 @@ def main() -> None:
     u = [x / u_norm for x in u]  # unit vector: d/dc of the parameters at c = 1, normalised
     P, G = t.prompts_per_iter, t.group_size
     sig = flow_sigmas(s.steps, s.shift)
-    steps = cfg.trainable_steps()
+    steps = trainable_steps(s.steps, s.sde_window, train_last_step=t.train_last_step)
     score = rewards.build(cfg.reward.weights, cfg.reward.batch_size, cfg.reward.options)
     pid = torch.arange(P).repeat_interleave(G)  # [N]
     proj, norms, rew = [], [], []
@@ -98,7 +99,7 @@ def main() -> None:
         noise = torch.randn(P, *bb.sample_shape, generator=g).repeat_interleave(G, 0)  # [N, C, H, W]
         m.eval()
         ro = rollout(lambda x, sg, idx, c_b=c_b: bb.predict(x, sg, index_cond(c_b, pid[idx])), noise, sig, family=s.family,
-                     eta=cfg.step_etas(), reduce=s.reduce, generator=g, prompt_ids=pid, group_ids=pid)
+                     eta=step_etas(s.steps, s.sde_window, s.eta), reduce=s.reduce, generator=g, prompt_ids=pid, group_ids=pid)
         mn = [mb[i] for i in pid.tolist()]
         r = torch.from_numpy(score(bb.decode(ro.x0), [x["prompt"] for x in mn], mn)["total"])  # [N]
         adv = advantages.compute(cfg.advantage.estimator, r, pid, adv_clip=cfg.advantage.adv_clip,

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from _toyruns import tiny_overrides
-from slas.config import ConfigError, load_config
+from slas.config import ConfigError, derived, load_config
 from slas.recipe.objectives import old_decay, pair_noise
 from slas.recipe.train import train
 
@@ -116,4 +116,4 @@ def test_objective_config_errors(overrides, needle):
 
 def test_forward_objectives_may_roll_out_with_the_ode_family():
     cfg = load_config(None, ["train.objective=nft", "sample.family=ode", "sample.same_noise_in_group=false"])
-    assert cfg.derived()["trained_steps_per_sample"] == cfg.forward.timesteps
+    assert derived(cfg)["trained_steps_per_sample"] == cfg.forward.timesteps

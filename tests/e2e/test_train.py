@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from _toyruns import tiny_overrides
 from slas import rewards
-from slas.algo.samplers import FlowSampler, flow_sigmas, flow_step_with_logprob
+from slas.algo.samplers import FlowSampler, flow_sigmas, flow_step_with_logprob, step_etas, trainable_steps
 from slas.algo.samplers.rollout import rollout
-from slas.config import Config, ConfigError, load_config
+from slas.config import Config, ConfigError, derived, load_config
 from slas.policy.base import index_cond
 from slas.recipe.train import train
 from slas.toyworld.backbone import ToyBackbone
@@ -97,9 +97,9 @@ def test_config_file_errors(tmp_path):
 
 
 def test_derived_totals():
-    d = load_config(None, ["train.objective=ppo_sde", "sample.eta=0.5", "train.prompts_per_iter=4", "train.group_size=6",
-                           "sample.steps=11", "sample.sde_window=[]",
-                           "train.timestep_fraction=0.6", "train.updates_per_iter=3"]).derived()
+    d = derived(load_config(None, ["train.objective=ppo_sde", "sample.eta=0.5", "train.prompts_per_iter=4",
+                                   "train.group_size=6", "sample.steps=11", "sample.sde_window=[]",
+                                   "train.timestep_fraction=0.6", "train.updates_per_iter=3"]))
     assert d["samples_per_iter"] == 24 and d["trained_steps_per_sample"] == 6  # int(10 * 0.6)
     assert d["pairs_per_iter"] == 144 and d["pairs_per_update"] == 48
 
@@ -248,8 +248,10 @@ def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(t
     stored transitions re-score to ratio 1 (Flow-GRPO-Fast / MixGRPO windows)."""
     cfg = load_config(None, ["train.objective=ppo_sde", "sample.steps=5", "sample.sde_window=[1,3]", "sample.eta=0.7",
                              "train.timestep_fraction=0.6"])
-    assert cfg.step_etas() == [0.0, 0.7, 0.7, 0.0, 0.0] and cfg.trainable_steps() == [1, 2]
-    assert cfg.derived()["trained_steps_per_sample"] == 1  # int(2 * 0.6)
+    sample = cfg.sample
+    etas = step_etas(sample.steps, sample.sde_window, sample.eta)
+    assert etas == [0.0, 0.7, 0.7, 0.0, 0.0] and trainable_steps(sample.steps, sample.sde_window) == [1, 2]
+    assert derived(cfg)["trained_steps_per_sample"] == 1  # int(2 * 0.6)
     bb = ToyBackbone.from_checkpoint(tiny_ckpt)
     cond = bb.encode_prompts(["a photo of a red circle"])
     pid = torch.zeros(4, dtype=torch.long)
@@ -257,7 +259,7 @@ def test_sde_window_rollout_is_ode_outside_and_rescoring_still_gives_ratio_one(t
     noise = torch.randn(1, 3, 32, 32).expand(4, -1, -1, -1)  # one shared start: spread only from the window
     with torch.no_grad():
         ro = rollout(lambda x, s, idx: bb.predict(x, s, index_cond(cond, pid[idx])), noise, FlowSampler(sig, "dance"),
-                     eta=cfg.step_etas(), generator=torch.Generator().manual_seed(0),
+                     eta=etas, generator=torch.Generator().manual_seed(0),
                      prompt_ids=pid, group_ids=pid)
         lat, lp = ro.latents, ro.log_probs
         assert torch.equal(lp[:, [0, 3, 4]], torch.zeros(4, 3))

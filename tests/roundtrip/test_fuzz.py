@@ -179,6 +179,10 @@ def test_fuzz_config_overrides(loaded_registries, tmp_path, overrides):
     (b"sample: {steps: 1000000}\ntrain: {objective: ppo_sde}", ["sample.eta=0.5"], "sample.steps must be <= 1000"),
     (b"eval: {grid_prompts: [1, {}]}", [], "eval.grid_prompts must be a list of prompt strings"),
     (b"sample: {noise_pool: 0}", [], "sample.noise_pool must be >= 1"),  # before the backbone's check divides by it
+    (None, ["train.updates_per_iter=0"], "train.updates_per_iter must be >= 1"),  # before the pairs are divided by it
+    (None, ["train.updates_per_iter=-2"], "train.updates_per_iter must be >= 1"),
+    (None, ["train.micro_batch=0"], "train.micro_batch must be >= 1"),  # before the micro-batches are counted
+    (None, ["train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
     (b"reward: {options: {toy_score: {1: 2, a: 3}}}", [], "option names must be strings"),
     (b"key: [unclosed", [], "is not valid YAML"),
     (b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"

@@ -157,7 +157,7 @@ def test_scheduler_options_slas_does_not_reproduce_are_named(change, needle):
 def test_eval_shift_is_validated(value):
     with pytest.raises(ConfigError, match="eval.shift must be 'auto' or a flow time shift > 0|eval.shift must be"):
         load_config(None, [f"eval.shift={value}"])
-    with pytest.raises(ConfigError, match="DDIM takes none"):
+    with pytest.raises(ConfigError, match="samples with DDIM, which takes no time shift"):
         load_config(None, ["model.backbone=sd", "model.path=x", "data.prompts=a", "data.eval_prompts=b",
                            "sample.family=ddim", "sample.eta=1", "eval.shift=3"])
     assert load_config(None, ["eval.shift=2"]).eval.shift == 2

@@ -38,6 +38,7 @@ from slas.algo.losses import (
     velocity_kl,
 )
 from slas.algo.samplers.rollout import Rollout
+from slas.algo.samplers.schedule import trainable_steps, trained_steps_per_sample
 from slas.config import Config
 from slas.policy.base import index_cond
 from slas.policy.common import cfg_free
@@ -202,10 +203,12 @@ class PPOObjective(Objective):
 
     def __init__(self, cfg: Config, **parts):
         super().__init__(cfg, **parts)
-        self.trainable = torch.tensor(cfg.trainable_steps())  # [S] step indices with a log-prob to train
+        s = cfg.sample
+        # [S] step indices with a log-prob to train
+        self.trainable = torch.tensor(trainable_steps(s.steps, s.sde_window, train_last_step=cfg.train.train_last_step))
 
     def pairs_per_sample(self) -> int:
-        return max(1, int(len(self.trainable) * self.cfg.train.timestep_fraction))
+        return trained_steps_per_sample(len(self.trainable), self.cfg.train.timestep_fraction)
 
     def draw_pairs(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         k = self.pairs_per_sample()

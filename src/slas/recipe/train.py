@@ -32,7 +32,8 @@ import yaml
 
 from slas.algo import advantages
 from slas.algo.samplers.rollout import rollout
-from slas.config import Config, ConfigError
+from slas.algo.samplers.schedule import step_etas
+from slas.config import Config, ConfigError, derived
 from slas.policy.base import index_cond
 from slas.policy.generate import EVAL_SEED_LIMIT
 from slas.recipe import checkpoint
@@ -201,8 +202,9 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main)
     n_params = sum(p.numel() for p in named.values())
     log(f"run {run.root}: {cfg.train.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
-        + " | ".join(f"{k}={v}" for k, v in cfg.derived().items()))
-    return TrainState(cfg, pg, run, backbone, denoiser, sampler, cfg.step_etas(), objective, score_fn, stream,
+        + " | ".join(f"{k}={v}" for k, v in derived(cfg).items()))
+    etas = step_etas(cfg.sample.steps, cfg.sample.sde_window, cfg.sample.eta)  # [T] eta in the SDE window, else 0
+    return TrainState(cfg, pg, run, backbone, denoiser, sampler, etas, objective, score_fn, stream,
                       PromptEncoder(backbone, cfg.model.train_text_encoder), eval_entries, metrics, rows, start)
 
 

@@ -3,6 +3,7 @@
 from slas.algo.samplers.ddim import ddim_alphas, ddim_step_with_logprob
 from slas.algo.samplers.dispatch import PREDICTIONS, SAMPLER_FAMILIES, DDIMSampler, FlowSampler, Sampler, sampler_for
 from slas.algo.samplers.flow import FAMILIES, StepOutput, TimeShift, euler_ode, flow_sigmas, flow_step_with_logprob
+from slas.algo.samplers.schedule import sde_steps, step_etas, trainable_steps, trained_steps_per_sample
 
 __all__ = [
     "FAMILIES",
@@ -19,4 +20,8 @@ __all__ = [
     "flow_sigmas",
     "flow_step_with_logprob",
     "sampler_for",
+    "sde_steps",
+    "step_etas",
+    "trainable_steps",
+    "trained_steps_per_sample",
 ]
