@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from _toyruns import tiny_overrides
 from slas.config import ConfigError, derived, load_config
-from slas.recipe.objectives import old_decay, pair_noise
+from slas.recipe.objectives import ForwardObjective, old_decay, pair_noise
 from slas.recipe.train import train
 
 FORWARD = {"sample.eta": 0.0, "sample.same_noise_in_group": False, "forward.timesteps": 2}
@@ -117,3 +117,29 @@ def test_objective_config_errors(overrides, needle):
 def test_forward_objectives_may_roll_out_with_the_ode_family():
     cfg = load_config(None, ["train.objective=nft", "sample.family=ode", "sample.same_noise_in_group=false"])
     assert derived(cfg)["trained_steps_per_sample"] == cfg.forward.timesteps
+
+
+class _PositiveMatching(ForwardObjective):
+    """A fourth objective, as a plugin would add it: flow matching on the samples with a positive advantage only."""
+
+    def pair_loss(self, batch, mb, v, v_old, target, level, weight):
+        w = weight * batch.adv[mb.n].clamp(min=0)  # [M]
+        per = (v.float() - target).square().flatten(1).mean(1)  # [M]
+        loss = (per * w).sum() / w.sum().clamp(min=1e-8)
+        return loss, {"policy_loss": loss.detach()}
+
+
+def test_a_fourth_objective_is_one_class_and_one_registry_line(tiny_ckpt, tmp_path, monkeypatch):
+    from slas import plugins
+
+    monkeypatch.setitem(plugins._OBJECTIVES, "positive_fm", _PositiveMatching)  # = register_objective, undone after
+    with pytest.raises(ConfigError, match="train.objective must be one of"):
+        load_config(None, ["train.objective=no_such_objective"])
+    cfg = load_config(None, tiny_overrides(tiny_ckpt, tmp_path / "run", **{
+        "train.objective": "positive_fm", **FORWARD, "train.iterations": 1, "eval.every": 0}))
+    run = train(cfg, progress=False, log=lambda s: None)
+    rows = _rows(run)
+    assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["train/policy_loss"] > 0
+    after = load_file(str(run / "checkpoints" / "iter_000001" / "model.safetensors"))
+    start = load_file(str(tiny_ckpt / "model.safetensors"))
+    assert max((after[k].float() - start[k].float()).abs().max().item() for k in after if k.startswith("unet.")) > 0

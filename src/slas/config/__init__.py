@@ -18,13 +18,12 @@ from slas.config.root import Config, validate
 from slas.config.runtime import DistConfig, EvalConfig, MonitorConfig, RunConfig
 from slas.config.show import describe, field_docs
 from slas.config.totals import derived
-from slas.config.training import OBJECTIVES, ForwardConfig, TrainConfig
+from slas.config.training import ForwardConfig, TrainConfig
 
 __all__ = [
     "INT_RANGE",
     "MAX_DEPTH",
     "MAX_VALUES",
-    "OBJECTIVES",
     "AdvantageConfig",
     "Config",
     "ConfigError",

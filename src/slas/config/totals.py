@@ -18,7 +18,7 @@ def derived(cfg: Config) -> dict[str, int]:
     if t.objective == "ppo_sde":
         trainable = trainable_steps(s.steps, s.sde_window, train_last_step=t.train_last_step)
         k = trained_steps_per_sample(len(trainable), t.timestep_fraction)
-    else:  # forward-process objectives: K noise levels per sample
+    else:  # the forward-process objectives and any other registered one: forward.timesteps noise levels per sample
         k = cfg.forward.timesteps
     pairs = n * k
     return {

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slas.config.errors import need, short
-
-OBJECTIVES = ("ppo_sde", "nft", "awm")  # train.objective values (slas.algo.losses)
+from slas.plugins import objectives
 
 
 @dataclass
@@ -61,7 +60,8 @@ class TrainConfig:
     def check(self) -> None:
         """This section's own rules; the pairs per iteration (which also read ``sample`` and ``forward``) are checked
         in ``validate``."""
-        need(self.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        known = objectives()  # the registry (slas.plugins.register_objective): ppo_sde, nft, awm and plugins'
+        need(self.objective in known, f"train.objective must be one of {known}, got {self.objective!r}")
         need(self.iterations >= 1, "train.iterations must be >= 1")
         need(self.prompts_per_iter >= 1, "train.prompts_per_iter must be >= 1")
         need(self.group_size >= 2,

@@ -38,8 +38,8 @@ from slas.algo.losses import (
     velocity_kl,
 )
 from slas.algo.samplers.rollout import Rollout
-from slas.algo.samplers.schedule import trainable_steps, trained_steps_per_sample
-from slas.config import Config
+from slas.algo.samplers.schedule import trainable_steps
+from slas.config import Config, derived
 from slas.policy.base import index_cond
 from slas.policy.common import cfg_free
 from slas.recipe.parallel import MicroBatch, ParallelDenoiser, ProcessGroup, swapped_params
@@ -112,8 +112,9 @@ class Objective:
         return None
 
     def pairs_per_sample(self) -> int:
-        """K: the (sample, step) pairs trained per sample and iteration."""
-        raise NotImplementedError
+        """K: the (sample, step) pairs trained per sample and iteration (slas.config.derived, which validation and
+        the run's first log line use)."""
+        return derived(self.cfg)["trained_steps_per_sample"]
 
     def rollout_weights(self) -> dict[str, Tensor]:
         """The parameters to sample with ({}: the policy's own)."""
@@ -207,9 +208,6 @@ class PPOObjective(Objective):
         # [S] step indices with a log-prob to train
         self.trainable = torch.tensor(trainable_steps(s.steps, s.sde_window, train_last_step=cfg.train.train_last_step))
 
-    def pairs_per_sample(self) -> int:
-        return trained_steps_per_sample(len(self.trainable), self.cfg.train.timestep_fraction)
-
     def draw_pairs(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         k = self.pairs_per_sample()
         steps_k = self.trainable[torch.rand(n, len(self.trainable), generator=g).argsort(dim=1)[:, :k]]  # [N, K]
@@ -274,9 +272,6 @@ class ForwardObjective(Objective):
     @property
     def old(self) -> dict[str, Tensor]:
         return self._old
-
-    def pairs_per_sample(self) -> int:
-        return self.cfg.forward.timesteps
 
     def context(self):
         return cfg_free(self.backbone)  # DiffusionNFT trains the conditional velocity without CFG
