@@ -83,3 +83,15 @@ def build_pipeline(kind: str, clip_tok, t5_tok=None, scheduler: dict | None = No
     return d.StableDiffusionPipeline(vae=vae(True), text_encoder=clip_text(clip_tok, False), tokenizer=clip_tok,
                                      unet=unet, scheduler=sched, safety_checker=None, feature_extractor=None,
                                      image_encoder=None, requires_safety_checker=False)
+
+
+def save_clip_reward(folder, tok) -> None:
+    """A tiny random CLIPModel for the ``clip_score`` reward (64 px, patch 8), with its tokenizer, saved to ``folder``."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(1)
+    text = clip_text(tok, False).config.to_dict()
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=64,
+                  patch_size=8, num_channels=3, hidden_act="gelu")
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(folder)
+    tok.save_pretrained(folder)

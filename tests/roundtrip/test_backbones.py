@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from _tinypipes import FLUX_DEV_SCHEDULER, build_pipeline, clip_text, tokenizers
+from _tinypipes import FLUX_DEV_SCHEDULER, build_pipeline, save_clip_reward, tokenizers
 from slas.algo.samplers import DDIMSampler, FlowSampler, ddim_alphas, flow_sigmas, sampler_for
 from slas.algo.samplers.rollout import rollout
 from slas.apps.cli import main
@@ -71,16 +71,8 @@ def toks():
 @pytest.fixture(scope="module")
 def clip_reward(tmp_path_factory, toks):
     """A tiny random CLIPModel for the `clip_score` reward (64 px, patch 8), with its tokenizer."""
-    from transformers import CLIPConfig, CLIPModel
-
     d = tmp_path_factory.mktemp("clip_reward")
-    tok = toks[0]
-    torch.manual_seed(1)
-    text = clip_text(tok, False).config.to_dict()
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=64,
-                  patch_size=8, num_channels=3, hidden_act="gelu")
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(d)
-    tok.save_pretrained(d)
+    save_clip_reward(d, toks[0])
     return d
 
 

@@ -1,32 +1,24 @@
 """Many processes (slas.recipe.parallel) on the CPU with gloo: a 2-process run reproduces the 1-process run with the same
 global batch and seed, resumes exactly, and FSDP2's sharded checkpoints reload at another world size.
 
-Processes are forked from a forkserver that imported slas once (a torchrun launch pays ~10 s of imports per
-process on 2 cores); each child sets torchrun's environment (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) and
-runs the CLI's ``train``, so the env:// rendezvous is the one torchrun uses (``torchrun --nproc_per_node 2 -m slas
-train ...`` does the same with two fresh interpreters; docs/distributed.md).
+Processes are launched as torchrun would (tests/_torchrun.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot  # noqa: F401  (this module is preloaded by the forkserver: children fork with these loaded)
 import pytest
 import torch
-from diffusers import UNet2DConditionModel  # noqa: F401
-from safetensors.torch import load_file
-from transformers import CLIPTextModel  # noqa: F401
 
+from _torchrun import launch
 from slas.config import ConfigError
+from slas.recipe import checkpoint
 from slas.recipe.parallel import ProcessGroup
 
 # Only the attention weights train: with all UNet parameters, biases that feed a GroupNorm of one channel per group
@@ -60,42 +52,8 @@ def _argv(ckpt, out, **extra) -> list[str]:
     return ["train", "--no-progress"] + [f"{k}={v}" for k, v in ov.items()]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, argv: list[str]) -> None:
-    if world > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                          WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    torch.set_num_threads(1)  # the same kernels in every process: per-sample results do not depend on the run
-    from slas.apps.cli import main
-
-    sys.exit(main(argv))
-
-
-_CTX = None
-
-
-def _launch(world: int, argv: list[str], timeout: float = 120) -> None:
-    """Run ``slas <argv>`` in ``world`` processes (forked from a forkserver that imported slas once)."""
-    global _CTX
-    if _CTX is None:
-        _CTX = mp.get_context("forkserver")
-        _CTX.set_forkserver_preload(["slas.recipe.train", "slas.apps.cli", "slas.toyworld.evaluate", "slas.toyworld.monitor",
-                                     "torch.distributed.fsdp", "torch.distributed.checkpoint", __name__])
-    port = _free_port()
-    procs = [_CTX.Process(target=_worker, args=(r, world, port, argv)) for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0] * world, f"slas {' '.join(argv)} failed in {world} processes"
+def _launch(world: int, argv: list[str]) -> None:
+    launch(world, argv)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -116,7 +74,7 @@ def _assert_close_rows(a: list[dict], b: list[dict]) -> None:
 
 
 def _weights(run: Path, it: int, name: str = "model") -> dict[str, torch.Tensor]:
-    return load_file(str(run / "checkpoints" / f"iter_{it:06d}" / f"{name}.safetensors"))
+    return checkpoint.read_weights(run / "checkpoints" / f"iter_{it:06d}", name)  # safetensors or the DCP shards
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -219,5 +177,6 @@ def test_fsdp_matches_and_its_sharded_checkpoint_resumes_in_one_process(runs, ti
     cfg.write_text(cfg.read_text().replace("iterations: 2", "iterations: 3"))
     _launch(1, ["train", "--no-progress", "--resume", str(f)])
     _assert_close_rows(_rows(one), _rows(f))
-    assert _max_diff(_weights(one, 3), _weights(f, 3)) < WEIGHT_TOL  # consolidated by rank 0
+    assert not (f / "checkpoints" / "iter_000002" / "model.safetensors").exists()  # nothing is gathered whole
+    assert _max_diff(_weights(one, 3), _weights(f, 3)) < WEIGHT_TOL  # read from the shards
     assert _max_diff(_weights(one, 3, "ema"), _weights(f, 3, "ema")) < WEIGHT_TOL  # the sharded EMA

@@ -55,6 +55,12 @@ class ModelConfig:
     """ "auto" = cuda if available, else cpu; or e.g. "cuda:1" """
     embed_cache: str | None = None
     """directory for prompt embeddings on disk (keyed by hash); null = none"""
+    text_encoder_offload: bool = True
+    """real backbones on a GPU: the frozen text encoders live on the CPU and visit model.device only to encode prompts
+    not seen yet (FLUX.1's T5-XXL: 9.5 GB of bf16 off the GPU while training); false keeps them on the GPU"""
+    vae_tiling: bool = False
+    """decode latents to images tile by tile (diffusers enable_tiling): less memory at >= 1024 px, slightly different
+    pixels at the tile seams; images are always decoded a few at a time"""
 
     def check(self) -> None:
         """This section's own rules; the backbone's rules that read other sections run in ``validate``."""

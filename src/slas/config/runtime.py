@@ -111,10 +111,10 @@ class DistConfig:
     denoiser (weights, gradients, optimizer state and EMA sharded; checkpoints via torch.distributed.checkpoint)"""
     timeout_min: float = 60.0
     """collective timeout: the other ranks wait while rank 0 evaluates and checkpoints"""
-    gather_rollout: bool = True
-    """fsdp: all-gather the weights once per rollout and keep them while sampling (one full copy per process) instead
-    of before every forward of the rollout (DanceGRPO re-gathers per forward, DanceGRPO train_grpo_flux.py:326-367,
-    fsdp_util.py:56-117); false saves memory
+    gather_rollout: bool = False
+    """fsdp: all-gather the weights once per rollout and keep them while sampling (one full copy per process; fewer
+    collectives, for models that fit) instead of one block at a time per forward (the default, as DanceGRPO's FSDP1
+    does: train_grpo_flux.py:326-367, fsdp_util.py:56-117)
     """
 
     def check(self) -> None:

@@ -135,13 +135,29 @@ def lora_options(model_cfg) -> dict | None:
     return {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank, "targets": list(m.lora_targets)} if m.lora_rank else None
 
 
+def load_denoiser(cls, path: Path, subfolder: str, m, device: torch.device, meta: bool) -> tuple[nn.Module, Path | None]:
+    """The denoiser ``cls`` (a diffusers model class) of the folder ``path/subfolder`` and, when built on the meta
+    device, the folder its weights are read from later (``slas.recipe.parallel.load_shards_from_safetensors``).
+
+    ``meta`` (FSDP2 full fine-tuning): built from its config on the meta device, so no process ever holds the whole
+    model; each rank then reads only its shards. Otherwise loaded whole: a LoRA base directly in the compute dtype
+    (it is stored so anyway: FLUX.1 in fp32 is 48 GB of host memory), a fully trained model in fp32."""
+    if meta and not m.lora_rank:
+        config = cls.load_config(path, subfolder=subfolder, local_files_only=True)
+        with torch.device("meta"):
+            return cls.from_config(config), path / subfolder
+    dtype = compute_dtype(device, m.dtype) if m.lora_rank else torch.float32
+    return cls.from_pretrained(path, subfolder=subfolder, torch_dtype=dtype, local_files_only=True), None
+
+
 def setup_denoiser(module: nn.Module, *, lora: dict | None, trainable: list[str], gradient_checkpointing: bool,
                    device: torch.device, dtype: torch.dtype) -> None:
     """Make ``module`` (a diffusers transformer or UNet) the trained policy, in place.
 
     LoRA: base frozen, factors trained; full fine-tuning: every parameter (or those whose name contains one of
     ``trainable``). Trained parameters stay float32 (the optimizer's master weights); with LoRA on a GPU the
-    frozen base is stored in the autocast ``dtype`` (half the memory; autocast computes in it anyway).
+    frozen base is stored in the autocast ``dtype`` (half the memory; autocast computes in it anyway). A module on
+    the meta device stays there (its shards are allocated when sharded).
     """
     if lora:
         add_lora(module, **lora)
@@ -154,9 +170,35 @@ def setup_denoiser(module: nn.Module, *, lora: dict | None, trainable: list[str]
             raise ValueError(f"model.trainable {trainable} matches no parameter name of the {type(module).__name__}")
     if gradient_checkpointing:
         module.enable_gradient_checkpointing()  # recompute activations in backward (diffusers ModelMixin)
-    module.to(device)
+    if not any(p.is_meta for p in module.parameters()):
+        module.to(device)
     for p in module.parameters():
         p.data = p.data.to(torch.float32 if p.requires_grad or not lora else dtype)
+
+
+def text_encoder_device(m, device: torch.device) -> torch.device:
+    """Where the frozen text encoders live: the CPU with ``model.text_encoder_offload`` on a GPU, else ``device``."""
+    return torch.device("cpu") if m.text_encoder_offload else device
+
+
+def offloaded(encode: Callable[[list[str]], dict[str, torch.Tensor]], modules: list[nn.Module | None],
+              device: torch.device) -> Callable[[list[str]], dict[str, torch.Tensor]]:
+    """``encode`` with the text encoders ``modules`` moved to ``device`` for the call and back to the CPU after it,
+    when they live on the CPU (``text_encoder_device``) and ``device`` is not the CPU; else ``encode`` itself."""
+    mods = [m for m in modules if m is not None]
+    if device.type == "cpu" or not mods or next(mods[0].parameters()).device.type != "cpu":
+        return encode
+
+    def run(prompts: list[str]) -> dict[str, torch.Tensor]:
+        for mod in mods:
+            mod.to(device)
+        try:
+            return encode(prompts)
+        finally:
+            for mod in mods:
+                mod.to("cpu")
+
+    return run
 
 
 def frozen(module: nn.Module | None, device: torch.device, dtype: torch.dtype) -> nn.Module | None:

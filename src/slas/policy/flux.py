@@ -57,9 +57,11 @@ class FluxBackbone:
     prediction = "velocity"
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, m,
-                 identity: dict | None = None, scheduler_config: dict | None = None):
+                 identity: dict | None = None, scheduler_config: dict | None = None, denoiser_weights=None):
         """The components and the ``model`` config section ``m`` (slas.config.ModelConfig); ``identity`` keys the
-        prompt-embedding cache (the model folder); ``scheduler_config`` is the pipeline's (``pipeline_shift``)."""
+        prompt-embedding cache (the model folder); ``scheduler_config`` is the pipeline's (``pipeline_shift``);
+        ``denoiser_weights``: the transformer's folder when it was built on the meta device (FSDP2 reads its shards
+        from there)."""
         resolution, guidance_scale = m.resolution or DEFAULT_RESOLUTION, m.guidance_scale
         max_sequence_length = m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
         self.device = common.resolve_device(m.device)
@@ -80,14 +82,19 @@ class FluxBackbone:
         common.setup_denoiser(transformer, lora=common.lora_options(m), trainable=list(m.trainable or []),
                               gradient_checkpointing=m.gradient_checkpointing, device=self.device, dtype=self.dtype)
         self.transformer = self.module = transformer
+        self.denoiser_weights = denoiser_weights
         self.vae = common.frozen(vae, self.device, self.dtype)
-        self.text_encoder = common.frozen(text_encoder, self.device, self.dtype)
-        self.text_encoder_2 = common.frozen(text_encoder_2, self.device, self.dtype)
+        if m.vae_tiling:
+            self.vae.enable_tiling()
+        home = common.text_encoder_device(m, self.device)
+        self.text_encoder = common.frozen(text_encoder, home, self.dtype)
+        self.text_encoder_2 = common.frozen(text_encoder_2, home, self.dtype)
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
         self.max_sequence_length = max_sequence_length
         self.img_ids = image_ids(h // 2, w // 2).to(self.device)  # [(h/2)(w/2), 3]
         self.scheduler_config = scheduler_config
-        self._embed = common.embedder(self._encode, m.embed_cache, dict(identity or {}, backbone="flux", dtype=str(
+        encode = common.offloaded(self._encode, [self.text_encoder, self.text_encoder_2], self.device)
+        self._embed = common.embedder(encode, m.embed_cache, dict(identity or {}, backbone="flux", dtype=str(
             self.dtype), max_sequence_length=max_sequence_length), self.device)
 
     @staticmethod
@@ -96,24 +103,25 @@ class FluxBackbone:
         common.check_diffusers(cfg, cfg_branch=False)
 
     @classmethod
-    def from_config(cls, m) -> FluxBackbone:
-        """From the ``model`` config section: components from the local diffusers folder ``model.path``."""
+    def from_config(cls, m, meta: bool = False) -> FluxBackbone:
+        """From the ``model`` config section: components from the local diffusers folder ``model.path``; the frozen
+        ones in the compute dtype. ``meta``: the transformer is built on the meta device (``common.load_denoiser``)."""
         from diffusers import AutoencoderKL, FluxTransformer2DModel
         from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
         path = common.local_dir("flux", m.path)
         device = common.resolve_device(m.device)
-        # a LoRA base is stored in the compute dtype anyway: load it so (FLUX.1 in fp32 is 48 GB of host memory)
-        base_dtype = common.compute_dtype(device, m.dtype) if m.lora_rank else torch.float32
+        transformer, weights = common.load_denoiser(FluxTransformer2DModel, path, "transformer", m, device, meta)
+        dt = common.compute_dtype(device, m.dtype)
         return cls(
-            FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=base_dtype,
-                                                   local_files_only=True),
-            AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True),
-            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
+            transformer,
+            AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt, local_files_only=True),
+            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dt, local_files_only=True),
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
-            T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", local_files_only=True),
+            T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", torch_dtype=dt, local_files_only=True),
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
             m, identity={"path": str(path.resolve())}, scheduler_config=schedule.read_scheduler_config(path),
+            denoiser_weights=weights,
         )
 
     def pipeline_shift(self) -> TimeShift | None:

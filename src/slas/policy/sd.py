@@ -26,9 +26,11 @@ class SDBackbone:
     prediction = "epsilon"
     cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, m, identity: dict | None = None):
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, m, identity: dict | None = None,
+                 denoiser_weights=None):
         """The components and the ``model`` config section ``m`` (slas.config.ModelConfig); ``identity`` keys the
-        prompt-embedding cache (the model folder)."""
+        prompt-embedding cache (the model folder); ``denoiser_weights``: the UNet's folder when it was built on the
+        meta device (FSDP2 reads its shards from there)."""
         resolution, guidance_scale, cfg_detach_uncond = m.resolution or None, m.guidance_scale, m.cfg_detach_uncond
         pred = scheduler.config.get("prediction_type", "epsilon")
         if pred != "epsilon":
@@ -47,11 +49,15 @@ class SDBackbone:
         common.setup_denoiser(unet, lora=common.lora_options(m), trainable=list(m.trainable or []),
                               gradient_checkpointing=m.gradient_checkpointing, device=self.device, dtype=self.dtype)
         self.unet = self.module = unet
+        self.denoiser_weights = denoiser_weights
         self.vae = common.frozen(vae, self.device, self.dtype)
-        self.text_encoder = common.frozen(text_encoder, self.device, self.dtype)
+        if m.vae_tiling:
+            self.vae.enable_tiling()
+        self.text_encoder = common.frozen(text_encoder, common.text_encoder_device(m, self.device), self.dtype)
         self.tokenizer = tokenizer
-        self._embed = common.embedder(self._encode, m.embed_cache, dict(identity or {}, backbone="sd",
-                                                                        dtype=str(self.dtype)), self.device)
+        encode = common.offloaded(self._encode, [self.text_encoder], self.device)
+        self._embed = common.embedder(encode, m.embed_cache, dict(identity or {}, backbone="sd", dtype=str(self.dtype)),
+                                      self.device)
         self._negative: dict[str, torch.Tensor] | None = None
 
     @staticmethod
@@ -60,21 +66,23 @@ class SDBackbone:
         common.check_diffusers(cfg, cfg_branch=True)
 
     @classmethod
-    def from_config(cls, m) -> SDBackbone:
-        """From the ``model`` config section: components from the local diffusers folder ``model.path``."""
+    def from_config(cls, m, meta: bool = False) -> SDBackbone:
+        """From the ``model`` config section: components from the local diffusers folder ``model.path``; the frozen
+        ones in the compute dtype. ``meta``: the UNet is built on the meta device (``common.load_denoiser``)."""
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import AutoTokenizer, CLIPTextModel
 
         path = common.local_dir("sd", m.path)
         device = common.resolve_device(m.device)
-        base_dtype = common.compute_dtype(device, m.dtype) if m.lora_rank else torch.float32
+        unet, weights = common.load_denoiser(UNet2DConditionModel, path, "unet", m, device, meta)
+        dt = common.compute_dtype(device, m.dtype)
         return cls(
-            UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=base_dtype, local_files_only=True),
-            AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True),
-            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
+            unet,
+            AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt, local_files_only=True),
+            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dt, local_files_only=True),
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
             DDIMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True),
-            m, identity={"path": str(path.resolve())},
+            m, identity={"path": str(path.resolve())}, denoiser_weights=weights,
         )
 
     # ---- Backbone protocol --------------------------------------------------------------------------
@@ -100,7 +108,7 @@ class SDBackbone:
     def negative(self, n: int) -> dict[str, torch.Tensor]:
         """Conditioning of the empty negative prompt, [n, ...] (encoded once)."""
         if self._negative is None:
-            self._negative = self._encode([""])
+            self._negative = self.encode_prompts([""])
         return {k: v.expand(n, *v.shape[1:]) for k, v in self._negative.items()}
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -35,10 +35,11 @@ class SD3Backbone:
     cfg = True  # a classifier-free-guidance branch (common.cfg_free switches it off)
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3, tokenizer_3,
-                 m, identity: dict | None = None, scheduler_config: dict | None = None):
+                 m, identity: dict | None = None, scheduler_config: dict | None = None, denoiser_weights=None):
         """The components (no T5: ``text_encoder_3`` and ``tokenizer_3`` None) and the ``model`` config section
         ``m`` (slas.config.ModelConfig); ``identity`` keys the prompt-embedding cache (the model folder);
-        ``scheduler_config`` is the pipeline's (``pipeline_shift``)."""
+        ``scheduler_config`` is the pipeline's (``pipeline_shift``); ``denoiser_weights``: the transformer's folder
+        when it was built on the meta device (FSDP2 reads its shards from there)."""
         resolution, guidance_scale, cfg_detach_uncond = m.resolution or None, m.guidance_scale, m.cfg_detach_uncond
         max_sequence_length = m.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH
         self.device = common.resolve_device(m.device)
@@ -55,13 +56,18 @@ class SD3Backbone:
         common.setup_denoiser(transformer, lora=common.lora_options(m), trainable=list(m.trainable or []),
                               gradient_checkpointing=m.gradient_checkpointing, device=self.device, dtype=self.dtype)
         self.transformer = self.module = transformer
+        self.denoiser_weights = denoiser_weights
         self.vae = common.frozen(vae, self.device, self.dtype)
-        self.text_encoders = [common.frozen(e, self.device, self.dtype) for e in (text_encoder, text_encoder_2)]
-        self.text_encoder_3 = common.frozen(text_encoder_3, self.device, self.dtype)
+        if m.vae_tiling:
+            self.vae.enable_tiling()
+        home = common.text_encoder_device(m, self.device)
+        self.text_encoders = [common.frozen(e, home, self.dtype) for e in (text_encoder, text_encoder_2)]
+        self.text_encoder_3 = common.frozen(text_encoder_3, home, self.dtype)
         self.tokenizers = [tokenizer, tokenizer_2]
         self.tokenizer_3 = tokenizer_3
         self.max_sequence_length = max_sequence_length
-        self._embed = common.embedder(self._encode, m.embed_cache, dict(identity or {}, backbone="sd3", dtype=str(
+        encode = common.offloaded(self._encode, [*self.text_encoders, self.text_encoder_3], self.device)
+        self._embed = common.embedder(encode, m.embed_cache, dict(identity or {}, backbone="sd3", dtype=str(
             self.dtype), max_sequence_length=max_sequence_length), self.device)
         self._negative: dict[str, torch.Tensor] | None = None
         self.scheduler_config = scheduler_config
@@ -72,27 +78,32 @@ class SD3Backbone:
         common.check_diffusers(cfg, cfg_branch=True)
 
     @classmethod
-    def from_config(cls, m) -> SD3Backbone:
+    def from_config(cls, m, meta: bool = False) -> SD3Backbone:
         """From the ``model`` config section: components from the local diffusers folder ``model.path`` (a folder
-        without ``text_encoder_3/`` runs without T5, as diffusers allows)."""
+        without ``text_encoder_3/`` runs without T5, as diffusers allows); the frozen components in the compute
+        dtype. ``meta``: the transformer is built on the meta device (``common.load_denoiser``)."""
         from diffusers import AutoencoderKL, SD3Transformer2DModel
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
         path = common.local_dir("sd3", m.path)
         device = common.resolve_device(m.device)
-        base_dtype = common.compute_dtype(device, m.dtype) if m.lora_rank else torch.float32
+        transformer, weights = common.load_denoiser(SD3Transformer2DModel, path, "transformer", m, device, meta)
+        dt = common.compute_dtype(device, m.dtype)
         has_t5 = (path / "text_encoder_3").is_dir()
+
+        def clip(sub: str):
+            return CLIPTextModelWithProjection.from_pretrained(path, subfolder=sub, torch_dtype=dt, local_files_only=True)
+
         return cls(
-            SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=base_dtype,
-                                                  local_files_only=True),
-            AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True),
-            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
-            AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
-            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", local_files_only=True),
-            AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
-            T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", local_files_only=True) if has_t5 else None,
+            transformer,
+            AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt, local_files_only=True),
+            clip("text_encoder"), AutoTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
+            clip("text_encoder_2"), AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", local_files_only=True),
+            T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", torch_dtype=dt, local_files_only=True)
+            if has_t5 else None,
             AutoTokenizer.from_pretrained(path, subfolder="tokenizer_3", local_files_only=True) if has_t5 else None,
             m, identity={"path": str(path.resolve())}, scheduler_config=schedule.read_scheduler_config(path),
+            denoiser_weights=weights,
         )
 
     def pipeline_shift(self) -> TimeShift | None:
@@ -142,7 +153,7 @@ class SD3Backbone:
     def negative(self, n: int) -> dict[str, torch.Tensor]:
         """Conditioning of the empty negative prompt, [n, ...] (encoded once)."""
         if self._negative is None:
-            self._negative = self._encode([""])
+            self._negative = self.encode_prompts([""])
         return {k: v.expand(n, *v.shape[1:]) for k, v in self._negative.items()}
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:

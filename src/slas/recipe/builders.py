@@ -3,6 +3,7 @@ schedule, objective."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -15,9 +16,14 @@ from slas.policy import adapter_class
 from slas.recipe.prompts import load_prompts, prompt_line_numbers
 
 
-def build_backbone(cfg: Config):
-    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section."""
-    return adapter_class(cfg.model.backbone).from_config(cfg.model)
+def build_backbone(cfg: Config, sharded: bool = False):
+    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section. ``sharded``
+    (dist.strategy fsdp in training): an adapter whose ``from_config`` takes ``meta`` builds its denoiser on the meta
+    device, and FSDP2 then reads each rank's shards only (slas.recipe.parallel.ParallelDenoiser)."""
+    cls = adapter_class(cfg.model.backbone)
+    if sharded and "meta" in inspect.signature(cls.from_config).parameters:
+        return cls.from_config(cfg.model, meta=True)
+    return cls.from_config(cfg.model)
 
 
 def build_reward(cfg: Config):

@@ -18,10 +18,11 @@ previous intact checkpoint: ``latest_intact``).
 
 Many processes (slas.recipe.parallel): with DDP every rank holds the same weights and optimizer state, so rank 0
 alone writes the files above and any number of processes (one included) can resume from them. With FSDP2
-(``dist.strategy: fsdp``) the weights, optimizer state, EMA and old policy are sharded: every rank writes its shards
-with ``torch.distributed.checkpoint`` into ``dcp/`` (``optim.pt`` then holds only the LR schedule), and rank 0 also
-writes the consolidated ``model.safetensors`` / ``ema.safetensors`` that ``slas export`` and the evaluation harness
-read. DCP reshards on load, so a sharded checkpoint resumes under another number of processes, or in one process.
+(``dist.strategy: fsdp``) the weights, optimizer state, EMA and old policy are sharded: every rank writes its own
+shards with ``torch.distributed.checkpoint`` into ``dcp/`` and hashes the files it wrote; ``optim.pt`` then holds
+only the LR schedule, and there are no safetensors weight files: nothing is ever gathered whole. DCP reshards on
+load, so a sharded checkpoint resumes under another number of processes, or in one process; ``load_weights`` reads
+its weights into a plain module one tensor at a time (``slas export``, the evaluation harness).
 """
 
 from __future__ import annotations
@@ -73,25 +74,31 @@ def save(root: Path, iteration: int, module: torch.nn.Module, optimizer, schedul
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+    shard_sums: dict[str, dict] = {}
     if sharded:
         group.barrier()  # the directory exists before any rank writes into it
-        model_state, ema_state, old_state = _save_shards(tmp / SHARDS, module, optimizer, ema, old)
+        _save_shards(tmp / SHARDS, module, optimizer, ema, old)
+        group.barrier()  # every shard and the metadata are on disk
+        # each rank hashes the files it wrote (__<rank>_*.distcp; rank 0 also .metadata), in parallel
+        mine = sorted((tmp / SHARDS).glob(f"__{group.rank}_*.distcp")) + ([tmp / SHARDS / ".metadata"] if main else [])
+        for part in group.all_gather_object({f"{SHARDS}/{p.name}": _digest(p) for p in mine}):
+            shard_sums |= part
         if not main:
             group.barrier()
             return None
         torch.save({"scheduler": scheduler.state_dict()}, tmp / OPTIM)
     else:
-        model_state, ema_state, old_state = module.state_dict(), ema, old
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIM)
-    save_file(_tensors(model_state), str(tmp / MODEL))
-    if ema_state is not None:
-        save_file(_tensors(ema_state), str(tmp / EMA))
-    if old_state is not None:
-        save_file(_tensors(old_state), str(tmp / OLD))
+        save_file(_tensors(module.state_dict()), str(tmp / MODEL))
+        if ema is not None:
+            save_file(_tensors(ema), str(tmp / EMA))
+        if old is not None:
+            save_file(_tensors(old), str(tmp / OLD))
     save_file({"torch": torch.get_rng_state()}, str(tmp / RNG))
     py_state = random.getstate()
+    sums = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()} | shard_sums
     full_state = dict(state, iteration=iteration, python_rng=[py_state[0], list(py_state[1]), py_state[2]],
-                      checksums={p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()})
+                      checksums=dict(sorted(sums.items())))
     (tmp / STATE).write_text(json.dumps(full_state))
     if final.exists():
         shutil.rmtree(final)
@@ -103,21 +110,13 @@ def save(root: Path, iteration: int, module: torch.nn.Module, optimizer, schedul
     return final
 
 
-def _save_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None,
-                 old: dict | None) -> tuple[dict, dict | None, dict | None]:
-    """Every rank writes its shards of the weights, the optimizer state, the EMA and the old policy (DCP); returns
-    the consolidated weights, EMA and old policy on rank 0 (empty elsewhere), for the safetensors files."""
+def _save_shards(path: Path, module: torch.nn.Module, optimizer, ema: dict | None, old: dict | None) -> None:
+    """Every rank writes its shards of the weights, the optimizer state, the EMA and the old policy (DCP)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(module, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd, "ema": ema or {}, "old": old or {}}, checkpoint_id=str(path))
-    full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def consolidated(d):
-        return None if d is None else {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in d.items()}
-
-    return full, consolidated(ema), consolidated(old)
 
 
 def all_of(root: Path) -> list[Path]:
@@ -219,6 +218,77 @@ def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors; a ``RunError`` naming it when it cannot be read."""
     return _read(Path(path), lambda p: load_file(str(p)))
+
+
+WEIGHTS = {"model": MODEL, "ema": EMA, "old": OLD}  # the weight sets a checkpoint may hold -> their file
+
+
+def weight_files(ckpt: Path, name: str) -> list[str]:
+    """The files (relative to the checkpoint) that hold weight set ``name`` (``model``, ``ema``, ``old``): its
+    safetensors file, or every shard file of a sharded checkpoint."""
+    ckpt = Path(ckpt)
+    if (ckpt / SHARDS).is_dir():
+        return sorted(f"{SHARDS}/{p.name}" for p in (ckpt / SHARDS).iterdir() if p.is_file())
+    return [WEIGHTS[name]]
+
+
+def weight_shapes(ckpt: Path, name: str) -> dict[str, tuple[int, ...]] | None:
+    """Each tensor's shape in weight set ``name`` of a checkpoint (None when it holds no such set), read from the
+    safetensors header or the DCP metadata, without reading the weights."""
+    ckpt = Path(ckpt)
+    if (ckpt / SHARDS).is_dir():
+        from torch.distributed.checkpoint import FileSystemReader
+
+        meta = _read(ckpt / SHARDS / ".metadata", lambda p: FileSystemReader(str(p.parent)).read_metadata())
+        prefix = name + "."
+        found = {k[len(prefix):]: tuple(m.size) for k, m in meta.state_dict_metadata.items()
+                 if k.startswith(prefix) and hasattr(m, "size")}
+        return found or None
+    path = ckpt / WEIGHTS[name]
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    def shapes(p: Path) -> dict[str, tuple[int, ...]]:
+        with safe_open(str(p), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    return _read(path, shapes)
+
+
+def read_weights(ckpt: Path, name: str) -> dict[str, torch.Tensor]:
+    """Weight set ``name`` of a checkpoint as plain CPU tensors in their saved dtype (a sharded checkpoint's gathered
+    one tensor at a time); {} when it holds no such set."""
+    ckpt = Path(ckpt)
+    if not (ckpt / SHARDS).is_dir():
+        path = ckpt / WEIGHTS[name]
+        return read_tensors(path) if path.is_file() else {}
+    from torch.distributed.checkpoint import FileSystemReader
+
+    meta = _read(ckpt / SHARDS / ".metadata", lambda p: FileSystemReader(str(p.parent)).read_metadata())
+    prefix = name + "."
+    out = {k[len(prefix):]: torch.empty(tuple(m.size), dtype=m.properties.dtype)
+           for k, m in meta.state_dict_metadata.items() if k.startswith(prefix) and hasattr(m, "size")}
+    if out:
+        load_weights(ckpt, name, out)
+    return out
+
+
+def load_weights(ckpt: Path, name: str, into: dict[str, torch.Tensor]) -> None:
+    """Copy weight set ``name`` of a checkpoint into the tensors ``into`` (keyed as saved; plain tensors on any
+    device), in place: from its safetensors file, or from the DCP shards without a process group, one tensor at a
+    time (no full copy of the checkpoint besides ``into``)."""
+    ckpt = Path(ckpt)
+    if (ckpt / SHARDS).is_dir():
+        import torch.distributed.checkpoint as dcp
+
+        target = {name: {k: v.detach() for k, v in into.items()}}
+        _read(ckpt / SHARDS, lambda p: dcp.load(target, checkpoint_id=str(p), no_dist=True))
+        return
+    saved = read_tensors(ckpt / WEIGHTS[name])
+    with torch.no_grad():
+        for k, v in into.items():
+            v.copy_(saved[k])
 
 
 def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None, sharded: bool = False,

@@ -93,15 +93,21 @@ def eval_sampler(backbone, cfg: Config, steps: int):
 
 
 @torch.no_grad()
-def evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict], score_fn) -> dict:
+def evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entries: list[dict], score_fn,
+                    pg=None) -> dict:
     """Held-out deterministic samples (eta = 0: the ODE / DDIM sampler, at eval.shift) of data.eval_prompts with fixed
-    noise, scored with the training reward, and a grid of the first ones."""
+    noise, scored with the training reward, and a grid of the first ones.
+
+    ``pg`` (slas.recipe.parallel.ProcessGroup, every rank calling): the images are generated collectively over a
+    sharded model, each rank its share, and rank 0 scores them ({} elsewhere)."""
     from PIL import Image
 
     e = cfg.eval
     metas = [m for m in (entries[: e.max_prompts] if e.max_prompts else entries) for _ in range(e.n_per_prompt)]
-    images = generate(backbone, [m["prompt"] for m in metas], list(range(len(metas))), e.steps,
-                      sampler=eval_sampler(backbone, cfg, e.steps), batch_size=cfg.sample.batch_size or 16)
+    images = _generate(backbone, [m["prompt"] for m in metas], e.steps, eval_sampler(backbone, cfg, e.steps),
+                       cfg.sample.batch_size or 16, pg)
+    if pg is not None and not pg.is_main:
+        return {}
     scores = score_fn(images, [m["prompt"] for m in metas], metas)
     paths = RunDir(run_dir)
     paths.samples.mkdir(exist_ok=True)
@@ -111,3 +117,16 @@ def evaluate_reward(backbone, cfg: Config, run_dir: Path, iteration: int, entrie
     out = {"eval/reward_mean": float(np.nanmean(scores["total"]))}
     out.update({f"eval/reward/{name}": float(np.nanmean(scores[name])) for name in cfg.reward.weights})
     return out
+
+
+def _generate(backbone, prompts: list[str], steps: int, sampler, batch_size: int, pg=None) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of ``prompts`` with seeds 0..N-1; over ``pg``'s ranks each generates a contiguous
+    share of the same size (the last prompt repeated as padding, so every rank runs the same forwards, as the sharded
+    model's all-gathers need) and rank 0 gathers them."""
+    n = len(prompts)
+    if pg is None or pg.size == 1:
+        return generate(backbone, prompts, list(range(n)), steps, sampler=sampler, batch_size=batch_size)
+    per = -(-n // pg.size)
+    mine = [min(i, n - 1) for i in range(pg.rank * per, (pg.rank + 1) * per)]  # padded with the last prompt
+    part = generate(backbone, [prompts[i] for i in mine], mine, steps, sampler=sampler, batch_size=batch_size)
+    return pg.gather(torch.from_numpy(part)).numpy()[:n]  # [W * per, H, W, 3] -> [N, H, W, 3]

@@ -119,6 +119,14 @@ class ProcessGroup:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather_object(self, obj) -> list:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.grouped:
             dist.barrier()
@@ -203,6 +211,41 @@ def _fsdp_modules(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, FSDPModule)]
 
 
+def _shard(denoiser: nn.Module, compute_dtype: torch.dtype) -> None:
+    """FSDP2 units: every block of the denoiser's top-level ModuleLists, then the denoiser (the root)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    low = compute_dtype != torch.float32
+    block_mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if low else MixedPrecisionPolicy()
+    # the root hands fp32 outputs to the sampler, which steps in fp32
+    root_mp = (MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32, output_dtype=torch.float32)
+               if low else MixedPrecisionPolicy())
+    for child in denoiser.children():
+        if isinstance(child, nn.ModuleList):
+            for block in child:
+                fully_shard(block, mp_policy=block_mp)
+    fully_shard(denoiser, mp_policy=root_mp)
+
+
+def load_shards_from_safetensors(denoiser: nn.Module, folder, device: torch.device) -> None:
+    """Materialise an FSDP2-sharded denoiser built on the meta device: allocate this rank's shards on ``device``
+    and read only their rows from the safetensors files of ``folder`` (a diffusers model folder, e.g.
+    ``FLUX.1-dev/transformer``) with torch.distributed.checkpoint's HuggingFaceStorageReader, converting to the
+    parameters' dtype (fp32 master weights from bf16 files). No process holds the whole model."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    names = set(denoiser.state_dict())
+    transient = [n for n, _ in denoiser.named_buffers() if n not in names]
+    if transient:  # to_empty leaves them uninitialised and no file holds them
+        raise ValueError(f"{type(denoiser).__name__} has non-persistent buffers ({transient[:3]}), which loading "
+                         "from the meta device cannot restore; load it whole (dist.strategy ddp)")
+    denoiser.to_empty(device=device)
+    state = get_model_state_dict(denoiser)  # this rank's shards (DTensors), keyed as the files are
+    dcp.load(state, storage_reader=HuggingFaceStorageReader(str(folder)))  # in place
+
+
 def _denoiser(backbone) -> nn.Module:
     """The network ``predict`` runs (the toy adapter's ``module`` also holds its text encoder)."""
     return getattr(backbone, "denoiser", backbone.module)
@@ -212,31 +255,34 @@ class ParallelDenoiser:
     """The trained network as the recipe's TRAIN phase calls it: ``policy(x, t, cond)`` runs the adapter's
     ``predict`` through DDP (W > 1), through FSDP2-sharded modules (``dist.strategy: fsdp``) or as is (one process).
 
-    - ``accumulate(sync)``: gradient synchronisation only on the last micro-batch of an optimizer step;
-    - ``gathered()``: the full weights for many no-grad forwards (evaluation; rollouts through ``sampling()``
-      unless ``gather_rollout`` is off): FSDP all-gathers once instead of before every forward (as DanceGRPO
-      train_grpo_flux.py:326-367 does), at the cost of one full copy of the weights per process meanwhile; a no-op otherwise;
+    - ``accumulate(sync)``: DDP synchronises gradients on the last micro-batch of an optimizer step; FSDP2
+      reduce-scatters each micro-batch's, so gradients stay sharded;
+    - ``gathered()``: the full weights for many no-grad forwards: FSDP all-gathers once instead of before every
+      block's forward, at the cost of one full copy of the weights per process meanwhile; a no-op otherwise. Rollouts
+      use it only with ``gather_rollout`` (``dist.gather_rollout``, for models that fit); by default a sharded
+      rollout unshards one block at a time, as DanceGRPO's FSDP1 does (train_grpo_flux.py:326-367);
     - ``clip_grad_norm_``: the global norm (a sharded norm is reduced over ranks by torch).
 
-    FSDP2 shards each block of the denoiser's top-level ``nn.ModuleList``s (diffusers: ``down_blocks``,
-    ``up_blocks``, ``transformer_blocks``, ...) and then the denoiser itself; modules outside the denoiser (the toy
-    model's frozen text encoder) stay replicated. ``compile`` applies ``torch.compile`` to the denoiser (rollout,
-    training and evaluation forwards alike).
+    FSDP2 follows torchtitan (torchtitan/models/llama3/infra/parallelize.py ``apply_fsdp``): each block of the
+    denoiser's top-level ``nn.ModuleList``s (diffusers: ``down_blocks``, ``up_blocks``, ``transformer_blocks``, ...)
+    is a unit, then the denoiser itself; with a low-precision ``compute_dtype`` a ``MixedPrecisionPolicy``
+    all-gathers the weights in that dtype and reduce-scatters gradients in fp32 over fp32 sharded master weights, so
+    no autocast cache of whole unsharded weights exists. A backbone built on the meta device (``denoiser_weights``:
+    its safetensors folder) is materialised shard by shard (``load_shards_from_safetensors``). Modules outside the
+    denoiser (the toy model's frozen text encoder) stay replicated. ``compile`` applies ``torch.compile`` to the
+    denoiser (rollout, training and evaluation forwards alike).
     """
 
     def __init__(self, backbone, pg: ProcessGroup, strategy: str = "ddp", compile: bool = False,
-                 gather_rollout: bool = True):
+                 gather_rollout: bool = False, compute_dtype: torch.dtype = torch.float32):
         self.backbone, self.pg, self.strategy, self.gather_rollout = backbone, pg, strategy, gather_rollout
         self.denoiser = _denoiser(backbone)
         self._ddp = None
         if strategy == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-
-            for child in self.denoiser.children():
-                if isinstance(child, nn.ModuleList):
-                    for block in child:
-                        fully_shard(block)
-            fully_shard(self.denoiser)
+            _shard(self.denoiser, compute_dtype)
+            weights = getattr(backbone, "denoiser_weights", None)
+            if weights is not None:  # built on the meta device: each rank reads only its shards
+                load_shards_from_safetensors(self.denoiser, weights, backbone.device)
         elif pg.size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -260,13 +306,15 @@ class ParallelDenoiser:
 
     @contextlib.contextmanager
     def accumulate(self, sync: bool):
-        """Run one micro-batch's forward and backward; gradients are reduced over ranks only when ``sync``."""
+        """Run one micro-batch's forward and backward. DDP reduces the gradients over ranks only when ``sync`` (the
+        last micro-batch of an optimizer step). FSDP2 reduce-scatters every micro-batch's gradients: they stay
+        sharded between micro-batches, where skipping the sync would hold full-size unsharded fp32 gradients (one
+        more copy of the model per process); DanceGRPO's FSDP1 reduces after every backward too
+        (train_grpo_flux.py:605-613)."""
         if self._ddp is not None and not sync:
             with self._ddp.no_sync():
                 yield
             return
-        if self.sharded:
-            self.denoiser.set_requires_gradient_sync(sync)
         yield
 
     @contextlib.contextmanager

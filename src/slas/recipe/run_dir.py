@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from slas.recipe import checkpoint
 from slas.recipe.checkpoint import RunError
 
@@ -142,42 +140,39 @@ def load_run(run_dir: str | Path, ema: bool | None = None, overrides: Sequence[s
     cfg = load_config(run.config, [f"run.out_dir={run.root}", *overrides])
     if check is not None:
         check(cfg)
-    ema_file = ckpt / checkpoint.EMA
-    if ema is True and not ema_file.is_file():
+    ema_shapes = checkpoint.weight_shapes(ckpt, "ema")
+    if ema is True and ema_shapes is None:
         raise RunError(f"{ckpt} holds no EMA weights (the run trained with train.ema_decay 0); drop the EMA request "
                        "to use the policy's weights")
-    use_ema = ema is not False and ema_file.is_file()
+    use_ema = ema is not False and ema_shapes is not None
     # the files read, against the sizes and sha256 the state file recorded (a truncated or corrupt one is named)
-    checkpoint.verify(ckpt, [checkpoint.MODEL, *([checkpoint.EMA] if use_ema else [])])
+    checkpoint.verify(ckpt, sorted({*checkpoint.weight_files(ckpt, "model"),
+                                    *(checkpoint.weight_files(ckpt, "ema") if use_ema else [])}))
 
     backbone = build_backbone(cfg)
     module = backbone.module
-    model_file = ckpt / checkpoint.MODEL
-    state = checkpoint.read_tensors(model_file)
+    where, ema_where = (ckpt, ckpt) if (ckpt / checkpoint.SHARDS).is_dir() else (ckpt / checkpoint.MODEL, ckpt / checkpoint.EMA)
+    saved = checkpoint.weight_shapes(ckpt, "model") or {}
     want = module.state_dict()
-    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    missing, unexpected = sorted(set(want) - set(saved)), sorted(set(saved) - set(want))
     if missing or unexpected:
-        raise RunError(f"{model_file} does not fit the model built from {run.config}: "
+        raise RunError(f"{where} does not fit the model built from {run.config}: "
                        f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
                        f"(e.g. {unexpected[:3]})")
-    bad = [k for k, v in state.items() if v.shape != want[k].shape]
+    bad = [k for k, shape in saved.items() if shape != tuple(want[k].shape)]
     if bad:
-        raise RunError(f"{model_file} does not fit the model built from {run.config}: "
-                       f"{bad[0]} is {tuple(state[bad[0]].shape)}, the model's {tuple(want[bad[0]].shape)}")
-    module.load_state_dict({k: v.to(want[k].device) for k, v in state.items()})
+        raise RunError(f"{where} does not fit the model built from {run.config}: "
+                       f"{bad[0]} is {saved[bad[0]]}, the model's {tuple(want[bad[0]].shape)}")
+    checkpoint.load_weights(ckpt, "model", want)  # in place, one tensor at a time
     if use_ema:
         named = dict(module.named_parameters())
-        saved = checkpoint.read_tensors(ema_file)
-        stray = [k for k in saved if k not in named]
+        stray = [k for k in ema_shapes if k not in named]
         if stray:
-            raise RunError(f"{ema_file} names {len(stray)} parameter(s) the model lacks, e.g. {stray[:3]}")
-        bad = [k for k, v in saved.items() if v.shape != named[k].shape]
+            raise RunError(f"{ema_where} names {len(stray)} parameter(s) the model lacks, e.g. {stray[:3]}")
+        bad = [k for k, shape in ema_shapes.items() if shape != tuple(named[k].shape)]
         if bad:
-            raise RunError(f"{ema_file}: {bad[0]} is {tuple(saved[bad[0]].shape)}, the model's "
-                           f"{tuple(named[bad[0]].shape)}")
-        with torch.no_grad():
-            for k, v in saved.items():
-                named[k].copy_(v)
+            raise RunError(f"{ema_where}: {bad[0]} is {ema_shapes[bad[0]]}, the model's {tuple(named[bad[0]].shape)}")
+        checkpoint.load_weights(ckpt, "ema", {k: named[k].data for k in ema_shapes})
     module.eval()
     iteration = int(checkpoint.read_state(ckpt)["iteration"])
     weights = "EMA weights" if use_ema else "raw weights"

@@ -47,7 +47,7 @@ from slas.recipe.builders import (
     eval_prompts,
     train_prompts,
 )
-from slas.recipe.evaluation import before_after, change_lines, evaluate_iteration, proportion_text
+from slas.recipe.evaluation import before_after, change_lines, evaluate_iteration, evaluate_reward, proportion_text
 from slas.recipe.metrics import MetricsLog
 from slas.recipe.objectives import Batch, Objective
 from slas.recipe.parallel import ParallelDenoiser, ProcessGroup
@@ -143,14 +143,19 @@ class TrainState:
                                group=self.pg, sharded=self.denoiser.sharded, old=o.old)
 
     def evaluate_policy(self, it: int) -> dict:
-        """Rank 0 evaluates with the EMA weights swapped in (FSDP: after every rank joined the all-gather of the
-        weights); the others get {}."""
+        """The evaluation of iteration ``it`` with the EMA weights swapped in; {} on ranks other than 0. Sharded
+        (FSDP) with data.eval_prompts: every rank generates its share, one block unsharded at a time; else rank 0
+        evaluates (FSDP: after every rank joined the all-gather of the whole weights)."""
         self.backbone.module.eval()
-        with torch.no_grad(), self.denoiser.swapped(self.objective.ema or {}), self.denoiser.gathered():
-            if not self.pg.is_main:
-                return {}
-            return evaluate_iteration(self.backbone, self.cfg, self.run.root, it, self.eval_entries, self.score_fn,
-                                      self.metrics.rows)
+        with torch.no_grad(), self.denoiser.swapped(self.objective.ema or {}):
+            if self.denoiser.sharded and self.eval_entries is not None:
+                return evaluate_reward(self.backbone, self.cfg, self.run.root, it, self.eval_entries, self.score_fn,
+                                       pg=self.pg)
+            with self.denoiser.gathered():
+                if not self.pg.is_main:
+                    return {}
+                return evaluate_iteration(self.backbone, self.cfg, self.run.root, it, self.eval_entries,
+                                          self.score_fn, self.metrics.rows)
 
 
 def setup(cfg: Config, resume: bool, log) -> TrainState | None:
@@ -176,9 +181,10 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
 
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg, sharded=cfg.dist.strategy == "fsdp")
     denoiser = ParallelDenoiser(backbone, pg, cfg.dist.strategy, compile=cfg.model.compile,
-                                gather_rollout=cfg.dist.gather_rollout)
+                                gather_rollout=cfg.dist.gather_rollout,
+                                compute_dtype=getattr(backbone, "dtype", torch.float32))
     named = {k: p for k, p in backbone.module.named_parameters() if p.requires_grad}
     optimizer, scheduler = build_optimizer(cfg, list(named.values()))
     score_fn = build_reward(cfg)
