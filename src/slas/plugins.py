@@ -67,9 +67,7 @@ def load_plugins() -> list[str]:
 
 def register_world(name: str, world: World) -> None:
     """Register world ``name`` (``data.world``)."""
-    if name in _WORLDS and _WORLDS[name] is not world:
-        raise ValueError(f"world {name!r} is already registered")
-    _WORLDS[name] = world
+    _add(_WORLDS, "world", name, world)
 
 
 def worlds() -> list[str]:
@@ -79,18 +77,13 @@ def worlds() -> list[str]:
 
 def get_world(name: str) -> World:
     """The world registered as ``name``; ValueError naming the known ones otherwise."""
-    load_plugins()
-    if name not in _WORLDS:
-        raise ValueError(f"unknown world {name!r}; registered: {sorted(_WORLDS)}")
-    return _WORLDS[name]
+    return _lookup(_WORLDS, "world", name)
 
 
 def register_objective(name: str, target: str | type) -> None:
     """Register policy objective ``name`` (``train.objective``): a subclass of slas.recipe.objectives.Objective, or
     ``"module:Class"`` (imported on first use)."""
-    if name in _OBJECTIVES and _OBJECTIVES[name] is not target:
-        raise ValueError(f"objective {name!r} is already registered")
-    _OBJECTIVES[name] = target
+    _add(_OBJECTIVES, "objective", name, target)
 
 
 def objectives() -> list[str]:
@@ -101,10 +94,25 @@ def objectives() -> list[str]:
 
 def objective_class(name: str) -> type:
     """The class of ``train.objective`` ``name``."""
-    if name not in objectives():
-        raise ValueError(f"unknown objective {name!r}; registered: {objectives()}")
-    target = _OBJECTIVES[name]
+    return resolve(_lookup(_OBJECTIVES, "objective", name))
+
+
+def resolve(target: str | type) -> type:
+    """A registered class, or ``"module:Class"`` imported now."""
     if isinstance(target, str):
         module, cls = target.split(":")
         return getattr(importlib.import_module(module), cls)
     return target
+
+
+def _add(table: dict, kind: str, name: str, value) -> None:
+    if name in table and table[name] is not value:
+        raise ValueError(f"{kind} {name!r} is already registered")
+    table[name] = value
+
+
+def _lookup(table: dict, kind: str, name: str):
+    load_plugins()
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; registered: {sorted(table)}")
+    return table[name]

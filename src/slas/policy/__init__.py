@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from slas.policy.base import Backbone, index_cond
 
 # model.backbone name -> (module:class or the class, what the network predicts). The prediction is listed here so
@@ -39,11 +37,9 @@ def adapter_class(name: str):
     known = adapters()
     if name not in known:
         raise ValueError(f"unknown backbone {name!r}; known: {sorted(known)}")
-    target = _ADAPTERS[name][0]
-    if isinstance(target, str):
-        module, cls = target.split(":")
-        return getattr(importlib.import_module(module), cls)
-    return target
+    from slas.plugins import resolve
+
+    return resolve(_ADAPTERS[name][0])
 
 
 __all__ = ["Backbone", "adapter_class", "adapters", "index_cond", "register_adapter"]
