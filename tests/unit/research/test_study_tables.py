@@ -12,7 +12,7 @@ import pytest
 from slas.evals.stats import t_interval
 from slas.recipe.run_dir import RunDir
 
-RESEARCH = Path(__file__).resolve().parents[2] / "research"
+RESEARCH = Path(__file__).resolve().parents[3] / "research"
 sys.path.insert(0, str(RESEARCH))  # research/study/, as research/study_tables.py sees it
 from study.contrasts import GOLD_CONTRAST_KEYS, gamma_line, matched_line, push_line  # noqa: E402
 from study.gold_tables import gold_paired_table  # noqa: E402

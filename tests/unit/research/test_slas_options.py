@@ -7,7 +7,7 @@ import pytest
 import torch
 
 _spec = importlib.util.spec_from_file_location(
-    "slas_options", Path(__file__).resolve().parents[2] / "research" / "slas_options.py")
+    "slas_options", Path(__file__).resolve().parents[3] / "research" / "slas_options.py")
 so = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(so)
 

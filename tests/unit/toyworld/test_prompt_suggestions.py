@@ -12,7 +12,7 @@ from slas.apps.cli import main
 from slas.recipe.prompts import PromptFileError, load_prompts, prompt_line_numbers
 from slas.toyworld import PromptError, parse, render
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("text, why, suggestions", [
