@@ -150,6 +150,6 @@ def test_sample_errors_are_one_line(runs, tmp_path, capsys):
     cfg["data"] |= {"prompts": str(prompts), "eval_prompts": str(prompts)}
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))
     _one_error_line(capsys, [*sample, str(other)], "samples ShapesWorld (model.backbone toy) models only")
-    # export (a ShapesWorld run exports: tests/e2e/test_uncertainty_and_grids.py): --ema on a run without an EMA
+    # export (a ShapesWorld run exports: tests/e2e/test_export_cli.py): --ema on a run without an EMA
     _one_error_line(capsys, ["export", str(runs[1]), "--ema", "--out", str(tmp_path / "x")], "holds no EMA weights")
     _one_error_line(capsys, ["export", str(empty), "--out", str(tmp_path / "x")], "holds no checkpoint yet")

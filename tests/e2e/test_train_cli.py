@@ -1,10 +1,13 @@
-"""Issue 19 items 2 and 9: training on a plain-text ShapesWorld prompts file, one error line (and no run folder) for
-a prompt the rewards cannot judge, the progress bars of `train` and `compare`, `eval --out` refusing to overwrite."""
+"""`slas train` at the command line: plain-text ShapesWorld prompt files, one error line (and no run folder) for
+a prompt the rewards cannot judge, the progress bars of `train` and `compare`, and exact resume after SIGKILL."""
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,10 @@ from _toyruns import tiny_overrides
 from slas.apps import compare as cmp
 from slas.apps.cli import main
 from slas.apps.compare import pool
+from slas.config import load_config
 from slas.recipe.metrics import last_iteration, read_metrics
 from slas.recipe.run_dir import RunDir
+from slas.recipe.train import train
 
 
 class RecordingBar(tqdm_module.tqdm):
@@ -96,15 +101,6 @@ def test_a_prompt_without_metadata_for_a_reward_that_needs_it(tiny_ckpt, tmp_pat
     assert f"{hpd}:1" in err and not out.exists()
 
 
-def test_sample_reads_the_same_plain_file(tiny_ckpt, tmp_path, capsys):
-    fixed = tmp_path / "fixed.txt"
-    fixed.write_text("a photo of a red circle\na photo of three triangles\n")
-    assert main(["sample", "--checkpoint", str(tiny_ckpt), "--prompts-file", str(fixed), "-n", "1", "--steps", "2",
-                 "--out", str(tmp_path / "g.png")]) == 0
-    verdicts = [json.loads(x) for x in (tmp_path / "g" / "verdicts.jsonl").read_text().splitlines()]
-    assert [v["prompt"] for v in verdicts] == ["a photo of a red circle", "a photo of three triangles"]
-
-
 def test_compare_shows_one_bar_with_each_running_runs_iteration(tmp_path, monkeypatch, bars):
     """The runs are stand-ins that write metrics rows: the bar counts finished runs and names each running run's
     latest iteration."""
@@ -132,15 +128,23 @@ def test_compare_shows_one_bar_with_each_running_runs_iteration(tmp_path, monkey
     assert last_iteration(specs[0].cfg.run.out_dir) == 3 and last_iteration(tmp_path / "none") is None
 
 
-def test_eval_out_refuses_an_existing_result_unless_overwrite(tiny_ckpt, tmp_path, capsys):
-    out = tmp_path / "ev"
-    out.mkdir()
-    (out / "summary.json").write_text('{"suite": "toyworld"}\n')
-    args = ["eval", "--suite", "toyworld", "--model", str(tiny_ckpt), "--max-prompts", "2", "--steps", "1",
-            "--no-images", "--out", str(out)]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already holds" in err and "--overwrite" in err
-    assert (out / "summary.json").read_text() == '{"suite": "toyworld"}\n'  # untouched
-    assert main([*args, "--overwrite"]) == 0
-    assert json.loads((out / "summary.json").read_text())["n_images"] > 0
+def _strip_time(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def test_resume_after_sigkill_is_exact(tiny_ckpt, tmp_path):
+    ov = tiny_overrides(tiny_ckpt, tmp_path / "a", **{"train.iterations": 5, "eval.every": 0})
+    full = train(load_config(None, ov), progress=False, log=lambda s: None)
+    b = tmp_path / "b"
+    cmd = [sys.executable, "-m", "slas.apps.cli", "train", "--no-progress"] + tiny_overrides(
+        tiny_ckpt, b, **{"train.iterations": 5, "eval.every": 0})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (b / "checkpoints" / "iter_000002").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rc = subprocess.run([sys.executable, "-m", "slas.apps.cli", "train", "--no-progress", "--resume", str(b)],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    assert _strip_time(_rows(b)) == _strip_time(_rows(full))

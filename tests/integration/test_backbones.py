@@ -14,21 +14,18 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from _tinypipes import FLUX_DEV_SCHEDULER, build_pipeline, clip_text, tokenizers
-from slas.algo.samplers import DDIMSampler, FlowSampler, ddim_alphas, flow_sigmas, sampler_for
+from _tinypipes import FLUX_DEV_SCHEDULER, PROMPTS, build_pipeline, clip_text, tokenizers
 from slas.algo.samplers.rollout import rollout
 from slas.apps.cli import main
-from slas.config import ConfigError, load_config
+from slas.config import load_config
 from slas.policy.base import Backbone, index_cond
-from slas.policy.flux import image_ids, pack, unpack
+from slas.policy.flux import pack, unpack
 from slas.policy.generate import deterministic_sampler
 from slas.recipe.builders import build_backbone
 from slas.recipe.evaluation import eval_sampler
-from slas.recipe.prompts import load_prompts
 from slas.recipe.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMPTS = ["a photo of a red cat", "a blue dog on a green mat", "two yellow birds", "a white circle left of a square"]
 
 # what each tiny run starts from: a shipped config, with the options that pick the code path under test
 RUNS = {
@@ -81,14 +78,6 @@ def clip_reward(tmp_path_factory, toks):
                   patch_size=8, num_channels=3, hidden_act="gelu")
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(d)
     tok.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def prompt_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("prompts")
-    (d / "train.txt").write_text("\r\n".join(PROMPTS) + "\r\n\r\n")  # CRLF and a blank line, as upstream files
-    (d / "eval.jsonl").write_text("".join(json.dumps({"prompt": p, "tag": "t"}) + "\n" for p in PROMPTS[:2]))
     return d
 
 
@@ -301,48 +290,6 @@ def test_forward_objectives_train_without_cfg(objective, model_dirs, clip_reward
     assert any(not c["grad"] for c in train)  # v_old (nft, awm's old_kl) and the KL reference
 
 
-# ---- pieces, without training ----------------------------------------------------------------------
-
-
-def test_forward_process_of_the_samplers():
-    """``noised`` / ``velocity``, what nft / awm train on: the flow sampler's x_t = (1 - sigma) x0 + sigma eps; DDIM's
-    VP x_t = sqrt(ab) x0 + sqrt(1 - ab) eps is the flow point at t = sqrt(1 - ab) / (sqrt(ab) + sqrt(1 - ab)),
-    rescaled, and an epsilon prediction converts to the rectified-flow velocity eps - x0 (exactly when the
-    prediction is exact). For both, the x0-space error t (v - target) is x0 - x0_hat (DiffusionNFT's e)."""
-    g = torch.Generator().manual_seed(0)
-    x0, eps = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
-    delta = 0.1 * torch.randn(6, 4, 8, 8, generator=g)  # a prediction error
-    idx = torch.tensor([0, 1, 2, 3, 4, 4])
-    bc = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731
-
-    flow = sampler_for("velocity", 5, family="flow_grpo", shift=3.0)
-    x_t, t = flow.noised(x0, eps, idx)
-    sigma = flow.sigmas[idx]
-    assert torch.equal(t, sigma) and (t > 0).all() and (t <= 1).all()  # step 0 is pure noise, t = 1
-    torch.testing.assert_close(x_t, (1 - bc(sigma)) * x0 + bc(sigma) * eps)
-    v = flow.velocity(eps - x0 + delta, x_t, idx)
-    torch.testing.assert_close(v, eps - x0 + delta)
-    torch.testing.assert_close(bc(t) * (v - (eps - x0)), x0 - flow.x0(v, x_t, idx))
-
-    ac = torch.linspace(0.9999, 0.98, 1000).cumprod(0)  # SD-like: alpha-bar from ~1 down to ~0
-    ddim = sampler_for("epsilon", 5, family="ddim", alphas_cumprod=ac)
-    x_t, t = ddim.noised(x0, eps, idx)
-    ab = ddim.alpha_bar[idx]
-    a, s = ab.sqrt(), (1 - ab).sqrt()
-    torch.testing.assert_close(x_t, bc(a) * x0 + bc(s) * eps)  # the model's own (VP) input at model_time(idx)
-    torch.testing.assert_close(t, s / (a + s))
-    assert (t[1:] <= t[:-1]).all() and t[0] > 0.9 and t[-1] < 0.1  # from noise to data along the schedule
-    torch.testing.assert_close(x_t / bc(a + s), (1 - bc(t)) * x0 + bc(t) * eps, atol=1e-5, rtol=1e-5)
-    v = ddim.velocity(eps, x_t, idx)  # exact epsilon -> exact velocity
-    assert (v - (eps - x0)).abs().max() < 1e-5 * (eps - x0).abs().max(), (v - (eps - x0)).abs().max()
-    v = ddim.velocity(eps + delta, x_t, idx)  # the velocity error is (1 + s / a) x the epsilon error
-    torch.testing.assert_close(v - (eps - x0), bc(1 + s / a) * delta, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(bc(t) * (v - (eps - x0)), x0 - ddim.x0(eps + delta, x_t, idx), atol=1e-5, rtol=1e-5)
-
-
-# ---- pieces, without training ----------------------------------------------------------------------
-
-
 def test_backbones_satisfy_the_protocol_and_encode_like_the_pipelines(tmp_path, toks):
     """Each adapter's prompt encoding equals its pipeline's encode_prompt; the protocol holds."""
     for kind in RUNS:
@@ -367,97 +314,3 @@ def test_backbones_satisfy_the_protocol_and_encode_like_the_pipelines(tmp_path, 
             else:
                 emb, _ = pipe.encode_prompt(PROMPTS[:2], "cpu", 1, False)
                 torch.testing.assert_close(cond["prompt_embeds"], emb)
-
-
-def test_flux_packing_matches_the_pipeline():
-    from diffusers import FluxPipeline
-
-    x = torch.randn(2, 16, 6, 4)
-    packed = pack(x)
-    assert torch.equal(packed, FluxPipeline._pack_latents(x, 2, 16, 6, 4))
-    assert torch.equal(unpack(packed, 6, 4), x)
-    assert torch.equal(image_ids(3, 2), FluxPipeline._prepare_latent_image_ids(1, 3, 2, "cpu", torch.float32))
-
-
-def test_sampler_dispatch():
-    s = sampler_for("velocity", 4, family="dance", shift=3.0)
-    assert isinstance(s, FlowSampler) and torch.equal(s.sigmas, flow_sigmas(4, 3.0))
-    ac = torch.linspace(0.999, 0.01, 1000).cumprod(0)
-    d = sampler_for("epsilon", 5, family="ddim", alphas_cumprod=ac)
-    assert isinstance(d, DDIMSampler) and torch.equal(d.timesteps, ddim_alphas(ac, 5)[0])
-    assert torch.equal(d.model_time(torch.tensor([0, 4])), d.timesteps[[0, 4]].float())
-    with pytest.raises(ValueError, match="epsilon-prediction backbone samples with family 'ddim'"):
-        sampler_for("epsilon", 5, family="dance", alphas_cumprod=ac)
-    with pytest.raises(ValueError, match="flow family"):
-        sampler_for("velocity", 5, family="ddim")
-    with pytest.raises(ValueError, match="DDIM has no sigma step"):
-        d.dt(torch.tensor([0]))
-
-
-@pytest.mark.parametrize("prediction, family", [("velocity", "dance"), ("velocity", "flow_grpo"), ("epsilon", "ddim")])
-def test_dispatched_sampler_rescoring_gives_ratio_one(prediction, family):
-    """Rollout and re-scoring through one sampler object agree at unchanged weights, with grad on and shuffled
-    micro-batches that mix steps (the recipe's update pass), for each sampler a backbone can get."""
-    torch.manual_seed(0)
-    net = torch.nn.Conv2d(4, 4, 3, padding=1)
-    ac = torch.linspace(0.9999, 0.98, 1000).cumprod(0)
-    s = sampler_for(prediction, 4, family=family, alphas_cumprod=ac if prediction == "epsilon" else None)
-
-    def predict(x, t, idx=None):
-        return net(x) * (1 + t.view(-1, 1, 1, 1) / 1000)
-
-    ids = torch.arange(6)
-    ro = rollout(predict, torch.randn(6, 4, 8, 8), s, eta=0.8 if family != "ddim" else 1.0,
-                 generator=torch.Generator().manual_seed(1), prompt_ids=ids, group_ids=ids)
-    assert (ro.log_probs != 0).all()
-    pairs = torch.cartesian_prod(torch.arange(6), torch.arange(4))[torch.randperm(24)]
-    for mb in pairs.split(5):
-        n, t = mb[:, 0], mb[:, 1]
-        x = ro.latents[n, t]
-        out = s.step(predict(x, s.model_time(t)), x, t, eta=0.8 if family != "ddim" else 1.0,
-                     prev_sample=ro.latents[n, t + 1])
-        assert (out.log_prob - ro.log_probs[n, t]).exp().sub(1).abs().max() < 1e-6
-
-
-def test_real_configs_validate_without_weights_and_fail_clearly_at_load(tmp_path):
-    for name in ("flux_dancegrpo", "flux_slas", "sd14_dancegrpo", "sd14_slas", "sd35_flowgrpo"):
-        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert cfg.model.backbone in ("flux", "sd", "sd3") and cfg.model.path
-    cfg = load_config(ROOT / "configs" / "flux_dancegrpo.yaml", [f"model.path={tmp_path / 'nope'}"])
-    with pytest.raises(FileNotFoundError, match="model.path .* is not a directory.*huggingface-cli download"):
-        build_backbone(cfg)
-
-
-@pytest.mark.parametrize("overrides, needle", [
-    (["model.backbone=flux"], "model.path must name"),
-    (["model.backbone=sd", "model.path=x", "data.prompts=a", "data.eval_prompts=b"], "does not fit backbone 'sd'"),
-    (["model.backbone=flux", "model.path=x", "data.prompts=a"], "data.eval_prompts must name"),
-    (["model.backbone=sd", "model.path=x", "data.prompts=a", "data.eval_prompts=b", "sample.family=ddim",
-      "sample.shift=3"], "no shift or noise_pool"),
-    (["model.backbone=flux", "model.path=x", "data.prompts=a", "data.eval_prompts=b", "model.cfg_detach_uncond=true"],
-     "no CFG branch"),
-    (["model.backbone=nope"], "known: \\['flux', 'sd', 'sd3', 'toy'\\]"),
-])
-def test_real_backbone_config_errors(overrides, needle):
-    with pytest.raises(ConfigError, match=needle):
-        load_config(None, overrides)
-
-
-def test_prompt_files(tmp_path, prompt_files):
-    assert [e["prompt"] for e in load_prompts(prompt_files / "train.txt")] == PROMPTS
-    assert load_prompts(prompt_files / "eval.jsonl")[0] == {"prompt": PROMPTS[0], "tag": "t"}
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "x"}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1: a JSON record needs a non-empty string 'prompt'"):
-        load_prompts(bad)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_prompts(tmp_path / "missing.txt")
-    csv = tmp_path / "p.csv"
-    csv.write_text("prompt\na cat\n")
-    with pytest.raises(ValueError, match="expected .txt"):
-        load_prompts(csv)
-
-
-def test_export_errors_are_one_line(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
-    assert "no config.yaml there" in capsys.readouterr().err

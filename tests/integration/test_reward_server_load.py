@@ -5,7 +5,6 @@ backoff with jitter) so that each of its batches is scored exactly once, or fail
 
 import http.client
 import json
-import random
 import threading
 import time
 
@@ -15,7 +14,7 @@ import pytest
 from _toyruns import tiny_overrides
 from slas import rewards
 from slas.apps.cli import main
-from slas.rewards.remote import RemoteRewardError, backoff_delay
+from slas.rewards.remote import RemoteRewardError
 from slas.rewards.server import make_server
 from slas.rewards.wire import REQUEST_ID_HEADER, encode_images
 
@@ -223,16 +222,6 @@ def test_retries_exhausted_fails_slas_train_with_one_error_line(probe, start, ti
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2 and "Traceback" not in err
     assert lines[-1].startswith(f"error: reward server {server.url}/score failed 2 time(s); last error: HTTP 503: ")
-
-
-def test_backoff_is_exponential_with_jitter_and_honours_retry_after():
-    rng = random.Random(0)
-    for attempt, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (200, 8.0)]:
-        waits = [backoff_delay(attempt, 1.0, 8.0, rng=rng) for _ in range(200)]
-        assert cap / 2 <= min(waits) and max(waits) <= cap and max(waits) - min(waits) > cap / 4  # spread: jitter
-    assert backoff_delay(1, 0.1, 8.0, retry_after=3, rng=rng) == 3  # the server's Retry-After is a floor ...
-    assert backoff_delay(1, 0.1, 8.0, retry_after=100, rng=rng) == 8  # ... capped at backoff_max
-    assert backoff_delay(3, 0.0, 8.0, rng=rng) == 0
 
 
 def test_the_client_sends_one_request_id_per_batch_and_repeats_it_on_retry():

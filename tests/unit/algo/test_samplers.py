@@ -1,6 +1,7 @@
 """Samplers with log-probs: ratio == 1 at unchanged weights (also for shuffled, mixed-timestep micro-batches),
 hand-checked formulas, the eta = 0 limit, reductions, empirical std, input validation, DDIM and the flow sigma grid vs
-diffusers."""
+diffusers, the forward process the forward-process objectives train on, and which sampler a backbone gets
+(sampler_for)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from slas.algo.samplers import (
     FAMILIES,
+    DDIMSampler,
+    FlowSampler,
     StepOutput,
     TimeShift,
     ddim_alphas,
@@ -20,6 +23,7 @@ from slas.algo.samplers import (
     euler_ode,
     flow_sigmas,
     flow_step_with_logprob,
+    sampler_for,
 )
 
 N, T, SHAPE = 8, 5, (3, 8, 8)
@@ -392,3 +396,54 @@ def test_noise_pool_empirical_std_per_block():
     resid = (out.prev_sample - out.mean)[:, 0]  # [4000, 8, 8], one value per sample
     assert torch.allclose(resid, resid[:, :1, :1].expand_as(resid), atol=1e-6)
     assert abs(float(resid[:, 0, 0].std()) / (0.5 * math.sqrt(0.2)) - 1) < 0.05
+
+
+def test_forward_process_of_the_samplers():
+    """``noised`` / ``velocity``, what nft / awm train on: the flow sampler's x_t = (1 - sigma) x0 + sigma eps; DDIM's
+    VP x_t = sqrt(ab) x0 + sqrt(1 - ab) eps is the flow point at t = sqrt(1 - ab) / (sqrt(ab) + sqrt(1 - ab)),
+    rescaled, and an epsilon prediction converts to the rectified-flow velocity eps - x0 (exactly when the
+    prediction is exact). For both, the x0-space error t (v - target) is x0 - x0_hat (DiffusionNFT's e)."""
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
+    delta = 0.1 * torch.randn(6, 4, 8, 8, generator=g)  # a prediction error
+    idx = torch.tensor([0, 1, 2, 3, 4, 4])
+    bc = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731
+
+    flow = sampler_for("velocity", 5, family="flow_grpo", shift=3.0)
+    x_t, t = flow.noised(x0, eps, idx)
+    sigma = flow.sigmas[idx]
+    assert torch.equal(t, sigma) and (t > 0).all() and (t <= 1).all()  # step 0 is pure noise, t = 1
+    torch.testing.assert_close(x_t, (1 - bc(sigma)) * x0 + bc(sigma) * eps)
+    v = flow.velocity(eps - x0 + delta, x_t, idx)
+    torch.testing.assert_close(v, eps - x0 + delta)
+    torch.testing.assert_close(bc(t) * (v - (eps - x0)), x0 - flow.x0(v, x_t, idx))
+
+    ac = torch.linspace(0.9999, 0.98, 1000).cumprod(0)  # SD-like: alpha-bar from ~1 down to ~0
+    ddim = sampler_for("epsilon", 5, family="ddim", alphas_cumprod=ac)
+    x_t, t = ddim.noised(x0, eps, idx)
+    ab = ddim.alpha_bar[idx]
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    torch.testing.assert_close(x_t, bc(a) * x0 + bc(s) * eps)  # the model's own (VP) input at model_time(idx)
+    torch.testing.assert_close(t, s / (a + s))
+    assert (t[1:] <= t[:-1]).all() and t[0] > 0.9 and t[-1] < 0.1  # from noise to data along the schedule
+    torch.testing.assert_close(x_t / bc(a + s), (1 - bc(t)) * x0 + bc(t) * eps, atol=1e-5, rtol=1e-5)
+    v = ddim.velocity(eps, x_t, idx)  # exact epsilon -> exact velocity
+    assert (v - (eps - x0)).abs().max() < 1e-5 * (eps - x0).abs().max(), (v - (eps - x0)).abs().max()
+    v = ddim.velocity(eps + delta, x_t, idx)  # the velocity error is (1 + s / a) x the epsilon error
+    torch.testing.assert_close(v - (eps - x0), bc(1 + s / a) * delta, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bc(t) * (v - (eps - x0)), x0 - ddim.x0(eps + delta, x_t, idx), atol=1e-5, rtol=1e-5)
+
+
+def test_sampler_dispatch():
+    s = sampler_for("velocity", 4, family="dance", shift=3.0)
+    assert isinstance(s, FlowSampler) and torch.equal(s.sigmas, flow_sigmas(4, 3.0))
+    ac = torch.linspace(0.999, 0.01, 1000).cumprod(0)
+    d = sampler_for("epsilon", 5, family="ddim", alphas_cumprod=ac)
+    assert isinstance(d, DDIMSampler) and torch.equal(d.timesteps, ddim_alphas(ac, 5)[0])
+    assert torch.equal(d.model_time(torch.tensor([0, 4])), d.timesteps[[0, 4]].float())
+    with pytest.raises(ValueError, match="epsilon-prediction backbone samples with family 'ddim'"):
+        sampler_for("epsilon", 5, family="dance", alphas_cumprod=ac)
+    with pytest.raises(ValueError, match="flow family"):
+        sampler_for("velocity", 5, family="ddim")
+    with pytest.raises(ValueError, match="DDIM has no sigma step"):
+        d.dt(torch.tensor([0]))

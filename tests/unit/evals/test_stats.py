@@ -1,11 +1,14 @@
-"""Wilson intervals and the "resolved" rule behind every printed accuracy, and the t intervals over training seeds
-(slas.evals.stats)."""
+"""Wilson intervals and the "resolved" rule behind every printed accuracy, the t intervals over training seeds, the
+(cluster-robust) mean interval and the paired bootstrap of `slas eval` (slas.evals.stats)."""
+
+from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from slas.evals.stats import MIN_N, format_proportion, paired_bootstrap, resolved, welch, wilson
+from slas.evals.stats import MIN_N, format_proportion, mean_ci, paired_bootstrap, resolved, welch, wilson
 
 
 @pytest.mark.parametrize("k, n, lo, hi", [
@@ -72,3 +75,37 @@ def test_welch_edges():
     assert none["n"] == 0 and math.isnan(none["mean"]) and math.isnan(none["half"])
     flat = welch([1.0, 1.0], [0.0, 0.0])  # no spread on either side: a zero-width interval
     assert flat == {"mean": 1.0, "half": 0.0, "ci": [1.0, 1.0], "n": 2}
+
+
+def test_mean_ci_is_the_usual_interval_and_cluster_robust():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=40)
+    r = mean_ci(y)
+    se = y.std(ddof=1) / math.sqrt(40)
+    assert r["se"] == pytest.approx(se) and r["ci95"] == pytest.approx([y.mean() - 1.959964 * se, y.mean() + 1.959964 * se])
+    clusters = np.repeat(np.arange(10), 4)  # 10 prompts x 4 images: SE of the mean = sd(prompt means) / sqrt(10)
+    means = y.reshape(10, 4).mean(1)
+    assert mean_ci(y, clusters)["se"] == pytest.approx(means.std(ddof=1) / math.sqrt(10))
+    assert math.isnan(mean_ci([1.0, 2.0], ["p", "p"])["se"])
+    with pytest.raises(ValueError, match="NaN"):
+        mean_ci([1.0, float("nan")])
+
+
+def test_paired_bootstrap_known_cases():
+    a, b = [0, 1, 0, 1, 1, 0], [0, 1, 0, 1, 1, 0]
+    same = paired_bootstrap(a, b, clusters=range(6), n_boot=200)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]  # paired: identical results have no spread
+    up = paired_bootstrap([0] * 6, [1] * 6, clusters=range(6), n_boot=200)
+    assert up["diff"] == 1 and up["ci95"] == [1.0, 1.0]
+    # two strata weigh equally whatever their sizes: (1/4 + 1) / 2
+    r = paired_bootstrap([0, 0, 0, 0, 0], [1, 0, 0, 0, 1], clusters=range(5), strata=["x", "x", "x", "x", "y"],
+                         n_boot=2000, seed=1)
+    assert r["diff"] == pytest.approx(0.625) and r["per_stratum"]["x"]["diff"] == pytest.approx(0.25)
+    # y is fixed at 1; x's replicate is k/4 with k ~ Binomial(4, 1/4) draws of its one success: P(k = 0) = 32% and
+    # P(k >= 3) = 5.1% > 2.5% > P(k = 4) = 0.4%, so the interval is [(0 + 1) / 2, (3/4 + 1) / 2]
+    assert r["ci95"] == pytest.approx([0.5, 0.875])
+    assert r == paired_bootstrap([0, 0, 0, 0, 0], [1, 0, 0, 0, 1], clusters=range(5),
+                                 strata=["x", "x", "x", "x", "y"], n_boot=2000, seed=1)  # seeded: reproducible
+    # images of one prompt move together: one prompt with two images is one draw
+    c = paired_bootstrap([0, 0, 0], [1, 1, 0], clusters=["p", "p", "q"], n_boot=2000)
+    assert c["diff"] == pytest.approx(2 / 3) and c["ci95"] == pytest.approx([0.0, 1.0])

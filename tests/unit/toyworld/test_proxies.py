@@ -1,15 +1,14 @@
-"""ShapesWorld proxy rewards: toy_geneval, toy_biased, toy_pref, and the preference training module."""
+"""ShapesWorld proxy rewards: toy_geneval, toy_biased, toy_pref, and the preference module's annotator and
+agreement (training it: tests/integration/test_pref_train.py)."""
 
 import json
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from slas import rewards
 from slas.config import ConfigError, load_config
-from slas.toyworld import model as toymodel
 from slas.toyworld import pref_train, render, split, verify
 from slas.toyworld.image_stats import saturation
 from slas.toyworld.proxies import default_pref_checkpoint, mirror_prompt, tokenize
@@ -109,20 +108,3 @@ def test_agreement_counts_only_pairs_with_different_scores():
     r = np.array([2, 1, 5, 3, 0, 9, 4, 4])  # right, wrong, (tie in score: ignored), tie in r: half
     assert pref_train.agreement(r, score, pairs) == (0.5, 3)
     assert pref_train.group_pairs(2, 3).tolist() == [[0, 1], [0, 2], [1, 2], [3, 4], [3, 5], [4, 5]]
-
-
-def test_train_pref_runs_and_is_deterministic(tmp_path):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "xs"
-    toymodel.save(toymodel.build("XS"), ckpt)
-    small = dict(groups_per_prompt=2, group=2, sample_steps=2, epochs=1, max_prompts=6)
-    info = pref_train.train_pref(tmp_path / "a", checkpoint=str(ckpt), log=lambda s: None, **small)
-    pref_train.train_pref(tmp_path / "b", checkpoint=str(ckpt), log=lambda s: None, **small)
-    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert info["train"]["pairs"] == 12 and info["norm"]["std"] > 0  # 6 prompts x 2 groups x C(2, 2)
-    fn = rewards.build({"toy_pref": 1.0}, options={"toy_pref": {"checkpoint": str(tmp_path / "a")}})
-    imgs = np.stack([render(m, 0) for m in METAS[:3]])
-    assert fn(imgs, [m["prompt"] for m in METAS[:3]], METAS[:3])["toy_pref"].shape == (3,)
-    with pytest.raises(ValueError, match="unknown train_pref option"):
-        pref_train.train_pref(tmp_path / "c", checkpoint=str(ckpt), epoch=3)
