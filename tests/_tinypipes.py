@@ -3,6 +3,9 @@ need a real backbone folder."""
 
 import torch
 
+# what the tiny tokenizers are trained on, and the prompts the tiny backbones train with
+PROMPTS = ["a photo of a red cat", "a blue dog on a green mat", "two yellow birds", "a white circle left of a square"]
+
 # black-forest-labs/FLUX.1-dev scheduler/scheduler_config.json: resolution-dependent (dynamic) shifting
 FLUX_DEV_SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
                       "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True}

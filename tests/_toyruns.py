@@ -1,4 +1,10 @@
-"""The overrides of a tiny training run, shared by the tests that train (tests/conftest.py builds the model)."""
+"""Shared by the tests of tiny ShapesWorld runs (tests/conftest.py builds the model): the overrides of a tiny training
+run, the grid prompts of the labelled run, and the check that an exported model computes what the run's model computes."""
+
+import torch
+
+# the evaluation grid of the labelled run (tests/conftest.py: labelled_run)
+GRID_PROMPTS = ["a photo of a red circle", "a photo of two squares"]
 
 
 def tiny_overrides(ckpt, out=None, **extra) -> list[str]:
@@ -20,3 +26,16 @@ def tiny_overrides(ckpt, out=None, **extra) -> list[str]:
         "sample.sde_window": "[]",  # every step stochastic: tests read all T log-probs
     } | extra
     return [f"{k}={v}" for k, v in ov.items() if v is not None]
+
+
+def same_outputs(unet_a, unet_b, te_a, te_b, model):
+    """Exported (``unet_a``, ``te_a``) and the run's (``unet_b``, ``te_b``) UNet and text encoder agree on GRID_PROMPTS."""
+    tok = model.tokenize(GRID_PROMPTS)
+    with torch.no_grad():
+        h_a, h_b = te_a(**tok).last_hidden_state, te_b(**tok).last_hidden_state
+        z = torch.randn(2, unet_a.config.in_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([250.0, 800.0])
+        v_a = unet_a(z, t, encoder_hidden_states=h_b, encoder_attention_mask=tok["attention_mask"]).sample
+        v_b = unet_b(z, t, encoder_hidden_states=h_b, encoder_attention_mask=tok["attention_mask"]).sample
+    assert torch.allclose(h_a, h_b, atol=1e-6)
+    assert torch.allclose(v_a, v_b, atol=1e-5), (v_a - v_b).abs().max()

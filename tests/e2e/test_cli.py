@@ -1,73 +1,26 @@
-"""The shipped model, the CLI and pretraining reproducibility."""
+"""The command line of the shipped model: `slas sample` (images, grids labelled with verdicts, prompt
+files, one error line for a bad prompt or checkpoint), `slas toyworld eval`, `python -m slas`, and a diverging
+`slas toyworld pretrain`."""
+
+from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
+import sys
 
+import matplotlib.pyplot  # noqa: F401  (this module is preloaded by the forkserver: children fork with these loaded)
 import numpy as np
 import pytest
-import torch
+from diffusers import UNet2DConditionModel  # noqa: F401
 from PIL import Image
+from transformers import CLIPTextModel  # noqa: F401
 
+from _toyruns import GRID_PROMPTS
 from slas.apps.cli import main
-from slas.toyworld import model as toymodel
-from slas.toyworld.pretrain import lr_at, pretrain
-
-
-@pytest.mark.parametrize("name, size", [("toy_S", "S"), ("toy_M", "M"), ("toy_L", "L")])
-def test_shipped_checkpoints_load_offline_by_name(name, size, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a shipped name means the package's copy from any working directory
-    path = toymodel.resolve_checkpoint(name)
-    assert path.parent == toymodel.default_checkpoint().parent and toymodel.resolve_checkpoint(None).name == "toy_M"
-    assert (path / "model.safetensors").stat().st_size < 10_000_000
-    m = toymodel.load(name)
-    cfg = json.loads((path / "config.json").read_text())
-    assert cfg["size"] == size and cfg["pretrain"]["steps"] > 0
-    assert toymodel.count_parameters(m) == cfg["n_params"]
-    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in m.parameters())  # fp32 on load
-    (tmp_path / name).mkdir()  # an existing directory of that name wins over the shipped copy
-    assert toymodel.resolve_checkpoint(name) == Path(name)
-
-
-def test_lr_schedule_warms_up_then_holds_or_halves():
-    assert lr_at(0, 1e-3) == pytest.approx(1e-3 / 200) and lr_at(199, 1e-3) == lr_at(5000, 1e-3) == 1e-3
-    assert lr_at(1999, 1e-3, halve_at=2000) == 1e-3 and lr_at(2000, 1e-3, halve_at=2000) == 5e-4
-
-
-def test_quantize_int8_per_row():
-    w = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
-    q, scale = toymodel.quantize_int8(w)
-    assert q.dtype == torch.int8 and q.tolist() == [[64, -127, 32], [0, 0, 0]]  # 1 / (2/127) = 63.5 -> 64 (half to even)
-    assert scale.tolist() == pytest.approx([2 / 127, 1.0])  # an all-zero row keeps scale 1, not 0/0
-    back = toymodel.dequantize_int8({"w": q, "w" + toymodel.INT8_SCALE: scale, "b": torch.ones(2)})
-    assert set(back) == {"w", "b"} and (back["w"] - w).abs().max() <= 1 / 127
-
-
-def test_int8_checkpoint_round_trips_within_half_a_step(tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    monkeypatch.setattr(toymodel, "INT8_MIN_NUMEL", 256)  # XS's tensors are all small; the rule itself is below
-    torch.manual_seed(0)
-    m = toymodel.build("XS")
-    toymodel.save(m, tmp_path / "q", dtype=torch.int8)
-    toymodel.save(m, tmp_path / "h", dtype=torch.float16)
-    raw = load_file(str(tmp_path / "q" / "model.safetensors"))
-    q = toymodel.load(tmp_path / "q")
-    assert json.loads((tmp_path / "q" / "config.json").read_text())["weights_dtype"] == "int8"
-    n_int8, loaded = 0, q.state_dict()
-    for k, a in m.state_dict().items():
-        b = loaded[k]
-        assert b.dtype == a.dtype and b.shape == a.shape
-        if k + toymodel.INT8_SCALE in raw:
-            n_int8 += 1
-            assert raw[k].dtype == torch.int8 and a.dim() >= 2 and a.numel() >= 256
-            half_step = raw[k + toymodel.INT8_SCALE].view(-1, *[1] * (a.dim() - 1)) / 2
-            assert ((a - b).abs() <= half_step * (1 + 1e-5)).all()
-        elif a.is_floating_point():
-            assert raw[k].dtype == torch.float16 and torch.allclose(a, b, atol=1e-3, rtol=1e-3)
-            assert a.dim() < 2 or a.numel() < 256 or k.startswith(toymodel.INT8_KEEP)
-    assert n_int8 >= 10 and not any(k.startswith(toymodel.INT8_KEEP) and raw[k].dtype == torch.int8 for k in raw)
-    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("q", "h")]
-    assert sizes[0] < 0.75 * sizes[1]
+from slas.recipe.prompts import PromptFileError, load_prompts
+from slas.toyworld import parse, verify
+from slas.toyworld.evaluate import labelled_grid
+from slas.toyworld.pretrain import pretrain
 
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path, capsys):
@@ -114,47 +67,6 @@ def test_eval_on_shipped_model_meets_the_base_model_contract(tmp_path):
     assert r["overall_strict"] == pytest.approx(np.mean([v["strict"] for v in r["per_tag"].values()]))
 
 
-def test_pretrain_is_reproducible_and_resumes_exactly(tmp_path):
-    kw = dict(size="S", steps=4, batch=4, log=lambda s: None)
-    a = pretrain(tmp_path / "a", **kw)
-    b = pretrain(tmp_path / "b", save_every=2, **kw)
-    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
-    # interrupted after step 2 (state saved), then resumed: same bytes as uninterrupted
-    c = tmp_path / "c"
-    assert pretrain(c, stop_at=2, **kw) is None
-    assert not (c / "model.safetensors").exists()
-    pretrain(c, **kw)
-    assert (c / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
-
-
-def test_pretrain_saves_its_state_on_the_clock(tmp_path, monkeypatch):
-    # a slow model (L: 5 s a step) saves its resumable state every SAVE_MINUTES, not only every save_every steps
-    steps = []
-    monkeypatch.setattr("slas.toyworld.pretrain._save_state", lambda *a: steps.append(a[4]))
-    kw = dict(size="S", steps=3, batch=2, save_every=100, log=lambda s: None)
-    monkeypatch.setattr("slas.toyworld.pretrain.SAVE_MINUTES", 1e9)
-    pretrain(tmp_path / "a", **kw)
-    assert steps == [3]  # the final save only
-    monkeypatch.setattr("slas.toyworld.pretrain.SAVE_MINUTES", 0.0)
-    steps.clear()
-    pretrain(tmp_path / "b", **kw)
-    assert steps == [1, 2, 3]
-
-
-def test_resumed_pretrain_eta_uses_this_process_rate(tmp_path):
-    # the ETA after a resume must not spread the earlier parts' elapsed time over this process's steps
-    out = tmp_path / "a"
-    kw = dict(size="S", batch=1, log=lambda s: None)
-    assert pretrain(out, steps=2, stop_at=1, **kw) is None
-    meta = json.loads((out / "state" / "meta.json").read_text())
-    (out / "state" / "meta.json").write_text(json.dumps(meta | {"elapsed_s": 1e6}))  # an earlier 11-day part
-    lines = []
-    pretrain(out, steps=101, size="S", batch=1, log=lines.append)
-    line = next(s for s in lines if s.startswith("step 100/101"))
-    elapsed, eta = (float(line.split(k)[1].split()[0]) for k in ("elapsed ", "eta "))
-    assert elapsed > 1e6 / 60 and eta < 1.0
-
-
 def test_pretrain_stops_on_divergence_without_overwriting_its_state(tmp_path, monkeypatch, capsys):
     # DIVERGE_FACTOR 0.5 makes any step whose 2-step mean loss is not half the best count as divergence
     monkeypatch.setattr("slas.toyworld.pretrain.WARMUP", 1)  # checks from step WARMUP + WINDOW + 1 = 4
@@ -172,3 +84,59 @@ def test_pretrain_stops_on_divergence_without_overwriting_its_state(tmp_path, mo
     assert main(["toyworld", "pretrain", "--size", "S", "--steps", "12", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "diverged" in err and "Traceback" not in err
+
+
+def test_sample_writes_a_labelled_grid_and_verdicts(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    assert main(["sample", "--checkpoint", str(tiny_ckpt), "--prompt", GRID_PROMPTS[0], "--prompt", GRID_PROMPTS[1],
+                 "-n", "2", "--seed", "3", "--steps", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "strict verifier:" in printed and "(n=4)" in printed
+    recs = [json.loads(ln) for ln in (tmp_path / "g" / "verdicts.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in recs] == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    assert [r["prompt"] for r in recs] == [GRID_PROMPTS[0]] * 2 + [GRID_PROMPTS[1]] * 2
+    assert [r["seed"] for r in recs] == [3, 4, 5, 6]
+    images = np.stack([np.asarray(Image.open(tmp_path / "g" / r["image"])) for r in recs])
+    metas = [parse(r["prompt"]) for r in recs]
+    results = [verify(im, m) for im, m in zip(images, metas, strict=True)]
+    assert [(r["correct"], r["reasons"]) for r in recs] == [(x.correct, x.reasons) for x in results]
+    assert np.array_equal(np.asarray(Image.open(out)), labelled_grid(images, metas, results, ncol=2))
+
+
+def test_toyworld_eval_grid_is_labelled(tiny_ckpt, tmp_path, capsys):
+    g = tmp_path / "grid.png"
+    assert main(["toyworld", "eval", "--checkpoint", str(tiny_ckpt), "--max-prompts", "3", "--steps", "2",
+                 "--grid", str(g)]) == 0
+    assert "95% CI" in capsys.readouterr().out
+    assert Image.open(g).height > 96 + 3 * 12  # a row of 3x images and their label lines (the plain grid: 68 px)
+
+
+def test_sample_reads_the_same_plain_file(tiny_ckpt, tmp_path, capsys):
+    fixed = tmp_path / "fixed.txt"
+    fixed.write_text("a photo of a red circle\na photo of three triangles\n")
+    assert main(["sample", "--checkpoint", str(tiny_ckpt), "--prompts-file", str(fixed), "-n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    verdicts = [json.loads(x) for x in (tmp_path / "g" / "verdicts.jsonl").read_text().splitlines()]
+    assert [v["prompt"] for v in verdicts] == ["a photo of a red circle", "a photo of three triangles"]
+
+
+def test_python_dash_m_slas_is_the_cli():
+    rc = subprocess.run([sys.executable, "-m", "slas", "train", "--help"], capture_output=True, text=True, timeout=60)
+    assert rc.returncode == 0 and "--resume" in rc.stdout
+
+
+def test_sample_cli_suggests_for_the_old_readme_example(capsys):
+    assert main(["sample", "--prompt", "a photo of a red circle left of a square", "-n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'a photo of a circle left of a square'" in err
+
+
+def test_an_empty_prompts_file_is_reported_as_empty(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(PromptFileError, match="is empty"):
+        load_prompts(empty)
+    for value, needle in [(str(empty), f"prompt file {empty} is empty"), ("", "the path is empty")]:
+        assert main(["sample", "--prompts-file", value]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "--prompt TEXT" not in err  # not "give --prompt or --prompts-file"

@@ -1,17 +1,10 @@
-"""`slas eval` (slas.apps.eval), GenEval detectors (slas.evals.detectors) and the intervals (slas.evals.stats).
-
-Detector (a), the ShapesWorld verifier, is checked against the verifier's own GenEval judge image by image, and the
-geneval suite against `slas toyworld eval`. Detector (b), Mask2Former + CLIP, is checked on hand-made model outputs
-with known answers and run end to end on tiny random-initialised models built offline.
-"""
+"""`slas eval` (slas.apps.eval) at the command line: the geneval suite against `slas toyworld eval`, GenEval's
+image folders scored with the ShapesWorld detector or Mask2Former + CLIP, a diffusers pipeline as the model, run
+directories, the reward suite, `--compare`, and one error line for each bad input."""
 
 from __future__ import annotations
 
 import json
-import math
-import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +14,13 @@ import yaml
 from PIL import Image
 
 from slas.apps.cli import main
-from slas.apps.eval import EvalOptions, Model, format_summary, load_model, run_suite
-from slas.evals import detectors, geneval
-from slas.evals.detectors import (
-    ColorClassifier,
-    color_requests,
-    crop_object,
-    detections_with_colors,
-    instance_postprocess,
-    mask2bbox,
-)
-from slas.evals.stats import mean_ci, paired_bootstrap
+from slas.apps.eval import load_model
+from slas.evals import geneval
+from slas.evals.stats import mean_ci
 from slas.policy.generate import generate
 from slas.recipe import checkpoint
-from slas.toyworld import CANVAS, all_prompts, render, verify
 from slas.toyworld import model as toymodel
-from slas.toyworld.detector import shapesworld_detections
-
-OBJECT_NAMES_FILE = Path("/work/shared/data/geneval/object_names.txt")
+from slas.toyworld import verify
 
 
 def lines(path: Path) -> list[dict]:
@@ -46,241 +28,8 @@ def lines(path: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------
-# Detector (a): the ShapesWorld verifier as a GenEval detector
+# GenEval with detector (b), Mask2Former + CLIP (tiny random models, tests/conftest.py)
 # ---------------------------------------------------------------------------
-
-
-def test_shapesworld_detector_reproduces_the_verifier_geneval_judge():
-    """Clean renders judged against their own and other prompts, plus noisy ones (debris, unknown colours)."""
-    rng = random.Random(0)
-    metas = all_prompts()
-    n_correct = 0
-    for i in range(240):
-        m = rng.choice(metas)
-        shown = m if i % 3 == 0 else rng.choice([x for x in metas if x["tag"] == m["tag"]])
-        img = render(shown, i)
-        if i % 2:
-            noise = np.random.default_rng(i).normal(0, 40, img.shape)
-            img = np.clip(img + noise * (np.random.default_rng(i + 1).random(img.shape[:2]) < 0.05)[..., None], 0, 255)
-            img = img.astype(np.uint8)
-        ours = geneval.evaluate_detections(m, shapesworld_detections(img), (CANVAS, CANVAS))
-        assert ours["correct"] == verify(img, m).geneval_correct, (m["prompt"], ours["reason"])
-        n_correct += ours["correct"]
-    assert 40 < n_correct < 200  # both outcomes exercised
-
-
-# ---------------------------------------------------------------------------
-# Detector (b): Mask2Former post-processing and the colour classifier on hand-made outputs
-# ---------------------------------------------------------------------------
-
-H = W = 8
-REGIONS = {"A": (slice(2, 5), slice(0, 3)), "B": (slice(2, 5), slice(5, 8)), "C": (slice(6, 8), slice(4, 6))}
-
-
-def _logits(probs: list[float]) -> list[float]:
-    return [math.log(p) for p in probs]
-
-
-def _hand_made() -> tuple[torch.Tensor, torch.Tensor]:
-    """Q=3 queries over classes (cup, dog) + no-object: q0 a cup in A, q1 a cup in B, q2 a dog in C."""
-    cls = torch.tensor([_logits([0.97, 0.01, 0.02]), _logits([0.90, 0.04, 0.06]), _logits([0.02, 0.50, 0.48])])
-    masks = torch.full((3, H, W), -10.0)
-    for q, (region, p) in enumerate([("A", 0.99), ("B", 0.99), ("C", 0.8)]):
-        masks[q][REGIONS[region]] = math.log(p / (1 - p))  # sigmoid = p inside the mask
-    return cls, masks
-
-
-def test_mask2bbox_is_tight_with_exclusive_ends():
-    m = torch.zeros(2, 5, 6, dtype=torch.bool)
-    m[0, 1:3, 2:5] = True
-    assert mask2bbox(m).tolist() == [[2.0, 1.0, 5.0, 3.0], [0.0, 0.0, 0.0, 0.0]]  # empty mask: zeros, as mmdet
-
-
-def test_instance_postprocess_scores_boxes_and_top_k():
-    cls, masks = _hand_made()
-    inst = instance_postprocess(cls, masks, max_per_image=3)  # top 3 of the 6 (query, class) pairs
-    got = sorted(zip(inst.labels.tolist(), inst.scores.tolist(), inst.boxes.tolist(), strict=True), key=lambda t: -t[1])
-    assert [g[0] for g in got] == [0, 0, 1]
-    assert [round(g[1], 5) for g in got] == [round(0.97 * 0.99, 5), round(0.90 * 0.99, 5), round(0.50 * 0.8, 5)]
-    assert [g[2] for g in got] == [[0, 2, 3, 5], [5, 2, 8, 5], [4, 6, 6, 8]]
-    assert inst.masks.shape == (3, H, W) and inst.masks.dtype == torch.bool
-    assert len(instance_postprocess(cls, masks).labels) == 6  # max_per_image above Q * C: every pair
-    with pytest.raises(ValueError, match="mask_logits"):
-        instance_postprocess(cls, masks[:2])
-
-
-class FakeClip:
-    """Stands in for ClipFeatures: a text embeds as the one-hot of the colour word it names, an image as the one-hot
-    of the palette colour nearest its mean pixel (the #999 background pulls it towards grey, kept small here)."""
-
-    RGB = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 160, 0), "white": (255, 255, 255)}
-
-    def text(self, prompts: list[str]) -> torch.Tensor:
-        out = torch.zeros(len(prompts), len(geneval.COLORS))
-        for i, p in enumerate(prompts):
-            out[i, next(k for k, c in enumerate(geneval.COLORS) if f" {c} " in p or f" {c}-" in p)] = 1.0
-        return out
-
-    def image(self, images: np.ndarray) -> torch.Tensor:
-        mean = images.reshape(-1, 3).mean(0)
-        name = min(self.RGB, key=lambda c: np.linalg.norm(mean - np.array(self.RGB[c])))
-        out = torch.zeros(1, len(geneval.COLORS))
-        out[0, geneval.COLORS.index(name)] = 1.0
-        return out
-
-
-def test_color_classifier_averages_templates_and_takes_the_argmax():
-    clf = ColorClassifier(FakeClip())
-    w = clf.weights("cup")
-    assert w.shape == (len(geneval.COLORS), len(geneval.COLORS))  # [E, colours]
-    assert torch.allclose(w, torch.eye(len(geneval.COLORS)))  # every template names the colour: unit one-hots
-    red = np.zeros((3, 3, 3), np.uint8)
-    red[..., 0] = 250
-    assert clf([red, np.zeros((0, 3, 3), np.uint8)], "cup") == ["red", None]
-    assert list(clf._weights) == ["cup"]  # cached per class name, as upstream's COLOR_CLASSIFIERS
-
-
-def test_crop_pastes_the_object_on_grey_and_crops_its_box():
-    img = np.zeros((4, 5, 3), np.uint8)
-    img[:] = 7
-    mask = np.zeros((4, 5), bool)
-    mask[1, 1] = True
-    crop = crop_object(img, mask, [1.0, 1.0, 3.0, 3.0])
-    assert crop.shape == (2, 2, 3)
-    assert crop[0, 0].tolist() == [7, 7, 7] and crop[1, 1].tolist() == list(detectors.MASK_BGCOLOR)
-    with pytest.raises(ValueError, match="mask shape"):
-        crop_object(img, mask[:3], [0, 0, 1, 1])
-
-
-def _scene() -> np.ndarray:
-    img = np.full((H, W, 3), 153, np.uint8)
-    img[REGIONS["A"]] = FakeClip.RGB["red"]
-    img[REGIONS["B"]] = FakeClip.RGB["green"]
-    img[REGIONS["C"]] = FakeClip.RGB["blue"]
-    return img
-
-
-@pytest.mark.parametrize(
-    "meta, correct, reason",
-    [
-        ({"tag": "counting", "include": [{"class": "cup", "count": 2}], "exclude": [{"class": "cup", "count": 3}]},
-         False, "expected cup>=2, found 1"),  # q1 (0.891) is under the counting threshold 0.9
-        ({"tag": "counting", "include": [{"class": "cup", "count": 1}], "exclude": [{"class": "cup", "count": 2}]},
-         True, ""),
-        ({"tag": "two_object", "include": [{"class": "cup", "count": 2}, {"class": "dog", "count": 1}]}, True, ""),
-        ({"tag": "color_attr", "include": [{"class": "cup", "count": 1, "color": "red"},
-                                           {"class": "dog", "count": 1, "color": "blue"}]}, True, ""),
-        ({"tag": "color_attr", "include": [{"class": "cup", "count": 2, "color": "red"}]}, False,
-         "expected red cup>=2, found 1 red; and 1 red, 1 green"),
-        ({"tag": "position", "include": [{"class": "cup", "count": 1},
-                                         {"class": "dog", "count": 1, "position": ["below", 0]}]}, True, ""),
-        ({"tag": "position", "include": [{"class": "cup", "count": 1},
-                                         {"class": "dog", "count": 1, "position": ["left of", 0]}]}, False,
-         "expected dog left of target, found below and right of target"),
-    ],
-)
-def test_hand_made_outputs_to_geneval_verdicts(meta, correct, reason):
-    """Logits -> instances -> detections (thresholds, colours of the objects the rules read) -> GenEval verdict."""
-    img = _scene()
-    cls, masks = _hand_made()
-    meta = dict(meta, prompt="p")
-    dets = detections_with_colors(img, instance_postprocess(cls, masks, 3), meta, ["cup", "dog"],
-                                  ColorClassifier(FakeClip()))
-    assert all(set(d) == {"class", "confidence", "box", "color"} for d in dets)
-    colored = {d["class"]: d["color"] for d in dets if d["color"] is not None}
-    wants = {r["class"] for r in meta["include"] if "color" in r}
-    assert set(colored) == wants
-    r = geneval.evaluate_detections(meta, dets, (H, W))
-    assert (r["correct"], r["reason"]) == (correct, reason)
-
-
-def test_color_requests_follow_the_threshold_and_count():
-    dets = [{"class": "cup", "confidence": c, "box": [0, 0, 1, 1]} for c in (0.5, 0.95, 0.2, 0.8)]
-    dets.append({"class": "dog", "confidence": 0.99, "box": [0, 0, 1, 1]})
-    two = {"tag": "colors", "include": [{"class": "cup", "count": 2, "color": "red"}]}
-    assert color_requests(dets, two) == [1, 3]  # the two most confident cups; the dog has no colour clause
-    assert color_requests(dets, dict(two, include=[dict(two["include"][0], count=4)])) == [0, 1, 3]  # 0.2 < 0.3
-    counting = {"tag": "counting", "include": [{"class": "cup", "count": 2, "color": "red"}]}
-    assert color_requests(dets, counting) == [1]  # counting threshold 0.9
-
-
-def test_object_names_and_label_mapping():
-    if OBJECT_NAMES_FILE.is_file():
-        assert tuple(OBJECT_NAMES_FILE.read_text().splitlines()) == detectors.GENEVAL_OBJECT_NAMES
-    assert len(detectors.GENEVAL_OBJECT_NAMES) == 80
-    coco = {i: detectors.GENEVAL_OBJECT_NAMES[i] for i in range(80)} | {64: "mouse", 65: "remote", 66: "keyboard"}
-    assert detectors._class_names(coco, 80) == detectors.GENEVAL_OBJECT_NAMES
-    with pytest.raises(ValueError, match="label 1 is 'car'"):
-        detectors._class_names(coco | {1: "car"}, 80)
-    assert detectors._class_names({0: "a", 1: "b"}, 2) == ("a", "b")
-
-
-# ---------------------------------------------------------------------------
-# Detector (b) end to end on tiny random models
-# ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_detector_dirs(tmp_path_factory):
-    """A random Mask2Former (Swin, 80 COCO labels, 6 queries) and a random CLIP (64 px) saved offline."""
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPTokenizer,
-        Mask2FormerConfig,
-        Mask2FormerForUniversalSegmentation,
-        SwinConfig,
-    )
-    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
-
-    root = tmp_path_factory.mktemp("detector")
-    torch.manual_seed(0)
-    swin = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-                      window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
-    m2f = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
-        backbone_config=swin, num_labels=80, hidden_dim=32, num_queries=6, encoder_layers=1, decoder_layers=2,
-        feature_size=32, mask_feature_size=32, encoder_feedforward_dim=32, dim_feedforward=32, num_attention_heads=2))
-    m2f.save_pretrained(root / "m2f")
-    Mask2FormerImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(root / "m2f")
-    corpus = [f"a photo of a {c} {o}" for c in geneval.COLORS for o in ("cup", "dog", "object")]
-    tok = CLIPTokenizer(model_max_length=77).train_new_from_iterator(corpus * 5, vocab_size=400)
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=77, projection_dim=32, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=64,
-                  patch_size=8)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(root / "clip")
-    tok.save_pretrained(root / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(root / "clip")
-    return root / "m2f", root / "clip"
-
-
-def test_mask2former_detector_runs_end_to_end(tiny_detector_dirs):
-    m2f, clip = tiny_detector_dirs
-    # threshold 0: a random model's scores (~1/81) would keep nothing, and the colour path would not run
-    det = detectors.Mask2FormerDetector(m2f, clip, threshold=0.0)
-    img = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)  # not the network's size or aspect
-    inst = det.instances(img)
-    assert inst.masks.shape == (100, 48, 80)  # mmdet's max_per_image of the 6 x 80 (query, class) pairs
-    plain = det(img, {"tag": "two_object", "include": [], "prompt": "p"})
-    assert len(plain) == 100 and {d["class"] for d in plain} <= set(detectors.GENEVAL_OBJECT_NAMES)
-    for d in plain:
-        assert set(d) == {"class", "confidence", "box", "color"} and 0.0 <= d["confidence"] <= 1.0
-        x0, y0, x1, y1 = d["box"]
-        assert 0 <= x0 <= x1 <= 80 and 0 <= y0 <= y1 <= 48
-    assert all(d["color"] is None for d in plain)  # no colour clause: CLIP is not asked
-    # a colour prompt over the two classes the random model is most confident about
-    top = [d["class"] for d in sorted(plain, key=lambda d: -d["confidence"]) if d["confidence"] > 0]
-    first, second = top[0], next(c for c in top if c != top[0])
-    meta = {"tag": "color_attr", "prompt": "p", "include": [{"class": first, "count": 1, "color": "red"},
-                                                            {"class": second, "count": 1, "color": "blue"}]}
-    dets = det(img, meta)
-    colored = [d for d in dets if d["color"] is not None]
-    assert sorted(d["class"] for d in colored) == sorted([first, second])  # the top one of each, nothing else
-    assert all(d["color"] in geneval.COLORS for d in colored)
-    r = geneval.evaluate_detections(meta, dets, (48, 80), threshold=0.0)
-    assert isinstance(r["correct"], bool)
 
 
 def test_mask2former_scores_an_image_folder_from_the_cli(tiny_detector_dirs, tmp_path, capsys):
@@ -523,113 +272,44 @@ def test_unigenbench_needs_natural_language_models(monkeypatch, tmp_path, capsys
     assert "reads only its own grammar" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------
-# UniGenBench wiring: a stand-in backbone and a stub judge
-# ---------------------------------------------------------------------------
+def _result_dir(path, correct_by_tag: dict[str, list[int]], model: str):
+    path.mkdir()
+    (path / "summary.json").write_text(json.dumps({"suite": "geneval", "model": model}))
+    recs = [{"prompt": f"{tag} {i}", "metadata": f"{tag} {i}", "sample": 0, "seed": i, "tag": tag, "correct": c}
+            for tag, cs in correct_by_tag.items() for i, c in enumerate(cs)]
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
 
 
-class FlatBackbone:
-    """A Backbone whose velocity is 0: every sample is its initial noise, decoded to uint8 (16 x 16)."""
-
-    prediction = "velocity"
-    sample_shape = (3, 16, 16)
-    module = torch.nn.Identity()
-    device = torch.device("cpu")
-
-    def encode_prompts(self, prompts):
-        return {"e": torch.zeros(len(prompts), 1)}
-
-    def predict(self, x, sigma, cond):
-        return torch.zeros_like(x)
-
-    def decode(self, x0):
-        return ((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-    def trainable_parameters(self):
-        return []
-
-
-def test_unigenbench_suite_samples_judges_and_writes(monkeypatch, tmp_path):
-    from slas.evals import unigenbench as ugb
-
-    data = tmp_path / "ugb"
-    data.mkdir()
-    (data / ugb.DEFINITIONS_FILE).write_text(json.dumps({
-        "testpoint_explanations_en": {"Style": "s", "World Knowledge": "w"},
-        "judge_system_prompt_template_en": "{prompt} {testpoint} {explanation} {test_explanation}"}))
-    rows = [[i, f"prompt {i}", json.dumps({"Testpoints": ["Style", "World Knowledge"],
-                                           "Testpoint Description": ["a", "b"]})] for i in range(3)]
-    import csv
-
-    with (data / ugb.DATA_FILES["short"]).open("w", newline="") as f:
-        csv.writer(f).writerows([["index", "prompt_en", "sub_dims_en"], *rows])
-
-    answer = "<analysis>['x', 'y']</analysis><score>[1, 0]</score>"
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("SLAS_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_port}/v1")
-        monkeypatch.setenv("SLAS_JUDGE_MODEL", "stub")
-        opts = EvalOptions(suite="unigenbench", out=tmp_path / "o", data_dir=str(data), max_prompts=2, steps=2)
-        s = run_suite(opts, model=Model(FlatBackbone(), "flat", False, 2))
-    finally:
-        server.shutdown()
-    assert s["overall"] == pytest.approx(0.5) and s["n_images"] == 8 and s["n_malformed"] == s["n_failed"] == 0
-    assert "overall" in format_summary(s)
-    recs = lines(tmp_path / "o" / "results.jsonl")
-    assert [(r["index"], r["sample"]) for r in recs] == [(i, k) for i in range(2) for k in range(4)]
-    assert all(r["scores"] == [1, 0] and r["status"] == "ok" for r in recs)
-    assert (tmp_path / "o" / "judge_cache.jsonl").is_file() and (tmp_path / "o" / recs[0]["filename"]).is_file()
-
-
-# ---------------------------------------------------------------------------
-# Intervals
-# ---------------------------------------------------------------------------
-
-
-def test_mean_ci_is_the_usual_interval_and_cluster_robust():
+def test_compare_prints_no_degenerate_interval_at_tiny_n(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    y = rng.normal(size=40)
-    r = mean_ci(y)
-    se = y.std(ddof=1) / math.sqrt(40)
-    assert r["se"] == pytest.approx(se) and r["ci95"] == pytest.approx([y.mean() - 1.959964 * se, y.mean() + 1.959964 * se])
-    clusters = np.repeat(np.arange(10), 4)  # 10 prompts x 4 images: SE of the mean = sd(prompt means) / sqrt(10)
-    means = y.reshape(10, 4).mean(1)
-    assert mean_ci(y, clusters)["se"] == pytest.approx(means.std(ddof=1) / math.sqrt(10))
-    assert math.isnan(mean_ci([1.0, 2.0], ["p", "p"])["se"])
-    with pytest.raises(ValueError, match="NaN"):
-        mean_ci([1.0, float("nan")])
+    many_a = (rng.random(200) < 0.3).astype(int).tolist()
+    many_b = [max(c, int(rng.random() < 0.4)) for c in many_a]  # B fixes some of A's failures
+    a = _result_dir(tmp_path / "a", {"position": [0, 0, 0, 0], "colors": many_a}, "A")
+    b = _result_dir(tmp_path / "b", {"position": [0, 0, 0, 0], "colors": many_b}, "B")
+    assert main(["eval", "--compare", str(a), str(b), "--n-boot", "300", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "[0.0%, 0.0%]" not in out
+    pos = next(ln for ln in out.splitlines() if ln.startswith("position"))
+    assert pos.split()[1] == "4" and pos.count("[0.0%, 49.0%]") == 2  # each side: Wilson, not a point
+    assert "n too small" in pos and "not resolved" in pos
+    colors = next(ln for ln in out.splitlines() if ln.startswith("colors"))
+    assert colors.split()[1] == "200" and colors.rstrip().endswith("*")  # a real gain over 200 paired images
+    cmp = json.loads((tmp_path / "c" / "compare.json").read_text())
+    per = cmp["metrics"]["correct"]["per_stratum"]
+    assert per["position"]["wilson_a"] == pytest.approx([0.0, 0.4899], abs=1e-4) and not per["position"]["resolved"]
+    assert per["colors"]["resolved"]
 
 
-def test_paired_bootstrap_known_cases():
-    a, b = [0, 1, 0, 1, 1, 0], [0, 1, 0, 1, 1, 0]
-    same = paired_bootstrap(a, b, clusters=range(6), n_boot=200)
-    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]  # paired: identical results have no spread
-    up = paired_bootstrap([0] * 6, [1] * 6, clusters=range(6), n_boot=200)
-    assert up["diff"] == 1 and up["ci95"] == [1.0, 1.0]
-    # two strata weigh equally whatever their sizes: (1/4 + 1) / 2
-    r = paired_bootstrap([0, 0, 0, 0, 0], [1, 0, 0, 0, 1], clusters=range(5), strata=["x", "x", "x", "x", "y"],
-                         n_boot=2000, seed=1)
-    assert r["diff"] == pytest.approx(0.625) and r["per_stratum"]["x"]["diff"] == pytest.approx(0.25)
-    # y is fixed at 1; x's replicate is k/4 with k ~ Binomial(4, 1/4) draws of its one success: P(k = 0) = 32% and
-    # P(k >= 3) = 5.1% > 2.5% > P(k = 4) = 0.4%, so the interval is [(0 + 1) / 2, (3/4 + 1) / 2]
-    assert r["ci95"] == pytest.approx([0.5, 0.875])
-    assert r == paired_bootstrap([0, 0, 0, 0, 0], [1, 0, 0, 0, 1], clusters=range(5),
-                                 strata=["x", "x", "x", "x", "y"], n_boot=2000, seed=1)  # seeded: reproducible
-    # images of one prompt move together: one prompt with two images is one draw
-    c = paired_bootstrap([0, 0, 0], [1, 1, 0], clusters=["p", "p", "q"], n_boot=2000)
-    assert c["diff"] == pytest.approx(2 / 3) and c["ci95"] == pytest.approx([0.0, 1.0])
+def test_eval_out_refuses_an_existing_result_unless_overwrite(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "summary.json").write_text('{"suite": "toyworld"}\n')
+    args = ["eval", "--suite", "toyworld", "--model", str(tiny_ckpt), "--max-prompts", "2", "--steps", "1",
+            "--no-images", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds" in err and "--overwrite" in err
+    assert (out / "summary.json").read_text() == '{"suite": "toyworld"}\n'  # untouched
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_images"] > 0

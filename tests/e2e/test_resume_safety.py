@@ -16,7 +16,6 @@ import pytest
 
 from _toyruns import tiny_overrides
 from slas.apps.cli import main
-from slas.apps.commands import _extend
 from slas.config import load_config
 from slas.recipe import checkpoint, metrics
 from slas.recipe.metrics import read_metrics
@@ -63,7 +62,7 @@ def _copy(full: Path, dst: Path, keep_upto: int = ITERS) -> Path:
     return dst
 
 
-# ---- item 4: corrupt or truncated files ------------------------------------------------------------------
+# ---- corrupt or truncated files --------------------------------------------------------------------------
 
 
 def test_checkpoint_records_size_and_sha256_of_each_file(full):
@@ -135,7 +134,7 @@ def test_checkpoint_without_checksums_is_refused_by_name(full, tmp_path, capsys)
     assert rc == 2 and err.count("error:") == 1 and "checkpoints written before slas recorded them are not supported" in err
 
 
-# ---- item 5: Ctrl-C / SIGTERM and what --resume says ---------------------------------------------------
+# ---- Ctrl-C / SIGTERM and what --resume says -----------------------------------------------------------
 
 
 def _signal_at(monkeypatch, iteration: int, times: int = 1, sig=signal.SIGINT) -> None:
@@ -222,14 +221,6 @@ def test_resume_of_a_finished_run_says_so_and_extends_with_train_iterations(full
     assert read_metrics(run)[-1]["iteration"] == 5 and _ckpt(run, 5).is_dir()
     assert load_config(run / "config.yaml").train.iterations == 5
     assert _rows(run)[:-1] == _rows(full)  # iteration 4's row keeps its final evaluation
-
-
-def test_extending_a_cosine_schedule_says_how_its_remainder_changes(tmp_path, capsys):
-    before = load_config(None, ["train.lr_schedule=cosine", "train.iterations=10", "train.lr=1e-4"])
-    _extend(tmp_path, before, load_config(None, ["train.lr_schedule=cosine", "train.iterations=20", "train.lr=1e-4"]))
-    out = capsys.readouterr().out
-    assert "its cosine LR schedule now spans 20 iterations, so the remaining updates follow that schedule" in out
-    assert "the result differs from a run of 20 iterations from the start" in out
 
 
 def test_failed_start_leaves_no_run_folder(tiny_ckpt, tmp_path, capsys):
