@@ -5,7 +5,7 @@ The config fixes the *global* batch: P prompts x G samples = N per iteration, wh
 Every random draw of an iteration (initial noise, step noise, trained steps, pair order) is made for the whole
 global batch from the iteration's generator on every rank, exactly as the one-process run makes it, and each rank
 keeps its rows. A W-process run therefore rolls out the same samples as the one-process run, and its metrics and
-weights differ from it only by the order of floating-point sums (tests/test_distributed.py).
+weights differ from it only by the order of floating-point sums (tests/integration/test_distributed.py).
 
 What crosses ranks in an iteration:
 

@@ -59,7 +59,7 @@ class ClipPreprocess:
     transformers' ``CLIPImageProcessor`` (PIL backend) and open_clip's eval transform (torchvision ``Resize`` on a
     PIL image) both resize the uint8 image with PIL, which resamples separably, width first, rounding to uint8
     after each pass; doing the same here keeps the reward input within 2 of 255 levels of theirs in under 1% of
-    the values (tests/test_rewards_real.py); one float pass over both axes differed by up to 20 levels on noise.
+    the values (tests/integration/test_clip_rewards.py); one float pass over both axes differed by up to 20 levels on noise.
     """
 
     size: int = 224  # shortest edge after resizing
