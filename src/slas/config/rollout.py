@@ -36,8 +36,9 @@ class DataConfig:
 @dataclass
 class SampleConfig:
     family: str = "dance"
-    """ "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))) for velocity backbones; "ddim" (DDIM with
-    eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
+    """ "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))), "ode" (Euler, deterministic) or "dpm2"
+    (DiffusionNFT's deterministic DPM-Solver++(2M) rollouts; sample.eta 0, the forward-process objectives only) for
+    velocity backbones; "ddim" (DDIM with eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
     """
     steps: int = 10
     """T denoising steps per rollout"""
