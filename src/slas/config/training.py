@@ -108,7 +108,8 @@ class ForwardConfig:
     """velocity-space KL to the starting model (DiffusionNFT 1e-4, AWM 1e-3); 0 = no reference"""
     old_decay_rate: float = 0.001
     """the old policy v_old: an EMA of the policy updated after every iteration with decay min(old_decay_rate *
-    optimizer steps so far, old_decay_max) (DiffusionNFT decay_type 1: 0.001, 0.5; AWM kl_ema_decay: 0.001, 0.3).
+    optimizer steps so far, old_decay_max), after old_decay_flat steps (DiffusionNFT decay_type 1: 0.001, 0.5; AWM
+    kl_ema_decay: 0.001, 0.3).
     nft samples with v_old and trains against it; awm samples with the policy and, with old_kl > 0, pulls the policy
     towards v_old
     """
@@ -127,7 +128,7 @@ class ForwardConfig:
     r_scale 5 (DiffusionNFT adv_mode binary); "hard_sign": r = 1 if A > 0, 0 if A < 0, 1/2 if A = 0 (slas's)
     """
     r_scale: float = 5.0
-    """nft: the advantage scale of the linear r_map"""
+    """nft: the advantage scale of the linear and binary r_maps (DiffusionNFT's adv_clip_max 5)"""
     adaptive_weight: bool = True
     """nft: divide each pair's x0-space error by its mean |error| (the paper's weight)"""
     loss_scale: float = 5.0
