@@ -77,14 +77,49 @@ def gold_stats(rows: list[dict]) -> dict[str, float]:
     rew = series(rows, "train/reward_mean")  # the training reward (the strict partial credit on train prompts)
     out["early_reward"] = sum(v for i, v in rew if i <= 20) / max(1, sum(1 for i, _ in rew if i <= 20))
     out["late_reward"] = sum(v for _, v in rew[-20:]) / max(1, len(rew[-20:]))
-    blocks = [statistics.fmean(v for _, v in rew[i:i + 10]) for i in range(0, len(rew), 10)]  # 10-iteration means
-    out["reward_drop"] = max(blocks) - out["late_reward"] if blocks else math.nan  # how far training fell back
+    out["reward_drop"] = reward_drop(rows)  # how far training fell back
     for rise in RISES:
         out[f"to_{round(100 * rise)}"] = reach(rows, rise)
     for t in TAGS:
         out[f"tag_{t}"] = last(f"eval/strict/{t}")
         out[f"d_tag_{t}"] = last(f"eval/strict/{t}") - first(f"eval/strict/{t}")
     return out
+
+
+def reward_blocks(rows: list[dict]) -> list[tuple[int, float]]:
+    """The training reward's 10-iteration means: (index of the block's first logged iteration in the reward series,
+    its mean), blocks of 10 consecutive logged iterations from the first (the last may be shorter)."""
+    rew = series(rows, "train/reward_mean")
+    return [(i, statistics.fmean(v for _, v in rew[i:i + 10])) for i in range(0, len(rew), 10)]
+
+
+def reward_drop(rows: list[dict]) -> float:
+    """How far the training reward fell back: its best 10-iteration mean minus its mean over the last 20 iterations
+    (NaN with no training reward). More than DROP is "fell back"."""
+    rew = series(rows, "train/reward_mean")
+    blocks = reward_blocks(rows)
+    if not blocks:
+        return math.nan
+    return max(m for _, m in blocks) - sum(v for _, v in rew[-20:]) / len(rew[-20:])
+
+
+def fall_back_start(rows: list[dict]) -> int | None:
+    """The iteration where the training reward starts to fall back for good: the first iteration after its best
+    10-iteration block (``reward_blocks``) from which the trailing 10-iteration mean stays more than DROP below that
+    block's mean to the end of the run; None when it never falls that far or comes back within DROP. The trailing
+    mean (not single iterations, whose batch noise would reset the mark) is the same window as the blocks'."""
+    rew = series(rows, "train/reward_mean")
+    blocks = reward_blocks(rows)
+    if not blocks:
+        return None
+    start, best = max(blocks, key=lambda b: b[1])
+    low = [statistics.fmean(v for _, v in rew[max(0, k - 9):k + 1]) < best - DROP for k in range(len(rew))]
+    mark = None
+    for k in range(len(rew) - 1, start + 9, -1):  # back from the end while the trailing mean stays low
+        if not low[k]:
+            break
+        mark = rew[k][0]
+    return mark
 
 
 def is_hacked(rows: list[dict]) -> bool:

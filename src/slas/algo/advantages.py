@@ -1,7 +1,10 @@
 """Advantage estimators: pure tensor functions ``(rewards [N], group ids [N]) -> advantages [N]``.
 
 Pick one by name once at setup (``validate(name, **params)``), then call ``compute`` /
-``compute_with_stats`` each iteration on the *global* batch (docs/distributed.md).
+``compute_with_stats`` each iteration on the *global* batch (docs/distributed.md). An estimator that keeps a running
+statistic over iterations (``slas`` with ``sigma_decay > 0``) is still a pure function: ``compute_with_state`` takes
+the state the previous iteration returned and returns the next one (a dict of floats, ``{}`` at the start); the recipe
+carries it and stores it in its checkpoints, so a resumed run continues it exactly.
 
 Every estimator sees the same prepared batch (``Groups``), built in one place so that the edge cases are handled
 identically for all of them:
@@ -35,6 +38,7 @@ __all__ = [
     "Groups",
     "available",
     "compute",
+    "compute_with_state",
     "compute_with_stats",
     "finite_mask",
     "prepare",
@@ -113,23 +117,26 @@ def prepare(rewards: Tensor, group_ids: Tensor) -> tuple[Groups, Tensor]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registry. An estimator takes the prepared batch and keyword-only options and returns
-# (advantages of the finite samples [n] float64, the batch std it divided by or 0.0).
+# (advantages of the finite samples [n] float64, the batch std it divided by or 0.0). A stateful one (registered with
+# stateful=True) also takes the previous iteration's state as its second argument and returns the next state third.
 
-Estimator = Callable[..., tuple[Tensor, float]]
+Estimator = Callable[..., tuple]
 
 
 @dataclass(frozen=True)
 class _Entry:
     fn: Estimator
     check: Callable[..., None]  # validates option values; raises ValueError saying what is allowed
+    stateful: bool = False  # fn(groups, state, **options) -> (adv, batch_std, next state)
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def _register(name: str, check: Callable[..., None] | None = None) -> Callable[[Estimator], Estimator]:
+def _register(name: str, check: Callable[..., None] | None = None,
+              stateful: bool = False) -> Callable[[Estimator], Estimator]:
     def deco(fn: Estimator) -> Estimator:
-        _REGISTRY[name] = _Entry(fn, check or (lambda **_: None))
+        _REGISTRY[name] = _Entry(fn, check or (lambda **_: None), stateful)
         return fn
 
     return deco
@@ -142,7 +149,8 @@ def available() -> tuple[str, ...]:
 
 def _options(name: str) -> dict[str, object]:
     """Option name -> default of estimator ``name``."""
-    params = list(inspect.signature(_REGISTRY[name].fn).parameters.values())[1:]  # drop ``groups``
+    entry = _REGISTRY[name]
+    params = list(inspect.signature(entry.fn).parameters.values())[2 if entry.stateful else 1:]  # groups (, state)
     return {p.name: p.default for p in params}
 
 
@@ -184,7 +192,21 @@ def compute(name: str, rewards: Tensor, group_ids: Tensor, *, adv_clip: float | 
 def compute_with_stats(
     name: str, rewards: Tensor, group_ids: Tensor, *, adv_clip: float | None = 5.0, **params: object
 ) -> tuple[Tensor, dict[str, float]]:
-    """Advantages [N] of estimator ``name`` and diagnostics.
+    """Advantages [N] of estimator ``name`` and diagnostics (see ``compute_with_state``), as the first iteration of a
+    run: a stateful estimator starts from an empty state."""
+    adv, stats, _ = compute_with_state(name, rewards, group_ids, {}, adv_clip=adv_clip, **params)
+    return adv, stats
+
+
+def compute_with_state(
+    name: str, rewards: Tensor, group_ids: Tensor, state: dict[str, float], *, adv_clip: float | None = 5.0,
+    **params: object
+) -> tuple[Tensor, dict[str, float], dict[str, float]]:
+    """Advantages [N] of estimator ``name``, diagnostics, and the estimator's state for the next iteration.
+
+    ``state`` is what the previous iteration's call returned (``{}`` at the start of a run). A stateless estimator
+    ignores it and returns ``{}``; a stateful one (``slas`` with ``sigma_decay > 0``) returns a dict of floats, which
+    the recipe stores in its checkpoints (state.json), so that a resumed run continues it exactly.
 
     Shared post-processing (all estimators): members of zero-spread groups and samples with a non-finite reward get
     exactly 0; then ``clamp(A, -adv_clip, adv_clip)`` unless ``adv_clip`` is None.
@@ -200,8 +222,15 @@ def compute_with_stats(
     over those samples only, 0.0 when there are none).
     """
     validate(name, adv_clip=adv_clip, **params)
+    if not isinstance(state, dict):
+        raise ValueError(f"the estimator state must be a dict (what the previous iteration returned, {{}} at the "
+                         f"start), got {type(state).__name__}")
     groups, finite = prepare(rewards, group_ids)
-    adv, batch_std = _REGISTRY[name].fn(groups, **params)  # [n] float64
+    entry = _REGISTRY[name]
+    if entry.stateful:
+        adv, batch_std, next_state = entry.fn(groups, state, **params)  # [n] float64
+    else:
+        (adv, batch_std), next_state = entry.fn(groups, **params), {}
     adv = torch.where(groups.zero_spread[groups.index], torch.zeros_like(adv), adv)
     clipped = torch.zeros_like(adv, dtype=torch.bool)
     if adv_clip is not None:
@@ -231,7 +260,7 @@ def compute_with_stats(
         "informative_frac": informative_frac,
         "adv_abs_mean_informative": adv_abs_inf,
     }
-    return full.to(out_dtype), stats
+    return full.to(out_dtype), stats, next_state
 
 
 def _safe_div(num: Tensor, den: Tensor | float) -> Tensor:
@@ -283,11 +312,12 @@ def drgrpo(groups: Groups) -> tuple[Tensor, float]:
     return groups.centered.clone(), 0.0
 
 
-_SLAS_BATCH_STD_OF = ("centered", "rewards")
-_SLAS_NORMALIZE = ("before", "after")
+_SLAS_BATCH_STD_OF = ("centered", "rewards", "informative", "half_range")
+_SLAS_NORMALIZE = ("before", "after", "after_informative")
 
 
-def _check_slas(gamma: object, batch_std_of: object, normalize: object, recenter: object, eps: object) -> None:
+def _check_slas(gamma: object, batch_std_of: object, normalize: object, recenter: object, eps: object,
+                sigma_decay: object) -> None:
     if not _is_real(gamma) or gamma < 0:
         raise ValueError(
             f"slas gamma must be a finite float >= 0 (the power on |A| is 1 + gamma: 0 is linear, > 0 super-linear),"
@@ -295,37 +325,62 @@ def _check_slas(gamma: object, batch_std_of: object, normalize: object, recenter
         )
     if batch_std_of not in _SLAS_BATCH_STD_OF:
         raise ValueError(
-            f"slas batch_std_of must be one of {_SLAS_BATCH_STD_OF} (std of r - mean_g, or of the raw rewards),"
+            f"slas batch_std_of must be one of {_SLAS_BATCH_STD_OF} (the std of r - mean_g over the batch, of the raw"
+            f" rewards, of r - mean_g over the informative groups' samples, or half the batch's reward range),"
             f" got {batch_std_of!r}"
         )
     if normalize not in _SLAS_NORMALIZE:
         raise ValueError(
-            f"slas normalize must be one of {_SLAS_NORMALIZE} (divide by the batch std before or after the power),"
+            f"slas normalize must be one of {_SLAS_NORMALIZE} (divide by a batch std before the power, or by the std"
+            f" of the shaped values after it, over the batch or over the informative groups' samples),"
             f" got {normalize!r}"
         )
-    if normalize == "after" and batch_std_of != "centered":
+    if normalize != "before" and batch_std_of != "centered":
         raise ValueError(
-            "slas batch_std_of='rewards' only applies to normalize='before': normalize='after' divides by the batch"
-            " std of the shaped (group-centred) advantages; use batch_std_of='centered' with it"
+            f"slas batch_std_of={batch_std_of!r} only applies to normalize='before': normalize={normalize!r} divides"
+            " by the std of the shaped (group-centred) advantages; use batch_std_of='centered' with it"
         )
     if not isinstance(recenter, bool):
         raise ValueError(f"slas recenter must be a bool (subtract the group mean of shaped values), got {recenter!r}")
     _check_eps(eps)
+    if not _is_real(sigma_decay) or not 0 <= sigma_decay < 1:
+        raise ValueError(
+            f"slas sigma_decay must be a float in [0, 1) (sigma_t = max(sigma_B, sigma_decay x sigma_(t-1)); 0 = off),"
+            f" got {sigma_decay!r}"
+        )
+    if sigma_decay > 0 and normalize != "before":
+        raise ValueError(
+            f"slas sigma_decay applies to normalize='before' (it bounds how fast the sigma divided by before the power"
+            f" may shrink); normalize={normalize!r} divides by the std of the shaped values: use sigma_decay=0 with it"
+        )
 
 
-@_register("slas", check=_check_slas)
+def _slas_sigma(groups: Groups, batch_std_of: str) -> Tensor:
+    """The batch sigma of ``normalize="before"`` (0-d float64), see ``slas``."""
+    if batch_std_of == "centered":
+        return _batch_std(groups.centered)
+    if batch_std_of == "rewards":
+        return _batch_std(groups.rewards)
+    if batch_std_of == "informative":
+        return _batch_std(groups.centered[~groups.zero_spread[groups.index]])
+    return groups.centered.new_tensor(groups.spread / 2)  # half_range
+
+
+@_register("slas", check=_check_slas, stateful=True)
 def slas(
     groups: Groups,
+    state: dict[str, float],
     *,
     gamma: float = 1.0,
     batch_std_of: str = "centered",
     normalize: str = "before",
     recenter: bool = False,
     eps: float = 1e-8,
-) -> tuple[Tensor, float]:
+    sigma_decay: float = 0.0,
+) -> tuple[Tensor, float, dict[str, float]]:
     """Super-Linear Advantage Shaping (Sun et al., arXiv 2605.10937):
 
-        normalize="before" (default):  d_i = (r_i - mean_g) / (sigma_B + eps'),   A_i = sign(d_i) |d_i|^(1+gamma)
+        normalize="before" (default):  d_i = (r_i - mean_g) / (sigma + eps'),   A_i = sign(d_i) |d_i|^(1+gamma)
         normalize="after":             A'_i = sign(dr_i) |dr_i|^(1+gamma),  dr_i = r_i - mean_g,
                                        A_i  = A'_i / (std_B(A') + eps'^(1+gamma))
 
@@ -333,25 +388,52 @@ def slas(
 
     - ``gamma`` >= 0 (default 1.0): gamma = 0 is linear (``batch_std_of="rewards"`` then equals ``grpo_global_std``
       up to eps), gamma > 0 amplifies large advantages and suppresses small, likely-noise ones.
-    - ``batch_std_of`` (``normalize="before"`` only): ``"centered"`` (default) = std of r - mean_g over the batch,
-      ``"rewards"`` = std of the raw rewards (Flow-GRPO ``global_std``). ddof 0 in both.
+    - ``batch_std_of`` (``normalize="before"`` only), the sigma, ddof 0:
+      ``"centered"`` (default) = std of r - mean_g over the batch, sigma_B;
+      ``"rewards"`` = std of the raw rewards (Flow-GRPO ``global_std``);
+      ``"informative"`` = std of r - mean_g over the samples of the informative groups only (those with a non-zero
+      spread). As a policy improves, more groups have all-equal rewards; their zeros stay in sigma_B, so sigma_B
+      shrinks with the informative fraction f (sigma_B^2 = f sigma_inf^2) and the push of the groups that still
+      carry signal grows as f^-(1+gamma)/2. Leaving the zeros out removes that growth;
+      ``"half_range"`` = (max r - min r) / 2 over the batch: by Popoviciu's inequality the largest std that any
+      rewards inside the batch's range can have. It does not shrink as groups saturate (it moves only with the
+      batch's extreme rewards: a binary reward gives 1/2 whenever the batch has any spread, sigma_B of a batch whose
+      groups all sit at success rate 1/2), and it bounds the push by construction, not by the clip:
+      |d| <= 2, so |A| <= 2^(1+gamma). One outlying reward widens the range and shrinks every other advantage.
+    - ``normalize``: ``"before"`` (default), ``"after"`` (the std of the shaped values over the batch), or
+      ``"after_informative"``: the std of the shaped values over the informative groups' samples only (ddof 0), so
+      the samples that train get unit std however many groups saturate (``"after"`` counts the saturated groups'
+      zeros, and its informative advantages grow as their fraction falls).
     - ``recenter`` (default False): subtract the per-group mean of the shaped values (the power breaks the zero group
       mean of r - mean_g); applied before the ``"after"`` division, so that mode returns unit batch std.
     - ``eps`` (default 1e-8) is *relative*: eps' = eps * (max r - min r) over the finite batch, so the result is
       exactly invariant to reward scale and shift, and a zero-spread batch gives 0 (0/0 is mapped to 0).
+    - ``sigma_decay`` in [0, 1) (default 0: off; ``normalize="before"`` only): a sigma that cannot shrink faster
+      than a factor ``sigma_decay`` per iteration, ``sigma_t = max(sigma_B_t, sigma_decay sigma_(t-1))``, with
+      sigma_B_t the ``batch_std_of`` sigma of this batch and sigma_0 = 0. A decaying running max rather than an EMA:
+      it is never below the batch's own sigma, so it only ever damps SLAS's push (an EMA lags a rising sigma too and
+      would amplify it, e.g. early on as groups become informative); it follows a rising sigma at once; and the
+      growth of the push that saturation causes is capped at ``sigma_decay^-(1+gamma)`` per iteration. The first
+      iteration is plain SLAS. The state is ``{"sigma": sigma_t}``.
+
+    ``state`` is the previous iteration's (``{}`` at the start); returns (A [n], the sigma divided by, next state),
+    the state ``{}`` unless ``sigma_decay > 0``.
     """
     dev = groups.centered  # [n]
     eps_abs = eps * groups.spread
     p = 1.0 + gamma
     if normalize == "before":
-        sigma = _batch_std(dev if batch_std_of == "centered" else groups.rewards)
+        sigma = _slas_sigma(groups, batch_std_of)
+        if sigma_decay > 0:
+            sigma = torch.clamp_min(sigma, sigma_decay * float(state.get("sigma", 0.0)))
         d = _safe_div(dev, sigma + eps_abs)
         adv = d.sign() * d.abs().pow(p)
     else:
         adv = dev.sign() * dev.abs().pow(p)
     if recenter:
         adv = adv - groups.group_mean(adv)[groups.index]
-    if normalize == "after":
-        sigma = _batch_std(adv)
+    if normalize != "before":
+        shaped = adv if normalize == "after" else adv[~groups.zero_spread[groups.index]]
+        sigma = _batch_std(shaped)
         adv = _safe_div(adv, sigma + eps_abs**p)
-    return adv, float(sigma)
+    return adv, float(sigma), ({"sigma": float(sigma)} if sigma_decay > 0 else {})

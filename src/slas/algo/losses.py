@@ -15,14 +15,15 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["AWM_STATS", "AWM_WEIGHTINGS", "KL_STATS", "NFT_STATS", "PPO_STATS", "awm_loss", "awm_weighted_error",
-           "gaussian_kl", "kl_loss", "nft_loss", "nft_optimality", "ppo_clip_loss", "velocity_kl"]
+__all__ = ["AWM_STATS", "AWM_WEIGHTINGS", "KL_STATS", "NFT_STATS", "PPO_STATS", "R_MAPS", "R_MAP_SIGN_ERROR",
+           "awm_loss", "awm_weighted_error", "gaussian_kl", "kl_loss", "nft_loss", "nft_optimality", "ppo_clip_loss",
+           "velocity_kl"]
 
 PPO_STATS = ("ratio_mean", "ratio_max_dev", "clipfrac", "approx_kl", "policy_loss", "adv_mean")
 KL_STATS = ("kl_mean",)
 NFT_STATS = ("policy_loss", "fm_err", "old_dev", "r_mean")
 AWM_STATS = ("policy_loss", "fm_err", "ratio_mean", "clipfrac", "adv_mean")
-AWM_WEIGHTINGS = ("uniform", "t", "ghuber")
+AWM_WEIGHTINGS = ("uniform", "t", "t2", "huber", "ghuber")
 
 _KL_FORMS = ("analytic", "flow_grpo")
 _REDUCES = ("mean", "sum")
@@ -198,21 +199,36 @@ def _check_forward(v: Tensor, target: Tensor, t: Tensor, per_pair: Tensor, name:
                          f"{tuple(per_pair.shape)}")
 
 
-def nft_optimality(advantages: Tensor, scale: float, mapping: str = "linear") -> Tensor:
-    """Optimality probability r in [0, 1] of each sample from its advantage [M].
+R_MAPS = ("linear", "binary", "hard_sign")
+R_MAP_SIGN_ERROR = ("r_map 'sign' was renamed, because DiffusionNFT's adv_mode 'binary' is not it: 'hard_sign' is "
+                 "r in {0, 1/2, 1} by the sign of A (a 5x stronger preference than upstream's at r_scale 5); 'binary' "
+                 "is DiffusionNFT's adv_mode binary, r = sign(A) / r_scale / 2 + 1/2, in {0.4, 0.5, 0.6} at r_scale 5")
 
-    - ``"linear"`` (DiffusionNFT, scripts/train_nft_sd3.py:910-929 at NVlabs/DiffusionNFT@24af555):
-      ``r = clamp(clamp(A, -scale, scale) / scale / 2 + 0.5, 0, 1)``; their ``scale`` is ``adv_clip_max`` = 5, so
-      A = 0 is r = 0.5 (no preference) and |A| >= 5 is certainty.
-    - ``"sign"`` (their ``adv_mode: binary``): r = 1 for A > 0, 0 for A < 0, 0.5 for A = 0.
+
+def nft_optimality(advantages: Tensor, scale: float, mapping: str = "linear") -> Tensor:
+    """Optimality probability r in [0, 1] of each sample from its advantage [M] (DiffusionNFT
+    scripts/train_nft_sd3.py:910-929 at NVlabs/DiffusionNFT@24af555, whose ``scale`` is ``adv_clip_max`` = 5):
+
+    - ``"linear"`` (their default ``adv_mode``): ``r = clamp(clamp(A, -scale, scale) / scale / 2 + 0.5, 0, 1)``, so
+      A = 0 is r = 0.5 (no preference) and |A| >= scale is certainty.
+    - ``"binary"`` (their ``adv_mode: binary``, lines 924-925): the clamped advantage is replaced by its sign before
+      the same map, ``r = sign(A) / scale / 2 + 0.5``: r in {0.4, 0.5, 0.6} at scale 5 (r in {0, 1/2, 1} only at
+      scale 1).
+    - ``"hard_sign"`` (slas's, no upstream): ``r = sign(A) / 2 + 0.5`` in {0, 0.5, 1} whatever the scale.
+
+    ``"sign"`` is refused with a message naming the two it could mean (it used to be ``"hard_sign"``).
     """
     if not scale > 0:
         raise ValueError(f"the r scale must be > 0 (advantage that maps to certainty), got {scale!r}")
     if mapping == "linear":
         return (advantages.clamp(-scale, scale) / scale / 2 + 0.5).clamp(0, 1)
-    if mapping == "sign":
+    if mapping == "binary":
+        return (torch.sign(advantages) / scale / 2 + 0.5).clamp(0, 1)
+    if mapping == "hard_sign":
         return torch.sign(advantages) / 2 + 0.5
-    raise ValueError(f"unknown r mapping {mapping!r}; expected 'linear' or 'sign'")
+    if mapping == "sign":
+        raise ValueError(R_MAP_SIGN_ERROR)
+    raise ValueError(f"unknown r mapping {mapping!r}; expected one of {R_MAPS}")
 
 
 def nft_loss(
@@ -283,14 +299,19 @@ def nft_loss(
 
 
 def awm_weighted_error(v: Tensor, target: Tensor, t: Tensor, weighting: str = "ghuber", power: float = 0.25) -> Tensor:
-    """[M] AWM's per-pair matching error, the negative of its "log-prob" (scripts/train_sd3_awm.py:210-252 at
-    scxue/advantage_weighted_matching@be51372), from err = mean_D((v - target)^2) in fp64:
+    """[M] AWM's per-pair matching error, the negative of its "log-prob" (``compute_log_prob_awm``,
+    scripts/train_sd3_awm.py:210-252 at scxue/advantage_weighted_matching@be51372), from err = mean_D((v - target)^2)
+    in fp64:
 
-    - ``"uniform"``: err (the flow-matching loss);
+    - ``"uniform"`` (their ``Uniform``): err (the flow-matching loss);
     - ``"t"``: t err;
-    - ``"ghuber"``: t ((err + 1e-10)^p - 1e-10^p) / p, a generalised Huber loss whose gradient shrinks as the error
-      grows (p = 0.25 in the official GenEval config), so a negative advantage cannot push it up without bound as
-      fast as the square does.
+    - ``"t2"`` (their ``t**2``, line 242): t^2 err, the x0-space error t^2 mean_D((v - target)^2) = mean_D((x0 -
+      x0_hat)^2);
+    - ``"huber"`` (line 246): t (sqrt(err + 1e-10) - 1e-5), a pseudo-Huber loss: ghuber at p = 1/2 times 1/2
+      (sqrt(1e-10) = 1e-5), whose gradient t / (2 sqrt(err)) shrinks as the error grows;
+    - ``"ghuber"`` (line 248): t ((err + 1e-10)^p - 1e-10^p) / p, a generalised Huber loss whose gradient shrinks as
+      the error grows (p = 0.25 in the official GenEval config), so a negative advantage cannot push it up without
+      bound as fast as the square does.
     """
     if weighting not in AWM_WEIGHTINGS:
         raise ValueError(f"unknown AWM weighting {weighting!r}; expected one of {AWM_WEIGHTINGS}")
@@ -300,9 +321,13 @@ def awm_weighted_error(v: Tensor, target: Tensor, t: Tensor, weighting: str = "g
         return err
     if weighting == "t":
         return tt * err
+    if weighting == "t2":
+        return tt.square() * err
+    eps = torch.tensor(1e-10, dtype=err.dtype, device=err.device)
+    if weighting == "huber":
+        return tt * ((err + eps).sqrt() - 1e-5)
     if not 0 < power <= 1:
         raise ValueError(f"the ghuber power must be in (0, 1], got {power!r}")
-    eps = torch.tensor(1e-10, dtype=err.dtype, device=err.device)
     return tt * ((err + eps).pow(power) - eps.pow(power)) / power
 
 

@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-prompts", type=int, default=0, help="a fixed tag-balanced subset of this many prompts")
     ev.add_argument("--n-per-prompt", type=int, help="images per prompt (default 1; unigenbench 4)")
     ev.add_argument("--images-per-tag", type=int, default=0, help="images per tag, cycling over its prompts")
+    ev.add_argument("--seed", type=int, default=0, help="evaluation noise: S in 1..15 adds S x 2^27 to every image's seed "
+                    "(fresh noise for the same prompts; 0 = the usual seeds)")
     ev.add_argument("--steps", type=int, help=f"ODE steps (default: the run's eval.steps, else {EVAL_STEPS})")
     ev.add_argument("--batch-size", type=int, help="images per sampler forward (default 128 ShapesWorld, 8 diffusers)")
     ev.add_argument("--shift", type=float, help="flow time shift of a diffusers velocity model's ODE (default: the "
@@ -197,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample this many images per tag, cycling over its prompts (for unbalanced splits)")
     e.add_argument("--max-prompts", type=int, default=0,
                    help="a fixed tag-balanced subset of this many prompts (0 = the whole split)")
+    e.add_argument("--seed", type=int, default=0, help="evaluation noise: S in 1..15 adds S x 2^27 to every image's seed "
+                   "(fresh noise for the same prompts; 0 = the usual seeds)")
     e.add_argument("--json", help="also write the numbers to this JSON file")
     e.add_argument("--grid", help="also write a grid PNG of the first samples")
     e.add_argument("--grid-n", type=int, default=64, help="images in the grid")

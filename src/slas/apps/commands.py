@@ -90,11 +90,12 @@ def cmd_sample(args) -> None:
 def cmd_toyworld_eval(args) -> None:
     """`slas toyworld eval`: the ShapesWorld table of one split; optionally its numbers as JSON and a labelled grid."""
     _toyworld_table(args.checkpoint, args.split, args.n_per_prompt, args.images_per_tag, args.max_prompts, args.steps,
-                    ema=not args.no_ema, json_path=args.json, grid=args.grid, grid_n=args.grid_n)
+                    ema=not args.no_ema, json_path=args.json, grid=args.grid, grid_n=args.grid_n, seed=args.seed)
 
 
 def _toyworld_table(checkpoint: str | None, split_name: str, n_per_prompt: int, images_per_tag: int, max_prompts: int,
-                    steps: int, *, ema: bool, json_path: str | None, grid: str | None, grid_n: int) -> None:
+                    steps: int, *, ema: bool, json_path: str | None, grid: str | None, grid_n: int,
+                    seed: int = 0) -> None:
     """The table of `slas toyworld eval` (and `slas toyworld demo`), printed; the summary to ``json_path`` and the
     first ``grid_n`` samples, labelled, to ``grid`` when given."""
     from slas.toyworld import split, verify
@@ -104,14 +105,15 @@ def _toyworld_table(checkpoint: str | None, split_name: str, n_per_prompt: int, 
         raise CLIError(f"--n-per-prompt must be >= 1, --images-per-tag and --max-prompts >= 0, got "
                        f"{n_per_prompt}, {images_per_tag}, {max_prompts}")
     entries = balanced_subset(split(split_name), max_prompts)
+    total = len(plan(entries, n_per_prompt, images_per_tag, seed)[0])  # a bad --seed fails before the model loads
     model = _shapesworld_model(checkpoint, "toyworld eval", ema=ema)
-    total = len(plan(entries, n_per_prompt, images_per_tag)[0])
     bar = _progress(total, f"eval[{split_name}]")
     t0 = time.time()
     summary, images, metas = evaluate_shapesworld(model, entries, n_per_prompt, steps=steps, progress=bar.update,
-                                                  images_per_tag=images_per_tag)
+                                                  images_per_tag=images_per_tag, seed=seed)
     bar.close()
     summary["split"], summary["n_per_prompt"], summary["steps"] = split_name, n_per_prompt, steps
+    summary["seed"] = seed
     summary["wall_time_s"] = round(time.time() - t0, 1)
     print(format_table(summary))
     if json_path:
@@ -155,7 +157,7 @@ def _eval_options(args, model: str | None, out: Path):
         save_images=not args.no_images, detector=args.detector,
         detector_path=args.detector_path, clip_path=args.clip_path, device=args.device, reward=args.reward,
         reward_options=options, unigenbench_split=args.unigenbench_split, data_dir=args.data_dir,
-        judge_concurrency=args.judge_concurrency, overwrite=args.overwrite,
+        judge_concurrency=args.judge_concurrency, overwrite=args.overwrite, seed=args.seed,
     )
 
 

@@ -36,8 +36,9 @@ class DataConfig:
 @dataclass
 class SampleConfig:
     family: str = "dance"
-    """ "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))) for velocity backbones; "ddim" (DDIM with
-    eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
+    """ "dance" (DanceGRPO, eta const), "flow_grpo" (g = eta*sqrt(s/(1-s))), "ode" (Euler, deterministic) or "dpm2"
+    (DiffusionNFT's deterministic DPM-Solver++(2M) rollouts; sample.eta 0, the forward-process objectives only) for
+    velocity backbones; "ddim" (DDIM with eta, DDPO / DanceGRPO-SD) for epsilon backbones (sd)
     """
     steps: int = 10
     """T denoising steps per rollout"""
@@ -89,7 +90,10 @@ class AdvantageConfig:
     """clamp after shaping (DanceGRPO adv_clip_max 5); null disables"""
     params: dict = field(default_factory=dict)
     """estimator options; empty = the estimator's documented defaults (slas: gamma 1.0, batch_std_of centered,
-    normalize before, recenter false), so switching `estimator` alone is always valid
+    normalize before, recenter false, eps 1e-8, sigma_decay 0), so switching `estimator` alone is always valid. slas's
+    options that bound its push as groups saturate: batch_std_of informative or half_range, normalize
+    after_informative, sigma_decay > 0 (a running sigma, kept in the checkpoints); docstring of
+    slas.algo.advantages.slas
     """
 
     def check(self) -> None:

@@ -48,7 +48,7 @@ class Config:
 
 def validate(cfg: Config) -> None:
     """Invariants, each with the reason it must hold: every section's ``check``, then the rules between sections."""
-    from slas.algo.samplers.schedule import trainable_steps  # torch: imported on use
+    from slas.algo.samplers.schedule import stratified_bounds, trainable_steps  # torch: imported on use
     from slas.policy import adapter_class, adapters
 
     for sec in dataclasses.fields(cfg):
@@ -73,8 +73,10 @@ def validate(cfg: Config) -> None:
     need(not (epsilon and t.kl_form == "flow_grpo"), "train.kl_form 'flow_grpo' scales the KL by a flow step's "
          "|dt|; DDIM has none: use 'analytic'")
     ppo = t.objective == "ppo_sde"
-    need(not ppo or s.family != "ode", "sample.family 'ode' is deterministic: it has no log-prob, so PPO cannot "
-         "train on it (the forward-process objectives can: train.objective nft or awm)")
+    need(not ppo or s.family not in ("ode", "dpm2"), f"sample.family {s.family!r} is deterministic: it has no "
+         "log-prob, so PPO cannot train on it (the forward-process objectives can: train.objective nft or awm)")
+    need(s.family != "dpm2" or s.eta == 0, f"sample.family 'dpm2' (DiffusionNFT's deterministic multistep solver) "
+         f"injects no noise: set sample.eta 0 (got {s.eta}), or use an SDE family (dance, flow_grpo) for eta > 0")
     if ppo:
         need(s.eta > 0, "sample.eta must be > 0: with no noise every rollout of a group is identical (zero advantage)")
     else:
@@ -92,8 +94,15 @@ def validate(cfg: Config) -> None:
         f"({d['pairs_per_iter']} = {d['samples_per_iter']} samples x {d['trained_steps_per_sample']} steps), "
         "so that every optimizer step averages the same number of pairs",
     )
-    need(1 <= cfg.forward.timesteps <= s.steps, f"forward.timesteps must be in [1, sample.steps = {s.steps}]: K "
+    f = cfg.forward
+    need(1 <= f.timesteps <= s.steps, f"forward.timesteps must be in [1, sample.steps = {s.steps}]: K "
          "distinct noise levels of the sampler's schedule per sample")
+    if f.time_sampling == "stratified":
+        try:
+            stratified_bounds(s.steps, f.timesteps, f.time_fraction)
+        except ValueError as err:
+            raise ConfigError(f"forward.time_sampling stratified (forward.timesteps, sample.steps, "
+                              f"forward.time_fraction): {err}") from None
     need(not cfg.monitor.early_stop or (cfg.monitor.enabled and cfg.data.eval_prompts is None),
          "monitor.early_stop needs monitor.enabled and the ShapesWorld evaluation (data.eval_prompts null): it "
          "stops on the verifier's gold score")

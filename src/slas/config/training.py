@@ -90,35 +90,53 @@ class ForwardConfig:
     """Options of the forward-process objectives (train.objective nft / awm; ignored by ppo_sde). Rollouts keep only
     the clean samples. Training re-noises each sample at ``timesteps`` distinct levels of the sampler's schedule
     (sample.steps, sample.shift), each with fresh noise, x_t = (1 - t) x0 + t eps, and fits the flow-matching target
-    eps - x0 there (DiffusionNFT train_nft_sd3.py:862-870; AWM time_type "discrete")."""
+    eps - x0 there (DiffusionNFT train_nft_sd3.py:853-870); ``time_sampling`` says which levels."""
 
     timesteps: int = 2
     """K noise levels per sample (DiffusionNFT: 9 of 10 steps; AWM: 6 of 14)"""
+    time_sampling: str = "uniform"
+    """which K levels each sample trains. "uniform": K distinct levels drawn uniformly from all sample.steps levels
+    (DiffusionNFT: a per-sample permutation, train_nft_sd3.py:809-816); "stratified": AWM's time_type
+    discrete_wo_init (train_sd3_awm.py:1197-1205): the step indices [1, int(sample.steps x time_fraction)) cut into K
+    equal strata, one index drawn in each, so sigma = 1 and the lowest levels are never trained (AWM's 14 steps, 0.9,
+    K 6: {1}, {2, 3}, ..., {10, 11}). AWM shares one draw across a training batch of samples; slas draws per sample
+    """
+    time_fraction: float = 0.9
+    """time_sampling stratified: the strata cover the step indices [1, int(sample.steps x time_fraction)) (AWM's
+    timestep_fraction 0.9)"""
     kl_beta: float = 0.0
     """velocity-space KL to the starting model (DiffusionNFT 1e-4, AWM 1e-3); 0 = no reference"""
     old_decay_rate: float = 0.001
     """the old policy v_old: an EMA of the policy updated after every iteration with decay min(old_decay_rate *
-    optimizer steps so far, old_decay_max) (DiffusionNFT decay_type 1: 0.001, 0.5; AWM kl_ema_decay: 0.001, 0.3).
+    optimizer steps so far, old_decay_max), after old_decay_flat steps (DiffusionNFT decay_type 1: 0.001, 0.5; AWM
+    kl_ema_decay: 0.001, 0.3).
     nft samples with v_old and trains against it; awm samples with the policy and, with old_kl > 0, pulls the policy
     towards v_old
     """
     old_decay_max: float = 0.5
     """the cap of the old policy's EMA decay (see old_decay_rate)"""
+    old_decay_flat: int = 0
+    """optimizer steps before the old policy's EMA starts: until then the decay is 0 (v_old follows the policy), then
+    min(old_decay_rate x (steps - old_decay_flat), old_decay_max). DiffusionNFT's return_decay type 2, the flat start
+    of its OCR config, is old_decay_flat 75, old_decay_rate 0.0075, old_decay_max 0.999; 0 = its type 1's shape
+    """
     beta: float = 1.0
     """nft: v+ = beta v + (1 - beta) v_old and v- = (1 + beta) v_old - beta v (DiffusionNFT: 1; 0.1 for OCR)"""
     r_map: str = "linear"
     """nft: advantage -> optimality probability r in [0, 1]. "linear": r = clamp(A / r_scale / 2 + 1/2, 0, 1)
-    (DiffusionNFT, r_scale = adv_clip_max 5); "sign": r = 1 if A > 0, 0 if A < 0, 1/2 if A = 0
+    (DiffusionNFT, r_scale = adv_clip_max 5); "binary": r = sign(A) / r_scale / 2 + 1/2, in {0.4, 0.5, 0.6} at
+    r_scale 5 (DiffusionNFT adv_mode binary); "hard_sign": r = 1 if A > 0, 0 if A < 0, 1/2 if A = 0 (slas's)
     """
     r_scale: float = 5.0
-    """nft: the advantage scale of the linear r_map"""
+    """nft: the advantage scale of the linear and binary r_maps (DiffusionNFT's adv_clip_max 5)"""
     adaptive_weight: bool = True
     """nft: divide each pair's x0-space error by its mean |error| (the paper's weight)"""
     loss_scale: float = 5.0
     """nft: DiffusionNFT multiplies the loss by adv_clip_max (5)"""
     weighting: str = "ghuber"
-    """awm: per-pair error weighting "ghuber" (t ((err + 1e-10)^p - 1e-10^p) / p), "t" (t err) or "uniform" (err); the
-    official GenEval config uses ghuber with p = 0.25
+    """awm: per-pair error weighting "ghuber" (t ((err + 1e-10)^p - 1e-10^p) / p), "huber" (t (sqrt(err + 1e-10) -
+    1e-5)), "t2" (t^2 err; AWM's t**2), "t" (t err) or "uniform" (err); the official GenEval config uses ghuber with
+    p = 0.25
     """
     ghuber_power: float = 0.25
     """awm: p of the ghuber weighting"""
@@ -131,15 +149,25 @@ class ForwardConfig:
 
     def check(self) -> None:
         """This section's own rules; ``timesteps`` is bounded by sample.steps in ``validate``."""
+        from slas.algo.losses import AWM_WEIGHTINGS, R_MAP_SIGN_ERROR, R_MAPS  # torch: imported on use
+
         need(self.kl_beta >= 0 and self.old_kl >= 0, "forward.kl_beta and forward.old_kl must be >= 0 (0 = off)")
         need(self.old_decay_rate >= 0 and 0 <= self.old_decay_max < 1, "forward.old_decay_rate must be >= 0 and "
              "forward.old_decay_max in [0, 1): v_old = decay v_old + (1 - decay) policy after each iteration")
+        need(isinstance(self.old_decay_flat, int) and not isinstance(self.old_decay_flat, bool)
+             and self.old_decay_flat >= 0, "forward.old_decay_flat must be an integer >= 0 (optimizer steps before the "
+             f"old policy's EMA starts), got {self.old_decay_flat!r}")
+        need(self.time_sampling in ("uniform", "stratified"), "forward.time_sampling must be 'uniform' (K distinct "
+             f"levels of all sample.steps) or 'stratified' (AWM's, one level per stratum), got {self.time_sampling!r}")
+        need(0 < self.time_fraction <= 1, "forward.time_fraction must be in (0, 1] (the stratified levels cover step "
+             f"indices [1, int(sample.steps x time_fraction))), got {self.time_fraction!r}")
         need(self.beta > 0, "forward.beta must be > 0 (DiffusionNFT's step between v_old and the implicit policies)")
-        need(self.r_map in ("linear", "sign"), f"forward.r_map must be 'linear' or 'sign', got {self.r_map!r}")
+        need(self.r_map != "sign", f"forward.{R_MAP_SIGN_ERROR}")
+        need(self.r_map in R_MAPS, f"forward.r_map must be one of {R_MAPS}, got {self.r_map!r}")
         need(self.r_scale > 0 and self.adv_scale > 0,
              "forward.r_scale and forward.adv_scale must be > 0 (advantage scales)")
         need(self.loss_scale > 0, "forward.loss_scale must be > 0")
-        need(self.weighting in ("uniform", "t", "ghuber"),
-             f"forward.weighting must be uniform, t or ghuber, got {self.weighting!r}")
+        need(self.weighting in AWM_WEIGHTINGS, f"forward.weighting must be one of {AWM_WEIGHTINGS}, got "
+             f"{self.weighting!r}")
         need(0 < self.ghuber_power <= 1, "forward.ghuber_power must be in (0, 1]")
         need(self.clip_range > 0, "forward.clip_range must be > 0 (awm's ratio clip)")

@@ -38,7 +38,7 @@ from slas.algo.losses import (
     velocity_kl,
 )
 from slas.algo.samplers.rollout import Rollout
-from slas.algo.samplers.schedule import trainable_steps
+from slas.algo.samplers.schedule import stratified_bounds, stratified_steps, trainable_steps
 from slas.config import Config, derived
 from slas.policy.base import index_cond
 from slas.policy.common import cfg_free
@@ -249,9 +249,12 @@ def pair_noise(seed: int, keys: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 
 def old_decay(cfg: Config, optimizer_steps: int) -> float:
-    """Decay of the old-policy EMA after ``optimizer_steps`` steps: min(rate * steps, max) (DiffusionNFT
-    train_nft_sd3.py:169-189 ``return_decay``; AWM ``kl_ema_decay_type: linear``)."""
-    return min(cfg.forward.old_decay_rate * optimizer_steps, cfg.forward.old_decay_max)
+    """Decay of the old-policy EMA after ``optimizer_steps`` steps: 0 for the first ``flat`` steps, then
+    min(rate * (steps - flat), max) (DiffusionNFT train_nft_sd3.py:169-189 ``return_decay``, flat 0 in its type 1 and
+    75 in its type 2; AWM ``kl_ema_decay_type: linear``, train_sd3_awm.py:1410-1413)."""
+    f = cfg.forward
+    steps = optimizer_steps - f.old_decay_flat
+    return 0.0 if steps < 0 else min(f.old_decay_rate * steps, f.old_decay_max)
 
 
 class ForwardObjective(Objective):
@@ -277,7 +280,11 @@ class ForwardObjective(Objective):
         return cfg_free(self.backbone)  # DiffusionNFT trains the conditional velocity without CFG
 
     def draw_pairs(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        steps_k = torch.rand(n, self.cfg.sample.steps, generator=g).argsort(dim=1)[:, : self.pairs_per_sample()]
+        f, steps = self.cfg.forward, self.cfg.sample.steps
+        if f.time_sampling == "stratified":  # AWM's: one level per stratum of [1, int(T x time_fraction))
+            steps_k = stratified_steps(n, stratified_bounds(steps, self.pairs_per_sample(), f.time_fraction), g)
+        else:  # K distinct levels of all T (DiffusionNFT's per-sample permutation)
+            steps_k = torch.rand(n, steps, generator=g).argsort(dim=1)[:, : self.pairs_per_sample()]  # [N, K]
         self.noise_seed = int(torch.randint(0, 2**62, (1,), generator=g))  # the pairs' noise: pair_noise(seed, key)
         return _shuffled(steps_k, g)
 

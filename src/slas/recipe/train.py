@@ -134,12 +134,14 @@ class TrainState:
     metrics: MetricsLog
     rows: slice  # this process's samples of the global batch
     start: int  # the iteration the loop starts after (0, or the checkpoint's)
+    adv_state: dict  # the estimator's running statistics ({} for a stateless one), carried from iteration to iteration
 
     def save(self, it: int) -> Path | None:
         """Checkpoint iteration ``it`` (every rank calls it; rank 0 returns the directory)."""
         o = self.objective
         return checkpoint.save(self.run.checkpoints, it, self.backbone.module, o.optimizer, o.scheduler, o.ema,
-                               {"sampler_position": self.stream.position}, keep=self.cfg.run.keep_checkpoints,
+                               {"sampler_position": self.stream.position, "advantage_state": self.adv_state},
+                               keep=self.cfg.run.keep_checkpoints,
                                group=self.pg, sharded=self.denoiser.sharded, old=o.old)
 
     def evaluate_policy(self, it: int) -> dict:
@@ -199,11 +201,12 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     if pg.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    start = 0
+    start, adv_state = 0, {}
     if found is not None:
         state = checkpoint.load(found[0], backbone.module, optimizer, scheduler, objective.ema,
                                 sharded=denoiser.sharded, old=objective.old, state=found[1])
         start, stream.position = state["iteration"], state["sampler_position"]
+        adv_state = state.get("advantage_state", {})  # absent in checkpoints of stateless runs before it was saved
         log(f"resumed {run.root} from {found[0]} (iteration {start} of {cfg.train.iterations})")
     metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main)
     n_params = sum(p.numel() for p in named.values())
@@ -211,7 +214,8 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
         + " | ".join(f"{k}={v}" for k, v in derived(cfg).items()))
     etas = step_etas(cfg.sample.steps, cfg.sample.sde_window, cfg.sample.eta)  # [T] eta in the SDE window, else 0
     return TrainState(cfg, pg, run, backbone, denoiser, sampler, etas, objective, score_fn, stream,
-                      PromptEncoder(backbone, cfg.model.train_text_encoder), eval_entries, metrics, rows, start)
+                      PromptEncoder(backbone, cfg.model.train_text_encoder), eval_entries, metrics, rows, start,
+                      adv_state)
 
 
 # ----------------------------------------------------------------------------
@@ -281,9 +285,10 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
         r = torch.from_numpy(scores["total"])  # [N] float64
         row["time/reward_s"] = time.time() - t0
 
-        # ---- 3. ADVANTAGE over the global batch ----------------------------------------------------------
-        adv, adv_stats = advantages.compute_with_stats(cfg.advantage.estimator, r, pg.gather(ro.group_ids),
-                                                       adv_clip=cfg.advantage.adv_clip, **cfg.advantage.params)
+        # ---- 3. ADVANTAGE over the global batch (a stateful estimator's running statistics carried along) ----
+        adv, adv_stats, st.adv_state = advantages.compute_with_state(
+            cfg.advantage.estimator, r, pg.gather(ro.group_ids), st.adv_state, adv_clip=cfg.advantage.adv_clip,
+            **cfg.advantage.params)
         adv_stats |= objective.advantage_stats(adv)
         finite = advantages.finite_mask(r)  # [N]: NaN/inf rewards never reach the loss
         # [N] the samples the loss averages over; Flow-GRPO also drops zero advantages (train_sd3.py:796-817), but
@@ -344,6 +349,7 @@ def _train_row(r: torch.Tensor, finite: torch.Tensor, used: torch.Tensor, adv_st
         "train/adv_clip_frac": adv_stats["clip_frac"],
         "train/zero_std_groups": adv_stats["zero_std_groups"],
         "train/centered_std": adv_stats["centered_std"],  # SLAS's sigma_B, whatever the estimator
+        "train/batch_std": adv_stats["batch_std"],  # the sigma the estimator divided by (0 for per-group stds)
         "train/informative_frac": adv_stats["informative_frac"],
         "train/adv_abs_mean_informative": adv_stats["adv_abs_mean_informative"],
         **({"train/r_push_informative": adv_stats["r_push_informative"]} if "r_push_informative" in adv_stats else {}),

@@ -7,11 +7,17 @@ from collections import defaultdict
 import numpy as np
 
 from slas.policy.base import Backbone
-from slas.policy.generate import generate
+from slas.policy.generate import EVAL_SEED_LIMIT, generate
 from slas.toyworld.verifier import verify
 from slas.toyworld.world import TAGS
 
 EVAL_STEPS = 20  # Euler steps for evaluation (deterministic ODE)
+# ``--seed S`` (``plan``'s seed) adds S x SEED_STRIDE to every image's seed. The usual seeds (entry seed x 100 + k; the
+# ``eval`` split's entries carry seeds up to 1,234,299) stay below the stride, so the seed sets of two values never
+# overlap, and the largest S keeps every seed below EVAL_SEED_LIMIT (slas.policy.generate), which training's rollouts
+# never start from.
+SEED_STRIDE = 1 << 27  # 134,217,728
+MAX_SEED = EVAL_SEED_LIMIT // SEED_STRIDE - 1  # 15
 
 
 def balanced_subset(entries: list[dict], k: int) -> list[dict]:
@@ -57,7 +63,8 @@ def summarize(results, metas: list[dict]) -> dict:
     }
 
 
-def plan(entries: list[dict], n_per_prompt: int = 1, images_per_tag: int = 0) -> tuple[list[dict], list[int]]:
+def plan(entries: list[dict], n_per_prompt: int = 1, images_per_tag: int = 0,
+         seed: int = 0) -> tuple[list[dict], list[int]]:
     """The (metadata, seed) of every image to sample, deterministic.
 
     Entry ``i`` draws seeds ``entry.get("seed", i) * 100 + k``. With
@@ -65,7 +72,13 @@ def plan(entries: list[dict], n_per_prompt: int = 1, images_per_tag: int = 0) ->
     over its entries, so a tag with 1 prompt weighs as much, and is measured
     as precisely, as a tag with 100 (the held-out `test` split is very
     unbalanced); otherwise each entry gets ``n_per_prompt`` images.
+    ``seed`` S in [0, MAX_SEED] adds S x SEED_STRIDE to every seed: the same
+    images of the same prompts under fresh noise (0 = the seeds every
+    evaluation so far used).
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"the evaluation seed must be an integer in [0, {MAX_SEED}] (it adds seed x {SEED_STRIDE:,} to "
+                         f"every image's seed; 0 = the usual seeds), got {seed!r}")
     metas, seeds = [], []
     indexed = list(enumerate(entries))
     if images_per_tag > 0:
@@ -75,22 +88,25 @@ def plan(entries: list[dict], n_per_prompt: int = 1, images_per_tag: int = 0) ->
                 i, e = group[j % len(group)]
                 metas.append(e)
                 seeds.append(int(e.get("seed", i)) * 100 + j // len(group))
-        return metas, seeds
-    for i, e in indexed:
-        for k in range(n_per_prompt):
-            metas.append(e)
-            seeds.append(int(e.get("seed", i)) * 100 + k)
-    return metas, seeds
+    else:
+        for i, e in indexed:
+            for k in range(n_per_prompt):
+                metas.append(e)
+                seeds.append(int(e.get("seed", i)) * 100 + k)
+    if seed and seeds and max(seeds) >= SEED_STRIDE:
+        raise ValueError(f"an evaluation seed other than 0 needs every image's usual seed (entry seed x 100 + image) "
+                         f"below {SEED_STRIDE:,}, got {max(seeds):,}")
+    return metas, [s + seed * SEED_STRIDE for s in seeds]
 
 
 def evaluate_shapesworld(backbone: Backbone, entries: list[dict], n_per_prompt: int = 1, steps: int = EVAL_STEPS,
                          shift: float = 1.0, batch_size: int = 128, progress=None,
-                         images_per_tag: int = 0) -> tuple[dict, np.ndarray, list[dict]]:
-    """Sample images for ``entries`` (see ``plan``) with fixed seeds and verify them.
+                         images_per_tag: int = 0, seed: int = 0) -> tuple[dict, np.ndarray, list[dict]]:
+    """Sample images for ``entries`` (see ``plan``; ``seed`` 0 = the usual fixed seeds) and verify them.
 
     Returns the summary, the images [N, H, W, 3] and the metadata of each image.
     """
-    metas, seeds = plan(entries, n_per_prompt, images_per_tag)
+    metas, seeds = plan(entries, n_per_prompt, images_per_tag, seed)
     images = generate(backbone, [m["prompt"] for m in metas], seeds, steps, shift=shift, batch_size=batch_size,
                       progress=progress)
     results = [verify(img, m) for img, m in zip(images, metas, strict=True)]

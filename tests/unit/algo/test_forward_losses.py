@@ -77,7 +77,7 @@ def test_nft_zero_advantage_gives_exactly_zero_gradient_on_policy():
 def test_nft_optimality_mappings():
     a = torch.tensor([-7.0, -5.0, -1.0, 0.0, 2.5, 9.0])
     torch.testing.assert_close(nft_optimality(a, 5.0), torch.tensor([0.0, 0.0, 0.4, 0.5, 0.75, 1.0]))
-    torch.testing.assert_close(nft_optimality(a, 5.0, "sign"), torch.tensor([0.0, 0.0, 0.0, 0.5, 1.0, 1.0]))
+    torch.testing.assert_close(nft_optimality(a, 5.0, "hard_sign"), torch.tensor([0.0, 0.0, 0.0, 0.5, 1.0, 1.0]))
     with pytest.raises(ValueError, match="r mapping"):
         nft_optimality(a, 5.0, "softmax")
     with pytest.raises(ValueError, match="scale"):
@@ -200,7 +200,7 @@ def test_shape_and_argument_errors():
     with pytest.raises(ValueError, match="beta"):
         nft_loss(v, v, target, t, t, 0.0)
     with pytest.raises(ValueError, match="weighting"):
-        awm_weighted_error(v, target, t, "huber")
+        awm_weighted_error(v, target, t, "huberish")
     with pytest.raises(ValueError, match="clip_range"):
         awm_loss(t, t, clip_range=0.0)
     assert velocity_kl(v, v).abs().sum() == 0 and velocity_kl(v, v + 1).tolist() == pytest.approx([1.0] * 3)

@@ -50,7 +50,7 @@ def test_lora_config_errors(override, msg):
     (["train.objective=nft", "sample.same_noise_in_group=false", "train.kl_beta=0.1"], "forward.kl_beta"),
     (["train.objective=awm", "sample.same_noise_in_group=false", "forward.timesteps=11"], "forward.timesteps"),
     (["train.objective=nft", "forward.r_map=softmax"], "forward.r_map"),
-    (["train.objective=awm", "forward.weighting=huber"], "forward.weighting"),
+    (["train.objective=awm", "forward.weighting=l1"], "forward.weighting"),
     (["train.objective=ppo_sde", "sample.eta=0"], "sample.eta must be > 0"),
     (["train.objective=ppo_sde", "sample.family=ode"], "forward-process objectives can"),
 ])

@@ -23,11 +23,14 @@ import torch
 from torch import Tensor
 
 from slas.algo.samplers.ddim import ddim_alphas, ddim_step_with_logprob
+from slas.algo.samplers.dpm import dpm2_step
 from slas.algo.samplers.flow import FAMILIES, StepOutput, TimeShift, flow_sigmas, flow_step_with_logprob
 
 PREDICTIONS = ("velocity", "epsilon")
-# sample.family values: the flow SDE families, and DDIM for epsilon prediction
-SAMPLER_FAMILIES = (*FAMILIES, "ddim")
+# the flow families: the one-step families of flow_step_with_logprob, and DiffusionNFT's deterministic multistep dpm2
+FLOW_FAMILIES = (*FAMILIES, "dpm2")
+# sample.family values: the flow families, and DDIM for epsilon prediction
+SAMPLER_FAMILIES = (*FLOW_FAMILIES, "ddim")
 
 
 def _bcast(v: Tensor, x: Tensor) -> Tensor:
@@ -40,13 +43,18 @@ class FlowSampler:
     """Rectified-flow SDE over explicit sigmas (x_sigma = (1 - sigma) x0 + sigma noise, v = noise - x0)."""
 
     sigmas: Tensor  # [T+1] fp32, from 1 down to 0
-    family: str = "dance"  # flow_step_with_logprob family: "dance" (DanceGRPO), "flow_grpo", "ode"
+    family: str = "dance"  # flow_step_with_logprob family: "dance" (DanceGRPO), "flow_grpo", "ode"; or "dpm2"
     reduce: str = "mean"
     noise_pool: int = 1
 
     @property
     def steps(self) -> int:
         return self.sigmas.numel() - 1
+
+    @property
+    def multistep(self) -> bool:
+        """Whether ``step`` takes the previous step's x0 estimate (``x0_prev``): the dpm2 solver."""
+        return self.family == "dpm2"
 
     @property
     def levels(self) -> Tensor:
@@ -58,9 +66,20 @@ class FlowSampler:
         return self.sigmas[idx.cpu()]
 
     def step(self, out: Tensor, x: Tensor, idx: Tensor, *, eta: float, prev_sample: Tensor | None = None,
-             noise: Tensor | None = None, generator: torch.Generator | None = None) -> StepOutput:
-        """Transition idx -> idx+1 of each sample: out, x [M, ...] (model output at x), idx [M] step indices."""
+             noise: Tensor | None = None, generator: torch.Generator | None = None,
+             x0_prev: Tensor | None = None) -> StepOutput:
+        """Transition idx -> idx+1 of each sample: out, x [M, ...] (model output at x), idx [M] step indices.
+        ``x0_prev`` [M, ...]: dpm2 only, the x0 estimate (``x0``) of each sample's previous step, None at the first;
+        dpm2 is deterministic (log-prob 0) and cannot re-score a stored transition."""
         idx = idx.cpu()
+        if self.family == "dpm2":
+            if prev_sample is not None:
+                raise ValueError("the dpm2 solver has no log-prob: it cannot re-score a transition (PPO needs an SDE "
+                                 "family; the forward-process objectives train on x0 alone)")
+            prev = dpm2_step(out, x, self.sigmas[idx], self.sigmas[idx + 1], x0_prev=x0_prev,
+                             sigma_prev=None if x0_prev is None else self.sigmas[(idx - 1).clamp_min(0)])
+            zeros = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+            return StepOutput(prev, zeros, prev, _bcast(zeros, x))
         return flow_step_with_logprob(self.family, out, x, self.sigmas[idx], self.sigmas[idx + 1],  # CPU: no sync
                                       eta=eta, prev_sample=prev_sample, noise=noise, generator=generator,
                                       reduce=self.reduce, noise_pool=self.noise_pool)
@@ -148,15 +167,15 @@ def sampler_for(prediction: str, steps: int, *, family: str, shift: float | Time
     Args:
         prediction: ``Backbone.prediction``, one of ``PREDICTIONS``.
         steps: T.
-        family: ``sample.family``: a flow family (``FAMILIES``) for velocity, ``"ddim"`` for epsilon.
+        family: ``sample.family``: a flow family (``FLOW_FAMILIES``) for velocity, ``"ddim"`` for epsilon.
         shift: flow time shift (``flow_sigmas``: a float is static, a ``TimeShift`` may be dynamic); must be 1 for
             DDIM, whose spacing is the scheduler's.
         reduce, noise_pool: as ``flow_step_with_logprob`` (noise_pool must be 1 for DDIM).
         alphas_cumprod: [L] training alpha-bars of an epsilon backbone (``Backbone.alphas_cumprod``).
     """
     if prediction == "velocity":
-        if family not in FAMILIES:
-            raise ValueError(f"a velocity-prediction backbone samples with a flow family {FAMILIES}, got {family!r}")
+        if family not in FLOW_FAMILIES:
+            raise ValueError(f"a velocity-prediction backbone samples with a flow family {FLOW_FAMILIES}, got {family!r}")
         return FlowSampler(flow_sigmas(steps, shift), family, reduce, noise_pool)
     if prediction == "epsilon":
         if family != "ddim":

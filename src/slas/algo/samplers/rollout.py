@@ -78,6 +78,8 @@ def rollout(
     latents[:, 0] = noise.float()
     here = (lambda t: t) if keep_trajectory else (lambda t: 0)  # where the state before step t is kept
     x0 = torch.empty_like(noise, dtype=torch.float32)
+    # a multistep solver (dpm2) takes each sample's x0 estimate of the previous step [n, ...]
+    history = torch.empty_like(x0) if getattr(sampler, "multistep", False) else None
     for t in range(t_steps):
         step_noise = torch.randn(n_global, *noise.shape[1:], generator=generator, dtype=torch.float32)
         step_noise = step_noise[offset : offset + n].to(dev)  # [N, ...] this process's rows
@@ -86,9 +88,12 @@ def rollout(
             steps = torch.full((len(idx),), t)  # [B]
             x = latents[idx, here(t)]
             out = predict(x, sampler.model_time(steps), idx)
-            st = sampler.step(out, x, steps, eta=etas[t], noise=step_noise[idx])
+            multi = {} if history is None else {"x0_prev": history[idx] if t else None}
+            st = sampler.step(out, x, steps, eta=etas[t], noise=step_noise[idx], **multi)
             latents[idx, here(t + 1)] = st.prev_sample
             log_probs[idx, t] = st.log_prob
+            if history is not None:
+                history[idx] = sampler.x0(out, x, steps)
             if t == t_steps - 1:
                 x0[idx] = sampler.x0(out, x, steps)
     return Rollout(latents if keep_trajectory else None, log_probs, sampler.levels, x0, prompt_ids, group_ids)

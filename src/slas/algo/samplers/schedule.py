@@ -1,4 +1,5 @@
-"""Which of a rollout's T steps are stochastic, and which of them are trained: pure functions of plain numbers.
+"""Which of a rollout's T steps are stochastic, and which of them are trained: pure functions of plain numbers (and,
+for the forward-process objectives' stratified levels, of the iteration's generator).
 
 Step ``i`` is the transition from noise level ``i`` to ``i + 1`` (``Rollout.log_probs[:, i]``). Inside the SDE
 window a step draws noise and has a log-prob; outside it is a deterministic ODE step, so a group's spread comes only
@@ -8,6 +9,9 @@ from the window's noise (Flow-GRPO-Fast / MixGRPO, arXiv 2507.21802).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import torch
+from torch import Tensor
 
 
 def sde_steps(steps: int, window: Sequence[int] = ()) -> range:
@@ -35,3 +39,29 @@ def trained_steps_per_sample(trainable: int, fraction: float) -> int:
     ``trainable`` steps (a random subset per sample), at least 1. DanceGRPO trains the first
     ``int((T - 1) * timestep_fraction)`` steps of a per-sample permutation (DanceGRPO ``train_grpo_flux.py:505-525``)."""
     return max(1, int(trainable * fraction))
+
+
+def stratified_bounds(steps: int, k: int, fraction: float) -> list[tuple[int, int]]:
+    """The K strata ``[lo, hi)`` of AWM's ``time_type: discrete_wo_init`` (scxue/advantage_weighted_matching@be51372
+    scripts/train_sd3_awm.py:1197-1205): the step indices ``[1, int(steps * fraction))`` cut at
+    ``linspace(1, int(steps * fraction), k + 1)`` truncated to integers, computed as upstream in float32 (whose
+    rounding moves a boundary by one in rare shapes, e.g. 26 strata of [1, 29)). AWM's GenEval config (14 steps,
+    fraction 0.9, 6 levels): (1, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 12), so sigma = 1 (index 0) and the two
+    lowest levels are never trained. Raises ``ValueError`` when a stratum would be empty."""
+    end = int(steps * fraction)
+    cuts = torch.linspace(1, end, k + 1).long().tolist()  # float32, as upstream, then truncated
+    bounds = list(zip(cuts[:-1], cuts[1:], strict=True))
+    if end < 2 or any(hi <= lo for lo, hi in bounds):
+        raise ValueError(f"{k} strata of the step indices [1, int({steps} x {fraction}) = {end}) would leave one "
+                         f"empty: use at most {max(0, end - 1)} levels, more steps or a larger fraction")
+    return bounds
+
+
+def stratified_steps(n: int, bounds: Sequence[tuple[int, int]], generator: torch.Generator) -> Tensor:
+    """[n, K] int64: for each of ``n`` samples one step index drawn uniformly in each stratum of ``bounds``
+    (``stratified_bounds``): ``lo + floor(u (hi - lo))``, u ~ U[0, 1) float32 from ``generator``, as AWM draws them
+    (train_sd3_awm.py:1201-1202). Upstream draws one row per training batch and shares it across the batch's samples;
+    here every sample draws its own row (the same marginal levels, independent across samples)."""
+    lo, hi = torch.tensor(list(bounds), dtype=torch.long).T  # [K] each
+    u = torch.rand(n, len(bounds), generator=generator)  # [n, K]
+    return lo + (u * (hi - lo)).long()

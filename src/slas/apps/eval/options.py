@@ -78,6 +78,9 @@ class EvalOptions:
     """unigenbench: data folder (default ``$SLAS_DATA/unigenbench``)."""
     judge_concurrency: int = 8
     """unigenbench: judge requests in flight."""
+    seed: int = 0
+    """Evaluation noise: S in [0, 15] adds S x 2^27 to every image's seed (``toyworld.evaluate.plan``), the same prompts
+    under fresh noise; 0 = the seeds every evaluation so far used."""
     overwrite: bool = False
     """Replace the result already in ``out`` (else an ``out`` that holds one is refused, as ``slas train`` refuses
     a run directory that holds a run)."""

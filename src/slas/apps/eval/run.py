@@ -36,9 +36,17 @@ def run_suite(opts: EvalOptions, model: Model | None = None, progress: Progress 
     if held and not opts.overwrite:  # before any model loads
         raise EvalError(f"{opts.out} already holds a `slas eval` result ({held[0]}); choose another --out, or pass "
                         "--overwrite to replace it")
+    from slas.toyworld.evaluate import MAX_SEED
+
+    if isinstance(opts.seed, bool) or not isinstance(opts.seed, int) or not 0 <= opts.seed <= MAX_SEED:
+        raise EvalError(f"--seed must be an integer in [0, {MAX_SEED}] (it offsets the evaluation noise), got "
+                        f"{opts.seed!r}")
     if opts.images is not None:
         if opts.suite != "geneval" or model is not None or opts.model is not None:
             raise EvalError("--images (score existing images) works with --suite geneval and without --model")
+        if opts.seed:
+            raise EvalError("--seed offsets the noise of the images slas eval samples; --images scores images that "
+                            "exist already")
     elif model is None:
         if opts.model is None:
             raise EvalError("give --model RUN_DIR|PIPELINE_DIR|CKPT_DIR|base (or --images DIR for --suite geneval)")

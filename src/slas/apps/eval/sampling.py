@@ -55,13 +55,13 @@ class Samples:
 
 
 def sample(model: Model, entries: list[dict], n_per_prompt: int, images_per_tag: int, steps: int,
-           batch_size: int | None, progress: Progress | None) -> Samples:
-    """``entries`` sampled as ``toyworld.evaluate.plan`` lays them out (fixed seeds), with the backbone's own
-    deterministic sampler."""
+           batch_size: int | None, progress: Progress | None, seed: int = 0) -> Samples:
+    """``entries`` sampled as ``toyworld.evaluate.plan`` lays them out (fixed seeds, offset by ``seed``), with the
+    backbone's own deterministic sampler."""
     from slas.policy.generate import deterministic_sampler, generate
     from slas.toyworld.evaluate import plan
 
-    metas, seeds = plan(entries, n_per_prompt, images_per_tag)
+    metas, seeds = plan(entries, n_per_prompt, images_per_tag, seed)
     position = {id(e): i for i, e in enumerate(entries)}  # plan returns the entry objects themselves
     prompt_ids = [position[id(m)] for m in metas]
     seen: dict[int, int] = {}
@@ -89,11 +89,11 @@ def sample_for(opts: EvalOptions, model: Model, progress: Progress | None) -> tu
         raise EvalError("--images-per-tag cycles over each tag's prompts: every prompt needs a GenEval 'tag'")
     n = opts.n_per_prompt or 1
     steps = opts.steps or model.steps
-    s = sample(model, entries, n, opts.images_per_tag, steps, opts.batch_size, progress)
+    s = sample(model, entries, n, opts.images_per_tag, steps, opts.batch_size, progress, opts.seed)
     info = {"model": model.description, "prompts": str(opts.prompts) if opts.prompts else f"ShapesWorld {opts.split}",
             "n_prompts_sampled": len(entries), "n_per_prompt": n, "images_per_tag": opts.images_per_tag,
             "max_prompts": opts.max_prompts, "steps": steps, "sample_s": s.seconds,
-            "sampler": sampler_name(model)}
+            "sampler": sampler_name(model), "seed": opts.seed}
     return s, info
 
 

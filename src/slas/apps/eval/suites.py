@@ -197,7 +197,7 @@ class UniGenBenchSuite(Suite):
         entries = [{"prompt": it.prompt, "seed": it.index} for it in items]
         n = opts.n_per_prompt or 4  # upstream generates 4 images per prompt
         steps = opts.steps or model.steps
-        s = sample(model, entries, n, 0, steps, opts.batch_size, progress)
+        s = sample(model, entries, n, 0, steps, opts.batch_size, progress, opts.seed)
         names = write_geneval_folder(opts.out, s) if opts.save_images else [None] * len(s.metas)
         per_item: list[list[np.ndarray]] = [[] for _ in items]
         for img, pid in zip(s.images, s.prompt_ids, strict=True):
@@ -216,7 +216,7 @@ class UniGenBenchSuite(Suite):
                             "sample": k, "testpoints": list(items[pid].testpoints), "scores": v.scores,
                             "status": v.status, "detail": v.detail})
         info = {"model": model.description, "unigenbench_split": opts.unigenbench_split, "n_prompts_sampled": len(items),
-                "n_per_prompt": n, "steps": steps, "sampler": sampler_name(model), "sample_s": s.seconds,
+                "n_per_prompt": n, "steps": steps, "sampler": sampler_name(model), "seed": opts.seed, "sample_s": s.seconds,
                 "judge_model": judge.model, "n_requests": res.n_requests, "score_s": time.perf_counter() - t0}
         return records, info | {"scores": res.summary}
 
