@@ -46,8 +46,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 RUN_OR_CHECKPOINT = ("a run directory of `slas train` (its latest checkpoint: the EMA weights when the run keeps one, "
-                     "else the policy's), a ShapesWorld checkpoint directory, or a shipped name (toy_S, toy_M, toy_L; "
-                     "default toy_M)")
+                     "else the policy's) or one of its checkpoints/iter_N, a ShapesWorld checkpoint directory, or a "
+                     "shipped name (toy_S, toy_M, toy_L; default toy_M)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "summary.json (+ images/) into --out, print a table. docs/evaluation.md")
     ev.add_argument("--suite", choices=SUITES)
     ev.add_argument("--model", metavar="RUN_DIR|PIPELINE_DIR|CKPT_DIR|base",
-                    help="a run of `slas train` (latest checkpoint), a ShapesWorld checkpoint, a diffusers pipeline, "
+                    help="a run of `slas train` (latest checkpoint) or one of its checkpoints/iter_N, a ShapesWorld "
+                         "checkpoint, a diffusers pipeline, "
                          "or base (the shipped ShapesWorld model)")
     ev.add_argument("--out", metavar="DIR", help="output directory (one that holds a result is refused unless "
                     "--overwrite)")

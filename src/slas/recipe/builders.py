@@ -4,6 +4,7 @@ schedule, objective."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -12,12 +13,17 @@ from slas.algo.samplers import sampler_for
 from slas.config import Config, ConfigError
 from slas.plugins import get_world, objective_class
 from slas.policy import adapter_class
+from slas.recipe import pipeline_folder
 from slas.recipe.prompts import load_prompts, prompt_line_numbers
 
 
 def build_backbone(cfg: Config):
-    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section."""
-    return adapter_class(cfg.model.backbone).from_config(cfg.model)
+    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section; a diffusers folder
+    (model.path) is checked first and any failure to load it is one line (slas.recipe.pipeline_folder)."""
+    adapter = adapter_class(cfg.model.backbone)
+    if cfg.model.path and Path(cfg.model.path).expanduser().is_dir():
+        return pipeline_folder.load(adapter, cfg.model)
+    return adapter.from_config(cfg.model)
 
 
 def build_reward(cfg: Config):

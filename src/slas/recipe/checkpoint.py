@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -140,20 +141,31 @@ def _digest(path: Path) -> dict:
     return {"size": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def read_state(ckpt: Path) -> dict:
-    """A checkpoint's state file; a ``RunError`` naming it when it is missing, not JSON or not a checkpoint's."""
-    path = Path(ckpt) / STATE
+def read_json(path: Path) -> Any:
+    """A JSON file's value; a ``RunError`` naming the file when it is missing, unreadable or not JSON."""
+    path = Path(path)
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunError(f"{path}: missing (the checkpoint directory is incomplete)") from None
+        raise RunError(f"{path}: missing") from None
     except UnicodeDecodeError:
         raise RunError(f"{path}: not text; the file is corrupt") from None
     except OSError as e:
         raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
-        raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the file is truncated "
-                       "or corrupt") from None
+        what = e.msg.removesuffix(" at")  # "Invalid control character at"
+        raise RunError(f"{path}: not valid JSON ({what} at line {e.lineno}, column {e.colno}); the file is truncated or "
+                       "corrupt") from None
+    except RecursionError:
+        raise RunError(f"{path}: not valid JSON (nested too deeply); the file is corrupt") from None
+
+
+def read_state(ckpt: Path) -> dict:
+    """A checkpoint's state file; a ``RunError`` naming it when it is missing, not JSON or not a checkpoint's."""
+    path = Path(ckpt) / STATE
+    if not path.exists():
+        raise RunError(f"{path}: missing (the checkpoint directory is incomplete)")
+    state = read_json(path)
     if not isinstance(state, dict) or not isinstance(state.get("iteration"), int) or "python_rng" not in state:
         raise RunError(f'{path}: not a checkpoint\'s state (it needs an integer "iteration" and "python_rng"); the file '
                        "is corrupt")
@@ -204,12 +216,68 @@ def latest_intact(root: Path, warn: Callable[[str], None] = print) -> tuple[Path
     return None
 
 
+# bytes per element of each safetensors dtype (safetensors' format: an 8-byte little-endian header length, a JSON
+# header {name: {dtype, shape, data_offsets}}, then the data; huggingface/safetensors README.md "Format")
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def check_safetensors(path: Path) -> dict:
+    """A safetensors file's header, checked against the file without reading its tensors (cheap for a file of many
+    GB): every entry's dtype, shape and byte range agree, and the file ends where the last tensor does. A
+    ``RunError`` names the file and says what is wrong (truncated, corrupt header)."""
+    path = Path(path)
+
+    def corrupt(what: str) -> RunError:
+        return RunError(f"{path}: not a safetensors file, or a corrupt one: {what}")
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                if n < 2 or n > 100_000_000:  # safetensors caps headers at 100 MB
+                    raise corrupt(f"a {size:,}-byte file with no valid header length")
+                raise RunError(f"{path}: truncated: {size:,} bytes, shorter than its own header ({8 + n:,} bytes)")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise corrupt("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise corrupt("its header is not a JSON object")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        ok = (isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES and isinstance(entry.get("shape"), list)
+              and all(isinstance(d, int) and d >= 0 for d in entry["shape"])
+              and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+              and all(isinstance(o, int) and o >= 0 for o in entry["data_offsets"]))
+        if not ok or entry["data_offsets"][1] - entry["data_offsets"][0] != (
+                math.prod(entry["shape"]) * _DTYPE_BYTES[entry["dtype"]]):
+            raise corrupt(f"the header entry of tensor {key!r} is malformed")
+        end = max(end, entry["data_offsets"][1])
+    if size < 8 + n + end:
+        raise RunError(f"{path}: truncated: {size:,} bytes, but its header describes {8 + n + end:,}")
+    if size > 8 + n + end:
+        raise corrupt(f"{size:,} bytes, but its header describes {8 + n + end:,}")
+    return header
+
+
 def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
     """``reader(path)``; any failure is a ``RunError`` naming the file."""
     try:
         return reader(path)
     except FileNotFoundError:
         raise RunError(f"{path}: missing") from None
+    except RunError:
+        raise
     except Exception as e:  # safetensors, zip (torch.save) and unpickling errors of a truncated or corrupt file
         msg = " ".join(str(e).split()) or type(e).__name__
         raise RunError(f"{path}: cannot read it, the file is truncated or corrupt "
@@ -217,8 +285,11 @@ def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; a ``RunError`` naming it when it cannot be read."""
-    return _read(Path(path), lambda p: load_file(str(p)))
+    """A safetensors file's tensors (its header checked first: ``check_safetensors``); a ``RunError`` naming it when
+    it cannot be read."""
+    path = Path(path)
+    check_safetensors(path)
+    return _read(path, lambda p: load_file(str(p)))
 
 
 def load(ckpt: Path, module: torch.nn.Module, optimizer, scheduler, ema: dict | None, sharded: bool = False,
