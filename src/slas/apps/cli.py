@@ -1,7 +1,8 @@
 """The ``slas`` command line: its parser and entry point; what each command does is in ``slas.apps.commands``.
 
 Every user error (bad prompt, missing checkpoint, bad option) ends in one
-``error: ...`` line and exit status 2, never a traceback.
+``error: ...`` line and exit status 2, never a traceback; a run stopped by its environment (a full disk, a torchrun
+process that died) in one ``error: ...`` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -234,11 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from slas.config import ConfigError
+    from slas.recipe.checkpoint import RunFailure  # a full disk, a dead torchrun process: one line, exit 1
     from slas.rewards.remote import RemoteRewardError  # the reward server failed a call: one line, not a traceback
     from slas.toyworld.world import PromptError
 
     try:
         args.fn(args)
+    except RunFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (CLIError, ConfigError, PromptError, FileNotFoundError, ValueError, RemoteRewardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

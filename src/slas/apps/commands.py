@@ -246,7 +246,8 @@ def cmd_train(args) -> None:
         paths = RunDir(args.resume)
         run = paths.root
         if not paths.is_run():
-            raise CLIError(f"--resume {run}: no {paths.config.name} there; is it a run directory of `slas train`?")
+            raise CLIError(f"--resume {run}: no {paths.config.name} there; is it a run directory of `slas train`? (a "
+                           "start that fails before its first checkpoint leaves none: start it again without --resume)")
         if args.config:
             raise CLIError("--resume continues a run with its own config.yaml; drop --config")
         extra = [o for o in args.overrides if o.partition("=")[0].strip() != "train.iterations"]

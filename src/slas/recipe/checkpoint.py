@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +50,11 @@ class RunError(ValueError):
     """A run directory or checkpoint that cannot be used (printed by the CLI as one ``error:`` line, exit 2)."""
 
 
+class RunFailure(RuntimeError):
+    """A run stopped by its environment, not by its inputs: a full disk, a torchrun process that died (printed by the
+    CLI as one ``error:`` line, exit status 1)."""
+
+
 def name(iteration: int) -> str:
     """The directory name of iteration ``iteration``'s checkpoint."""
     return f"{PREFIX}{iteration:06d}"
@@ -62,7 +68,42 @@ def save(root: Path, iteration: int, module: torch.nn.Module, optimizer, schedul
          state: dict, keep: int = 2, group=None, sharded: bool = False, old: dict | None = None) -> Path | None:
     """Write checkpoint ``iteration`` under ``root`` (a run's ``checkpoints/``); returns its directory (None on ranks
     other than 0). ``group`` (slas.recipe.parallel.ProcessGroup) and ``sharded`` (FSDP2) for many processes: then
-    every rank must call it."""
+    every rank must call it.
+
+    A write that fails (a full disk, a file-size limit, an I/O error) removes the partial temporary directory and
+    raises ``RunFailure`` saying which file and why; every earlier checkpoint stays as it was (the oldest are removed
+    only after the new one is in place)."""
+    try:
+        return _write(root, iteration, module, optimizer, scheduler, ema, state, keep, group, sharded, old)
+    except Exception as e:
+        if isinstance(e, torch.distributed.DistError):  # another rank failed: the recipe says so (slas.recipe.train)
+            raise
+        root, tmp = Path(root), Path(root) / f".tmp_{name(iteration)}"
+        files = sorted(tmp.glob("*"), key=lambda p: p.stat().st_mtime) if tmp.is_dir() else []
+        try:  # measured before the partial files are removed
+            free = f"; {shutil.disk_usage(root).free / 2**20:,.1f} MiB were free there"
+        except OSError:
+            free = ""
+        if group is None or group.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        where = getattr(e, "filename", None) or (files[-1] if files else root)
+        raise RunFailure(f"checkpoint {name(iteration)} was not saved: writing {where}: {_why(e)}{free}") from e
+
+
+def _why(e: Exception) -> str:
+    """Why a checkpoint write failed, in words: the OS's reason where the writer kept it."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    if m := re.search(r"\(os error (\d+)\)", msg):  # safetensors: "I/O error: No space left on device (os error 28)"
+        return os.strerror(int(m.group(1)))
+    if "unexpected pos" in msg or "file write failed" in msg:  # torch.save's zip writer (inline_container.cc)
+        return "the file system took only part of it (no space left, a quota or a file-size limit)"
+    return msg if len(msg) <= 200 else msg[:197] + "..."
+
+
+def _write(root: Path, iteration: int, module: torch.nn.Module, optimizer, scheduler, ema: dict | None,
+           state: dict, keep: int, group, sharded: bool, old: dict | None) -> Path | None:
     main = group is None or group.is_main
     if not sharded and not main:
         return None  # DDP: rank 0's weights and optimizer state are every rank's

@@ -17,9 +17,11 @@ randomness, rolls out and trains its rows ``rows`` of it, and gathers rewards fo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -47,6 +49,7 @@ from slas.recipe.builders import (
     eval_prompts,
     train_prompts,
 )
+from slas.recipe.checkpoint import RunFailure
 from slas.recipe.evaluation import before_after, change_lines, evaluate_iteration, proportion_text
 from slas.recipe.metrics import MetricsLog
 from slas.recipe.objectives import Batch, Objective
@@ -199,7 +202,7 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
                                 sharded=denoiser.sharded, old=objective.old, state=found[1])
         start, stream.position = state["iteration"], state["sampler_position"]
         log(f"resumed {run.root} from {found[0]} (iteration {start} of {cfg.train.iterations})")
-    metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main)
+    metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main, warn=log)
     n_params = sum(p.numel() for p in named.values())
     log(f"run {run.root}: {cfg.train.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
         + " | ".join(f"{k}={v}" for k, v in derived(cfg).items()))
@@ -216,15 +219,63 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
 def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -> Path:
     """Train ``cfg`` (``resume``: continue ``cfg.run.out_dir`` from its newest intact checkpoint); returns the run
     directory. SIGINT / SIGTERM during the iterations stops after the current one, saves a checkpoint of it and
-    raises ``TrainingInterrupted``: ``--resume`` then continues exactly as if it had not stopped."""
+    raises ``TrainingInterrupted``: ``--resume`` then continues exactly as if it had not stopped.
+
+    A fresh start that fails before its first checkpoint leaves nothing behind (``_undo_failed_start``). A full disk
+    while writing a checkpoint or the metrics log is a ``RunFailure`` that says what was not written and where the
+    run can resume from."""
     interrupts = _Interrupts()
+    run = RunDir(cfg.run.out_dir)
+    before = None if resume else _entries(run.root)
     try:
         state = setup(cfg, resume, log)
         if state is None:
             return Path(cfg.run.out_dir)
         return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
+    except BaseException as e:
+        removed = before is not None and _undo_failed_start(run, before)
+        if isinstance(e, RunFailure) or (isinstance(e, OSError) and e.errno in _DISK_FULL):
+            why = str(e) if isinstance(e, RunFailure) else f"{e.filename or run.root}: {e.strerror}"
+            raise RunFailure(f"{why}; {_where_it_stands(run, removed)}") from e
+        raise
     finally:
         interrupts.restore()
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, a quota, a file-size limit (RLIMIT_FSIZE)
+_ABSENT: frozenset[str] = frozenset({"\0"})  # _entries of a run directory that did not exist
+
+
+def _entries(root: Path) -> frozenset[str]:
+    """The names in ``root`` before a fresh start (``_ABSENT`` when there is no such directory)."""
+    return frozenset(p.name for p in root.iterdir()) if root.is_dir() else _ABSENT
+
+
+def _undo_failed_start(run: RunDir, before: frozenset[str]) -> bool:
+    """After a fresh start failed before its first checkpoint (a reward that raises in the iteration-0 evaluation, a
+    full disk, Ctrl-C twice): rank 0 removes what the start made, the run directory itself when it made it, so that
+    nothing is left that looks like a run. A directory with a checkpoint is a run and is kept. True when what is left
+    is not a run (no config.yaml)."""
+    if int(os.environ.get("RANK", "0")) != 0 or not run.root.is_dir() or checkpoint.all_of(run.checkpoints):
+        return False
+    if before is _ABSENT:
+        shutil.rmtree(run.root, ignore_errors=True)
+    else:
+        for p in run.root.iterdir():
+            if p.name not in before:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return not run.is_run()
+
+
+def _where_it_stands(run: RunDir, removed: bool) -> str:
+    """What a run stopped by its environment still has, and the command that continues it."""
+    if removed:
+        return f"the run had no checkpoint yet, so what it wrote in {run.root} was removed: start it again"
+    ckpt = run.latest()
+    if ckpt is None:
+        return f"{run.root} holds no checkpoint yet: free space, then `slas train --resume {run.root}` starts it afresh"
+    return (f"the last checkpoint, {ckpt}, is intact: free space (or fix the cause), then "
+            f"`slas train --resume {run.root}`")
 
 
 def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
