@@ -109,8 +109,11 @@ class DistConfig:
     strategy: str = "ddp"
     """ "ddp": replicated weights, gradients all-reduced once per optimizer step; "fsdp": FSDP2 fully_shard of the
     denoiser (weights, gradients, optimizer state and EMA sharded; checkpoints via torch.distributed.checkpoint)"""
-    timeout_min: float = 60.0
-    """collective timeout: the other ranks wait while rank 0 evaluates and checkpoints"""
+    timeout_min: float = 10.0
+    """the process-group timeout: how long a process waits in a collective for the others. A process that dies is
+    seen at once (its connections close) and the others stop with one error line; one that stalls, or whose host is
+    lost, is seen only after this long. It must exceed rank 0's evaluation plus a checkpoint save, for which the other
+    processes wait (the run warns when an evaluation takes more than half of it)"""
     gather_rollout: bool = True
     """fsdp: all-gather the weights once per rollout and keep them while sampling (one full copy per process) instead
     of before every forward of the rollout (DanceGRPO re-gathers per forward, DanceGRPO train_grpo_flux.py:326-367,

@@ -17,11 +17,9 @@ randomness, rolls out and trains its rows ``rows`` of it, and gathers rewards fo
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -38,7 +36,7 @@ from slas.algo.samplers.schedule import step_etas
 from slas.config import Config, ConfigError, derived
 from slas.policy.base import index_cond
 from slas.policy.generate import EVAL_SEED_LIMIT
-from slas.recipe import checkpoint
+from slas.recipe import checkpoint, failures
 from slas.recipe import parallel as distributed
 from slas.recipe.builders import (
     build_backbone,
@@ -49,7 +47,6 @@ from slas.recipe.builders import (
     eval_prompts,
     train_prompts,
 )
-from slas.recipe.checkpoint import RunFailure
 from slas.recipe.evaluation import before_after, change_lines, evaluate_iteration, proportion_text
 from slas.recipe.metrics import MetricsLog
 from slas.recipe.objectives import Batch, Objective
@@ -137,6 +134,7 @@ class TrainState:
     metrics: MetricsLog
     rows: slice  # this process's samples of the global batch
     start: int  # the iteration the loop starts after (0, or the checkpoint's)
+    warned_wait: bool = False  # _warn_slow_wait said its line
 
     def save(self, it: int) -> Path | None:
         """Checkpoint iteration ``it`` (every rank calls it; rank 0 returns the directory)."""
@@ -221,61 +219,25 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     directory. SIGINT / SIGTERM during the iterations stops after the current one, saves a checkpoint of it and
     raises ``TrainingInterrupted``: ``--resume`` then continues exactly as if it had not stopped.
 
-    A fresh start that fails before its first checkpoint leaves nothing behind (``_undo_failed_start``). A full disk
-    while writing a checkpoint or the metrics log is a ``RunFailure`` that says what was not written and where the
-    run can resume from."""
+    A fresh start that fails before its first checkpoint leaves nothing behind. A full disk, or another torchrun
+    process that died or stalled, is a ``RunFailure`` that says what happened and where the run can resume from
+    (slas.recipe.failures)."""
     interrupts = _Interrupts()
     run = RunDir(cfg.run.out_dir)
-    before = None if resume else _entries(run.root)
+    before = None if resume else failures.snapshot(run.root)
     try:
         state = setup(cfg, resume, log)
         if state is None:
             return Path(cfg.run.out_dir)
         return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
     except BaseException as e:
-        removed = before is not None and _undo_failed_start(run, before)
-        if isinstance(e, RunFailure) or (isinstance(e, OSError) and e.errno in _DISK_FULL):
-            why = str(e) if isinstance(e, RunFailure) else f"{e.filename or run.root}: {e.strerror}"
-            raise RunFailure(f"{why}; {_where_it_stands(run, removed)}") from e
-        raise
+        removed = before is not None and failures.undo_failed_start(run, before)
+        failure = failures.explain(e, run, cfg, removed)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         interrupts.restore()
-
-
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, a quota, a file-size limit (RLIMIT_FSIZE)
-_ABSENT: frozenset[str] = frozenset({"\0"})  # _entries of a run directory that did not exist
-
-
-def _entries(root: Path) -> frozenset[str]:
-    """The names in ``root`` before a fresh start (``_ABSENT`` when there is no such directory)."""
-    return frozenset(p.name for p in root.iterdir()) if root.is_dir() else _ABSENT
-
-
-def _undo_failed_start(run: RunDir, before: frozenset[str]) -> bool:
-    """After a fresh start failed before its first checkpoint (a reward that raises in the iteration-0 evaluation, a
-    full disk, Ctrl-C twice): rank 0 removes what the start made, the run directory itself when it made it, so that
-    nothing is left that looks like a run. A directory with a checkpoint is a run and is kept. True when what is left
-    is not a run (no config.yaml)."""
-    if int(os.environ.get("RANK", "0")) != 0 or not run.root.is_dir() or checkpoint.all_of(run.checkpoints):
-        return False
-    if before is _ABSENT:
-        shutil.rmtree(run.root, ignore_errors=True)
-    else:
-        for p in run.root.iterdir():
-            if p.name not in before:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return not run.is_run()
-
-
-def _where_it_stands(run: RunDir, removed: bool) -> str:
-    """What a run stopped by its environment still has, and the command that continues it."""
-    if removed:
-        return f"the run had no checkpoint yet, so what it wrote in {run.root} was removed: start it again"
-    ckpt = run.latest()
-    if ckpt is None:
-        return f"{run.root} holds no checkpoint yet: free space, then `slas train --resume {run.root}` starts it afresh"
-    return (f"the last checkpoint, {ckpt}, is intact: free space (or fix the cause), then "
-            f"`slas train --resume {run.root}`")
 
 
 def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
@@ -288,6 +250,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
     if st.start == 0:
         t0 = time.time()
         row = {"iteration": 0, **st.evaluate_policy(0), "time/eval_s": time.time() - t0}
+        _warn_slow_wait(st, row["time/eval_s"], log)
         st.metrics.write(row)
         _log_base(row, log)
     bar = tqdm(range(st.start + 1, cfg.train.iterations + 1), initial=st.start, total=cfg.train.iterations,
@@ -351,6 +314,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
             t0 = time.time()
             row |= st.evaluate_policy(it)
             row["time/eval_s"] = time.time() - t0
+            _warn_slow_wait(st, row["time/eval_s"], log)
         st.metrics.write(row)
         if any(k.startswith("eval/") for k in row):
             st.metrics.plot(st.run.curves)
@@ -398,6 +362,17 @@ def _train_row(r: torch.Tensor, finite: torch.Tensor, used: torch.Tensor, adv_st
     # the objective's loss diagnostics (losses.PPO_STATS / NFT_STATS / AWM_STATS; kl_mean is train/kl)
     row |= {f"train/{'kl' if k == 'kl_mean' else k}": v for k, v in train_stats.items() if k != "adv_mean"}
     return row
+
+
+def _warn_slow_wait(st: TrainState, seconds: float, log) -> None:
+    """Rank 0 evaluates alone while the other processes wait for it in a collective, which fails after
+    dist.timeout_min: warn (once) when an evaluation takes more than half of that."""
+    limit = st.cfg.dist.timeout_min * 60
+    if st.pg.size > 1 and seconds > limit / 2 and not st.warned_wait:
+        st.warned_wait = True
+        log(f"warning: this evaluation took {seconds:.0f} s, more than half of dist.timeout_min "
+            f"({st.cfg.dist.timeout_min:g} min): the other torchrun processes wait for it in a collective and stop "
+            "after that long; raise dist.timeout_min")
 
 
 def _postfix(row: dict, rows: list[dict]) -> dict:
