@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--detector-path", metavar="DIR", help="mask2former: local Mask2Former instance checkpoint")
     ev.add_argument("--clip-path", metavar="DIR", help="mask2former: local CLIPModel for the colour classifier")
     ev.add_argument("--device", default="auto", help="device of a diffusers pipeline and of the detector models")
+    ev.add_argument("--threads", type=int, default=0, help="torch threads (default 0: the usable cores, or "
+                    "OMP_NUM_THREADS); a warning says so when the cores are already busy")
     ev.add_argument("--reward", help="reward suite: registered reward name")
     ev.add_argument("--reward-option", action="append", metavar="KEY=VALUE", help="reward option (repeatable)")
     ev.add_argument("--unigenbench-split", choices=["short", "long"], default="short")

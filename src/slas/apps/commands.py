@@ -171,7 +171,12 @@ def cmd_eval(args) -> None:
 
 def _eval(args) -> None:
     from slas.apps import eval as harness
+    from slas.recipe.threads import configure
 
+    if args.threads < 0:
+        raise CLIError(f"--threads must be >= 0 (0 = the usable cores), got {args.threads}")
+    if not args.compare or args.suite:  # anything but comparing two finished results samples or scores
+        configure(args.threads, "--threads N", warn=lambda line: print(line, file=sys.stderr))
     if args.compare:
         if args.model or args.images:
             raise CLIError("--compare takes two result directories, or two models with --suite and --out; "

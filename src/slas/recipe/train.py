@@ -36,7 +36,7 @@ from slas.algo.samplers.schedule import step_etas
 from slas.config import Config, ConfigError, derived
 from slas.policy.base import index_cond
 from slas.policy.generate import EVAL_SEED_LIMIT
-from slas.recipe import checkpoint, failures
+from slas.recipe import checkpoint, failures, threads
 from slas.recipe import parallel as distributed
 from slas.recipe.builders import (
     build_backbone,
@@ -174,6 +174,8 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
             f"{cfg.train.iterations}; to train it further: slas train --resume {run.root} train.iterations=N (N > {done})")
         pg.shutdown()
         return None
+    # torch threads: run.threads, or the usable cores shared among this machine's processes; a line if they are busy
+    n_threads = threads.configure(cfg.run.threads, "run.threads=N", int(os.environ.get("LOCAL_WORLD_SIZE", "1")), log)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
 
@@ -203,6 +205,7 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main, warn=log)
     n_params = sum(p.numel() for p in named.values())
     log(f"run {run.root}: {cfg.train.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
+        f"{n_threads} torch threads | "
         + " | ".join(f"{k}={v}" for k, v in derived(cfg).items()))
     etas = step_etas(cfg.sample.steps, cfg.sample.sde_window, cfg.sample.eta)  # [T] eta in the SDE window, else 0
     return TrainState(cfg, pg, run, backbone, denoiser, sampler, etas, objective, score_fn, stream,
