@@ -243,3 +243,24 @@ def test_sigint_to_torchrun_leaves_one_consistent_checkpoint_and_the_run_resumes
     assert [json.loads(ln)["iteration"] for ln in (run / "metrics.jsonl").read_text().splitlines()][-1] == it
     _run(["train", "--no-progress", "--resume", str(run)], tmp_path / "resume_logs")
     assert _rows(run) == _rows(reference)
+
+
+def test_a_slow_evaluation_warns_before_the_timeout_stops_the_others():
+    """Rank 0 evaluates alone while the others wait in a collective: an evaluation over half of dist.timeout_min
+    says so once (the iteration-0 evaluation is as long as the later ones, so a run learns it at its start)."""
+    from types import SimpleNamespace
+
+    from slas.recipe.train import _warn_slow_wait
+
+    lines: list[str] = []
+    st = SimpleNamespace(cfg=SimpleNamespace(dist=SimpleNamespace(timeout_min=1.0)), pg=SimpleNamespace(size=2),
+                         warned_wait=False)
+    _warn_slow_wait(st, 29.0, lines.append)
+    assert lines == []
+    _warn_slow_wait(st, 31.0, lines.append)
+    _warn_slow_wait(st, 45.0, lines.append)
+    assert lines == ["warning: this evaluation took 31 s, more than half of dist.timeout_min (1 min): the other "
+                     "torchrun processes wait for it in a collective and stop after that long; raise dist.timeout_min"]
+    st.pg.size, st.warned_wait = 1, False  # one process: nobody waits
+    _warn_slow_wait(st, 100.0, lines.append)
+    assert len(lines) == 1

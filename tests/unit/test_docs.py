@@ -307,11 +307,11 @@ def test_reliability_table_names_existing_tests():
     text = (ROOT / "docs" / "reliability.md").read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| input") and "---" not in ln]
     assert len(rows) >= 30
-    named = re.findall(r"((?:unit|roundtrip|e2e)/test_\w+\.py)::(test_\w+)", text)
+    named = re.findall(r"((?:unit|roundtrip|integration|e2e)/(?:\w+/)*test_\w+\.py)::(test_\w+)", text)
     assert len(named) >= 20
     for path, name in named:
         assert f"def {name}(" in (ROOT / "tests" / path).read_text(), f"{path}::{name} does not exist"
     cases = re.findall(r"\[(\w+)\]`", text)
-    rel = (ROOT / "tests" / "e2e" / "test_reliability.py").read_text()
+    tests = "".join((ROOT / "tests" / path).read_text() for path in {p for p, _ in named})
     for case in cases:
-        assert f'"{case}"' in rel, f"test_reliability.py has no case {case}"
+        assert f'"{case}"' in tests, f"no test named in docs/reliability.md has a case {case}"

@@ -1,11 +1,12 @@
 """How many torch threads a process uses, and one ``warning:`` line when the cores are already busy at start.
 
 Torch's CPU kernels (OpenMP / oneDNN) split an operation over their threads and wait for the slowest: a thread that
-shares its core with another job holds all the others up. Two jobs of 2 threads each on 2 cores ran a ShapesWorld
-iteration 5-15x slower than one job (benchmarks/oversubscription.py measures it), and nothing said why. So ``slas
-train`` (``run.threads``), ``slas eval`` and ``slas compare`` (``--threads``) take a thread count, and at start compare
-it with the cores that are free: the usable cores (the affinity mask, ``taskset`` / cgroup cpusets) minus their
-share of the load average of the last minute, which counts every runnable process of the machine.
+shares its core with another job holds all the others up. Beside one busy loop on 2 cores, a 2-thread ShapesWorld
+run took 17.6x longer per iteration than a 1-thread one (benchmarks/oversubscription.py; docs/performance.md), and
+nothing said why. So ``slas train`` (``run.threads``), ``slas eval`` and ``slas compare`` (``--threads``) take a thread
+count, and at start compare it with the cores that are free: the usable cores (the affinity mask, ``taskset`` / cgroup
+cpusets) minus their share of the load average of the last minute, which counts every runnable process of the
+machine.
 """
 
 from __future__ import annotations
