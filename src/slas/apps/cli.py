@@ -1,7 +1,8 @@
 """The ``slas`` command line: its parser and entry point; what each command does is in ``slas.apps.commands``.
 
 Every user error (bad prompt, missing checkpoint, bad option) ends in one
-``error: ...`` line and exit status 2, never a traceback.
+``error: ...`` line and exit status 2, never a traceback; a run stopped by its environment (a full disk, a torchrun
+process that died) in one ``error: ...`` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 RUN_OR_CHECKPOINT = ("a run directory of `slas train` (its latest checkpoint: the EMA weights when the run keeps one, "
-                     "else the policy's), a ShapesWorld checkpoint directory, or a shipped name (toy_S, toy_M, toy_L; "
-                     "default toy_M)")
+                     "else the policy's) or one of its checkpoints/iter_N, a ShapesWorld checkpoint directory, or a "
+                     "shipped name (toy_S, toy_M, toy_L; default toy_M)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "summary.json (+ images/) into --out, print a table. docs/evaluation.md")
     ev.add_argument("--suite", choices=SUITES)
     ev.add_argument("--model", metavar="RUN_DIR|PIPELINE_DIR|CKPT_DIR|base",
-                    help="a run of `slas train` (latest checkpoint), a ShapesWorld checkpoint, a diffusers pipeline, "
+                    help="a run of `slas train` (latest checkpoint) or one of its checkpoints/iter_N, a ShapesWorld "
+                         "checkpoint, a diffusers pipeline, "
                          "or base (the shipped ShapesWorld model)")
     ev.add_argument("--out", metavar="DIR", help="output directory (one that holds a result is refused unless "
                     "--overwrite)")
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--detector-path", metavar="DIR", help="mask2former: local Mask2Former instance checkpoint")
     ev.add_argument("--clip-path", metavar="DIR", help="mask2former: local CLIPModel for the colour classifier")
     ev.add_argument("--device", default="auto", help="device of a diffusers pipeline and of the detector models")
+    ev.add_argument("--threads", type=int, default=0, help="torch threads (default 0: the usable cores, or "
+                    "OMP_NUM_THREADS); a warning says so when the cores are already busy")
     ev.add_argument("--reward", help="reward suite: registered reward name")
     ev.add_argument("--reward-option", action="append", metavar="KEY=VALUE", help="reward option (repeatable)")
     ev.add_argument("--unigenbench-split", choices=["short", "long"], default="short")
@@ -237,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from slas.config import ConfigError
+    from slas.recipe.checkpoint import RunFailure  # a full disk, a dead torchrun process: one line, exit 1
     from slas.rewards.remote import RemoteRewardError  # the reward server failed a call: one line, not a traceback
     from slas.toyworld.world import PromptError
 
     try:
         args.fn(args)
+    except RunFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (CLIError, ConfigError, PromptError, FileNotFoundError, ValueError, RemoteRewardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -173,7 +173,12 @@ def cmd_eval(args) -> None:
 
 def _eval(args) -> None:
     from slas.apps import eval as harness
+    from slas.recipe.threads import configure
 
+    if args.threads < 0:
+        raise CLIError(f"--threads must be >= 0 (0 = the usable cores), got {args.threads}")
+    if not args.compare or args.suite:  # anything but comparing two finished results samples or scores
+        configure(args.threads, "--threads N", warn=lambda line: print(line, file=sys.stderr))
     if args.compare:
         if args.model or args.images:
             raise CLIError("--compare takes two result directories, or two models with --suite and --out; "
@@ -248,7 +253,8 @@ def cmd_train(args) -> None:
         paths = RunDir(args.resume)
         run = paths.root
         if not paths.is_run():
-            raise CLIError(f"--resume {run}: no {paths.config.name} there; is it a run directory of `slas train`?")
+            raise CLIError(f"--resume {run}: no {paths.config.name} there; is it a run directory of `slas train`? (a "
+                           "start that fails before its first checkpoint leaves none: start it again without --resume)")
         if args.config:
             raise CLIError("--resume continues a run with its own config.yaml; drop --config")
         extra = [o for o in args.overrides if o.partition("=")[0].strip() != "train.iterations"]

@@ -86,6 +86,10 @@ class RunConfig:
     """iterations; the last iteration is always checkpointed"""
     keep_checkpoints: int = 2
     """how many of the newest checkpoints to keep"""
+    threads: int = 0
+    """torch threads of each training process; 0 = auto: OMP_NUM_THREADS when set (torchrun sets 1), else the usable
+    cores (the affinity mask) shared among this machine's torchrun processes, at most torch's own default. When the
+    cores are already busy at start, the run says so in one warning line with a count that fits"""
     tensorboard: bool = False
     """also log to TensorBoard (run_dir/tb; pip install 'slas[tensorboard]')"""
     wandb: bool = False
@@ -97,6 +101,7 @@ class RunConfig:
         """This section's own rules."""
         need(self.checkpoint_every >= 1, "run.checkpoint_every must be >= 1")
         need(self.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1 (resume needs one)")
+        need(self.threads >= 0, "run.threads must be >= 0 (0 = the usable cores)")
         need(self.wandb_mode in ("offline", "online", "disabled"), "run.wandb_mode must be offline/online/disabled")
 
 
@@ -109,8 +114,11 @@ class DistConfig:
     strategy: str = "ddp"
     """ "ddp": replicated weights, gradients all-reduced once per optimizer step; "fsdp": FSDP2 fully_shard of the
     denoiser (weights, gradients, optimizer state and EMA sharded; checkpoints via torch.distributed.checkpoint)"""
-    timeout_min: float = 60.0
-    """collective timeout: the other ranks wait while rank 0 evaluates and checkpoints"""
+    timeout_min: float = 10.0
+    """the process-group timeout: how long a process waits in a collective for the others. A process that dies is
+    seen at once (its connections close) and the others stop with one error line; one that stalls, or whose host is
+    lost, is seen only after this long. It must exceed rank 0's evaluation plus a checkpoint save, for which the other
+    processes wait (the run warns when an evaluation takes more than half of it)"""
     gather_rollout: bool = False
     """fsdp: all-gather the weights once per rollout and keep them while sampling (one full copy per process; fewer
     collectives, for models that fit) instead of one block at a time per forward (the default, as DanceGRPO's FSDP1

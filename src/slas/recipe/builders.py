@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 
 import torch
 
@@ -13,17 +14,20 @@ from slas.algo.samplers import sampler_for
 from slas.config import Config, ConfigError
 from slas.plugins import get_world, objective_class
 from slas.policy import adapter_class
+from slas.recipe import pipeline_folder
 from slas.recipe.prompts import load_prompts, prompt_line_numbers
 
 
 def build_backbone(cfg: Config, sharded: bool = False):
-    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section. ``sharded``
+    """The adapter named by model.backbone (slas.policy.ADAPTERS), built from the model section; a diffusers folder
+    (model.path) is checked first and any failure to load it is one line (slas.recipe.pipeline_folder). ``sharded``
     (dist.strategy fsdp in training): an adapter whose ``from_config`` takes ``meta`` builds its denoiser on the meta
     device, and FSDP2 then reads each rank's shards only (slas.recipe.parallel.ParallelDenoiser)."""
-    cls = adapter_class(cfg.model.backbone)
-    if sharded and "meta" in inspect.signature(cls.from_config).parameters:
-        return cls.from_config(cfg.model, meta=True)
-    return cls.from_config(cfg.model)
+    adapter = adapter_class(cfg.model.backbone)
+    kwargs = {"meta": True} if sharded and "meta" in inspect.signature(adapter.from_config).parameters else {}
+    if cfg.model.path and Path(cfg.model.path).expanduser().is_dir():
+        return pipeline_folder.load(adapter, cfg.model, **kwargs)
+    return adapter.from_config(cfg.model, **kwargs)
 
 
 def build_reward(cfg: Config):

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +51,11 @@ class RunError(ValueError):
     """A run directory or checkpoint that cannot be used (printed by the CLI as one ``error:`` line, exit 2)."""
 
 
+class RunFailure(RuntimeError):
+    """A run stopped by its environment, not by its inputs: a full disk, a torchrun process that died (printed by the
+    CLI as one ``error:`` line, exit status 1)."""
+
+
 def name(iteration: int) -> str:
     """The directory name of iteration ``iteration``'s checkpoint."""
     return f"{PREFIX}{iteration:06d}"
@@ -62,7 +69,42 @@ def save(root: Path, iteration: int, module: torch.nn.Module, optimizer, schedul
          state: dict, keep: int = 2, group=None, sharded: bool = False, old: dict | None = None) -> Path | None:
     """Write checkpoint ``iteration`` under ``root`` (a run's ``checkpoints/``); returns its directory (None on ranks
     other than 0). ``group`` (slas.recipe.parallel.ProcessGroup) and ``sharded`` (FSDP2) for many processes: then
-    every rank must call it."""
+    every rank must call it.
+
+    A write that fails (a full disk, a file-size limit, an I/O error) removes the partial temporary directory and
+    raises ``RunFailure`` saying which file and why; every earlier checkpoint stays as it was (the oldest are removed
+    only after the new one is in place)."""
+    try:
+        return _write(root, iteration, module, optimizer, scheduler, ema, state, keep, group, sharded, old)
+    except Exception as e:
+        if isinstance(e, torch.distributed.DistError):  # another rank failed: the recipe says so (slas.recipe.train)
+            raise
+        root, tmp = Path(root), Path(root) / f".tmp_{name(iteration)}"
+        files = sorted(tmp.glob("*"), key=lambda p: p.stat().st_mtime) if tmp.is_dir() else []
+        try:  # measured before the partial files are removed
+            free = f"; {shutil.disk_usage(root).free / 2**20:,.1f} MiB were free there"
+        except OSError:
+            free = ""
+        if group is None or group.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        where = getattr(e, "filename", None) or (files[-1] if files else root)
+        raise RunFailure(f"checkpoint {name(iteration)} was not saved: writing {where}: {_why(e)}{free}") from e
+
+
+def _why(e: Exception) -> str:
+    """Why a checkpoint write failed, in words: the OS's reason where the writer kept it."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    if m := re.search(r"\(os error (\d+)\)", msg):  # safetensors: "I/O error: No space left on device (os error 28)"
+        return os.strerror(int(m.group(1)))
+    if "unexpected pos" in msg or "file write failed" in msg:  # torch.save's zip writer (inline_container.cc)
+        return "the file system took only part of it (no space left, a quota or a file-size limit)"
+    return msg if len(msg) <= 200 else msg[:197] + "..."
+
+
+def _write(root: Path, iteration: int, module: torch.nn.Module, optimizer, scheduler, ema: dict | None,
+           state: dict, keep: int, group, sharded: bool, old: dict | None) -> Path | None:
     main = group is None or group.is_main
     if not sharded and not main:
         return None  # DDP: rank 0's weights and optimizer state are every rank's
@@ -139,20 +181,31 @@ def _digest(path: Path) -> dict:
     return {"size": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def read_state(ckpt: Path) -> dict:
-    """A checkpoint's state file; a ``RunError`` naming it when it is missing, not JSON or not a checkpoint's."""
-    path = Path(ckpt) / STATE
+def read_json(path: Path) -> Any:
+    """A JSON file's value; a ``RunError`` naming the file when it is missing, unreadable or not JSON."""
+    path = Path(path)
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunError(f"{path}: missing (the checkpoint directory is incomplete)") from None
+        raise RunError(f"{path}: missing") from None
     except UnicodeDecodeError:
         raise RunError(f"{path}: not text; the file is corrupt") from None
     except OSError as e:
         raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
-        raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the file is truncated "
-                       "or corrupt") from None
+        what = e.msg.removesuffix(" at")  # "Invalid control character at"
+        raise RunError(f"{path}: not valid JSON ({what} at line {e.lineno}, column {e.colno}); the file is truncated or "
+                       "corrupt") from None
+    except RecursionError:
+        raise RunError(f"{path}: not valid JSON (nested too deeply); the file is corrupt") from None
+
+
+def read_state(ckpt: Path) -> dict:
+    """A checkpoint's state file; a ``RunError`` naming it when it is missing, not JSON or not a checkpoint's."""
+    path = Path(ckpt) / STATE
+    if not path.exists():
+        raise RunError(f"{path}: missing (the checkpoint directory is incomplete)")
+    state = read_json(path)
     if not isinstance(state, dict) or not isinstance(state.get("iteration"), int) or "python_rng" not in state:
         raise RunError(f'{path}: not a checkpoint\'s state (it needs an integer "iteration" and "python_rng"); the file '
                        "is corrupt")
@@ -203,12 +256,68 @@ def latest_intact(root: Path, warn: Callable[[str], None] = print) -> tuple[Path
     return None
 
 
+# bytes per element of each safetensors dtype (safetensors' format: an 8-byte little-endian header length, a JSON
+# header {name: {dtype, shape, data_offsets}}, then the data; huggingface/safetensors README.md "Format")
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def check_safetensors(path: Path) -> dict:
+    """A safetensors file's header, checked against the file without reading its tensors (cheap for a file of many
+    GB): every entry's dtype, shape and byte range agree, and the file ends where the last tensor does. A
+    ``RunError`` names the file and says what is wrong (truncated, corrupt header)."""
+    path = Path(path)
+
+    def corrupt(what: str) -> RunError:
+        return RunError(f"{path}: not a safetensors file, or a corrupt one: {what}")
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                if n < 2 or n > 100_000_000:  # safetensors caps headers at 100 MB
+                    raise corrupt(f"a {size:,}-byte file with no valid header length")
+                raise RunError(f"{path}: truncated: {size:,} bytes, shorter than its own header ({8 + n:,} bytes)")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot read it: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise corrupt("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise corrupt("its header is not a JSON object")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        ok = (isinstance(entry, dict) and entry.get("dtype") in _DTYPE_BYTES and isinstance(entry.get("shape"), list)
+              and all(isinstance(d, int) and d >= 0 for d in entry["shape"])
+              and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+              and all(isinstance(o, int) and o >= 0 for o in entry["data_offsets"]))
+        if not ok or entry["data_offsets"][1] - entry["data_offsets"][0] != (
+                math.prod(entry["shape"]) * _DTYPE_BYTES[entry["dtype"]]):
+            raise corrupt(f"the header entry of tensor {key!r} is malformed")
+        end = max(end, entry["data_offsets"][1])
+    if size < 8 + n + end:
+        raise RunError(f"{path}: truncated: {size:,} bytes, but its header describes {8 + n + end:,}")
+    if size > 8 + n + end:
+        raise corrupt(f"{size:,} bytes, but its header describes {8 + n + end:,}")
+    return header
+
+
 def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
     """``reader(path)``; any failure is a ``RunError`` naming the file."""
     try:
         return reader(path)
     except FileNotFoundError:
         raise RunError(f"{path}: missing") from None
+    except RunError:
+        raise
     except Exception as e:  # safetensors, zip (torch.save) and unpickling errors of a truncated or corrupt file
         msg = " ".join(str(e).split()) or type(e).__name__
         raise RunError(f"{path}: cannot read it, the file is truncated or corrupt "
@@ -216,8 +325,11 @@ def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; a ``RunError`` naming it when it cannot be read."""
-    return _read(Path(path), lambda p: load_file(str(p)))
+    """A safetensors file's tensors (its header checked first: ``check_safetensors``); a ``RunError`` naming it when
+    it cannot be read."""
+    path = Path(path)
+    check_safetensors(path)
+    return _read(path, lambda p: load_file(str(p)))
 
 
 WEIGHTS = {"model": MODEL, "ema": EMA, "old": OLD}  # the weight sets a checkpoint may hold -> their file

@@ -12,14 +12,44 @@ import os
 from pathlib import Path
 
 from slas.config import Config, ConfigError
+from slas.recipe.checkpoint import RunFailure
 from slas.recipe.run_dir import RunDir
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` whole or not at all: a write that fails part-way (a full disk) is cut back off, so the file
+    never keeps a partial line. Unbuffered, so that nothing is left in a buffer to be flushed after the cut."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` atomically (a temporary file, then a rename): a failure leaves the old file as it was."""
+    tmp = path.with_name(f".tmp_{path.name}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RunFailure(f"{path}: could not be rewritten ({e.strerror or e}); it is as it was") from e
 
 
 class MetricsLog:
     """``metrics.jsonl`` (always) plus TensorBoard / W&B when configured. Ranks other than 0 (``main`` False)
     keep their rows in memory and write nothing."""
 
-    def __init__(self, run_dir: Path, cfg: Config, keep_upto: int | None, main: bool = True):
+    def __init__(self, run_dir: Path, cfg: Config, keep_upto: int | None, main: bool = True, warn=print):
         run = RunDir(run_dir)
         self.path = run.metrics
         self.main, self.rows = main, []
@@ -28,11 +58,13 @@ class MetricsLog:
             return
         if keep_upto is None:
             self.path.write_text("")
-        else:  # resume: drop lines written after the checkpoint we resume from
-            lines = self.path.read_text().splitlines() if self.path.exists() else []
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["iteration"] <= keep_upto]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
-        self.rows = [json.loads(ln) for ln in self.path.read_text().splitlines()]
+        else:  # resume: drop rows written after the checkpoint we resume from, and rows cut short by a crash
+            bad: list[int] = []
+            self.rows = [r for r in read_metrics(run.root, bad) if r["iteration"] <= keep_upto]
+            if bad:
+                warn(f"warning: {self.path}: dropped unreadable line(s) {', '.join(map(str, bad))} (a row cut short "
+                     "when the run was killed, or a damaged file)")
+            _replace(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
         if cfg.run.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -51,10 +83,11 @@ class MetricsLog:
         if not self.main:
             self.rows.append(row)
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            _append(self.path, (json.dumps(row) + "\n").encode())
+        except OSError as e:
+            raise RunFailure(f"{self.path}: iteration {row['iteration']}'s row was not written ({e.strerror or e}); the "
+                             "file keeps every earlier row whole") from e
         self.rows.append(row)
         step = row["iteration"]
         if self.tb is not None:
@@ -134,7 +167,7 @@ def read_metrics(run_dir: str | Path, bad: list[int] | None = None) -> list[dict
     if not path.is_file():
         return []
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -24,9 +24,11 @@ from typing import Any
 from slas.recipe import checkpoint
 from slas.recipe.checkpoint import RunError
 
-__all__ = ["LoadedRun", "RunDir", "RunError", "is_run_dir", "latest_checkpoint", "load_run"]
+__all__ = ["LoadedRun", "RunDir", "RunError", "is_run_checkpoint", "is_run_dir", "latest_checkpoint", "load_run",
+           "looks_like_run"]
 
 GRID = re.compile(r"iter_(\d+)\.png")  # samples/iter_NNNNNN.png
+CHECKPOINT = re.compile(rf"{checkpoint.PREFIX}\d+")  # checkpoints/iter_NNNNNN
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,18 @@ def is_run_dir(path: str | Path) -> bool:
     return RunDir(path).is_run()
 
 
+def looks_like_run(path: str | Path) -> bool:
+    """A run directory, one of its checkpoints, or a directory with a ``checkpoints/`` folder that has lost its
+    config.yaml: what the loaders hand to ``load_run`` (which then says what is missing)."""
+    return is_run_dir(path) or is_run_checkpoint(path) or (Path(path) / "checkpoints").is_dir()
+
+
+def is_run_checkpoint(path: str | Path) -> bool:
+    """One checkpoint directory of a run, ``RUN/checkpoints/iter_NNNNNN`` (complete or not; its run may be gone)."""
+    path = Path(path)
+    return path.is_dir() and CHECKPOINT.fullmatch(path.name) is not None and path.parent.name == "checkpoints"
+
+
 @dataclass
 class LoadedRun:
     """What ``load_run`` loaded."""
@@ -112,8 +126,17 @@ class LoadedRun:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
-    """The newest complete checkpoint of a run directory; ``RunError`` when it is not a run or holds none yet."""
-    run = RunDir(run_dir)
+    """The newest complete checkpoint of a run directory, or ``RUN/checkpoints/iter_NNNNNN`` itself when given one;
+    ``RunError`` when it is not a run, holds none yet, or is a checkpoint whose run's config.yaml is gone."""
+    path = Path(run_dir)
+    if is_run_checkpoint(path):
+        run = RunDir(path.parent.parent)
+        if not run.is_run():
+            raise RunError(f"{path} is a checkpoint of `slas train`, but {run.config} is missing: a checkpoint loads "
+                           "with its run's config; put the checkpoint back in its run directory")
+        checkpoint.read_state(path)  # a checkpoint directory without its state file is incomplete
+        return path
+    run = RunDir(path)
     if not run.is_run():
         raise RunError(f"{run.root}: no {run.config.name} there; is it a run directory of `slas train`?")
     ckpt = run.latest()
@@ -125,7 +148,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
 
 def load_run(run_dir: str | Path, ema: bool | None = None, overrides: Sequence[str] = (),
              check: Callable[[Any], None] | None = None) -> LoadedRun:
-    """The final (latest-checkpoint) weights of a run of ``slas train``.
+    """The final (latest-checkpoint) weights of a run of ``slas train``, or those of one of its checkpoints when
+    ``run_dir`` is ``RUN/checkpoints/iter_NNNNNN``.
 
     ``ema``: None (the default) = the EMA weights when the run keeps one, else the policy's; True = the EMA weights,
     a ``RunError`` when the run keeps none; False = the policy's own weights. ``overrides``: dotted config overrides
@@ -135,8 +159,8 @@ def load_run(run_dir: str | Path, ema: bool | None = None, overrides: Sequence[s
     from slas.config import load_config
     from slas.recipe.builders import build_backbone
 
-    run = RunDir(run_dir)
-    ckpt = latest_checkpoint(run.root)
+    ckpt = latest_checkpoint(run_dir)
+    run = RunDir(ckpt.parent.parent)
     cfg = load_config(run.config, [f"run.out_dir={run.root}", *overrides])
     if check is not None:
         check(cfg)

@@ -36,7 +36,7 @@ from slas.algo.samplers.schedule import step_etas
 from slas.config import Config, ConfigError, derived
 from slas.policy.base import index_cond
 from slas.policy.generate import EVAL_SEED_LIMIT
-from slas.recipe import checkpoint
+from slas.recipe import checkpoint, failures, threads
 from slas.recipe import parallel as distributed
 from slas.recipe.builders import (
     build_backbone,
@@ -135,6 +135,7 @@ class TrainState:
     rows: slice  # this process's samples of the global batch
     start: int  # the iteration the loop starts after (0, or the checkpoint's)
     adv_state: dict  # the estimator's running statistics ({} for a stateless one), carried from iteration to iteration
+    warned_wait: bool = False  # _warn_slow_wait said its line
 
     def save(self, it: int) -> Path | None:
         """Checkpoint iteration ``it`` (every rank calls it; rank 0 returns the directory)."""
@@ -180,6 +181,8 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
             f"{cfg.train.iterations}; to train it further: slas train --resume {run.root} train.iterations=N (N > {done})")
         pg.shutdown()
         return None
+    # torch threads: run.threads, or the usable cores shared among this machine's processes; a line if they are busy
+    n_threads = threads.configure(cfg.run.threads, "run.threads=N", int(os.environ.get("LOCAL_WORLD_SIZE", "1")), log)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
 
@@ -208,9 +211,10 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
         start, stream.position = state["iteration"], state["sampler_position"]
         adv_state = state.get("advantage_state", {})  # absent in checkpoints of stateless runs before it was saved
         log(f"resumed {run.root} from {found[0]} (iteration {start} of {cfg.train.iterations})")
-    metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main)
+    metrics = MetricsLog(run.root, cfg, keep_upto=start if found is not None else None, main=pg.is_main, warn=log)
     n_params = sum(p.numel() for p in named.values())
     log(f"run {run.root}: {cfg.train.objective} + {cfg.advantage.estimator} | {n_params:,} trainable params | "
+        f"{n_threads} torch threads | "
         + " | ".join(f"{k}={v}" for k, v in derived(cfg).items()))
     etas = step_etas(cfg.sample.steps, cfg.sample.sde_window, cfg.sample.eta)  # [T] eta in the SDE window, else 0
     return TrainState(cfg, pg, run, backbone, denoiser, sampler, etas, objective, score_fn, stream,
@@ -226,13 +230,25 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
 def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -> Path:
     """Train ``cfg`` (``resume``: continue ``cfg.run.out_dir`` from its newest intact checkpoint); returns the run
     directory. SIGINT / SIGTERM during the iterations stops after the current one, saves a checkpoint of it and
-    raises ``TrainingInterrupted``: ``--resume`` then continues exactly as if it had not stopped."""
+    raises ``TrainingInterrupted``: ``--resume`` then continues exactly as if it had not stopped.
+
+    A fresh start that fails before its first checkpoint leaves nothing behind. A full disk, or another torchrun
+    process that died or stalled, is a ``RunFailure`` that says what happened and where the run can resume from
+    (slas.recipe.failures)."""
     interrupts = _Interrupts()
+    run = RunDir(cfg.run.out_dir)
+    before = None if resume else failures.snapshot(run.root)
     try:
         state = setup(cfg, resume, log)
         if state is None:
             return Path(cfg.run.out_dir)
         return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
+    except BaseException as e:
+        removed = before is not None and failures.undo_failed_start(run, before)
+        failure = failures.explain(e, run, cfg, removed)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         interrupts.restore()
 
@@ -247,6 +263,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
     if st.start == 0:
         t0 = time.time()
         row = {"iteration": 0, **st.evaluate_policy(0), "time/eval_s": time.time() - t0}
+        _warn_slow_wait(st, row["time/eval_s"], log)
         st.metrics.write(row)
         _log_base(row, log)
     bar = tqdm(range(st.start + 1, cfg.train.iterations + 1), initial=st.start, total=cfg.train.iterations,
@@ -311,6 +328,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
             t0 = time.time()
             row |= st.evaluate_policy(it)
             row["time/eval_s"] = time.time() - t0
+            _warn_slow_wait(st, row["time/eval_s"], log)
         st.metrics.write(row)
         if any(k.startswith("eval/") for k in row):
             st.metrics.plot(st.run.curves)
@@ -359,6 +377,17 @@ def _train_row(r: torch.Tensor, finite: torch.Tensor, used: torch.Tensor, adv_st
     # the objective's loss diagnostics (losses.PPO_STATS / NFT_STATS / AWM_STATS; kl_mean is train/kl)
     row |= {f"train/{'kl' if k == 'kl_mean' else k}": v for k, v in train_stats.items() if k != "adv_mean"}
     return row
+
+
+def _warn_slow_wait(st: TrainState, seconds: float, log) -> None:
+    """Rank 0 evaluates alone while the other processes wait for it in a collective, which fails after
+    dist.timeout_min: warn (once) when an evaluation takes more than half of that."""
+    limit = st.cfg.dist.timeout_min * 60
+    if st.pg.size > 1 and seconds > limit / 2 and not st.warned_wait:
+        st.warned_wait = True
+        log(f"warning: this evaluation took {seconds:.0f} s, more than half of dist.timeout_min "
+            f"({st.cfg.dist.timeout_min:g} min): the other torchrun processes wait for it in a collective and stop "
+            "after that long; raise dist.timeout_min")
 
 
 def _postfix(row: dict, rows: list[dict]) -> dict:

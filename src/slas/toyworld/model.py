@@ -232,20 +232,50 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
 
 
 def load(path: str | os.PathLike | None = None) -> ToyT2I:
-    """Load a checkpoint directory or shipped name (default: the shipped M). Never unpickles."""
-    from safetensors.torch import load_file
+    """Load a checkpoint directory or shipped name (default: the shipped M). Never unpickles. Every file is checked
+    before it is used: a missing, truncated or corrupt ``model.safetensors``, a ``config.json`` that is not JSON or
+    not a ShapesWorld model's, or weights that do not fit it, is a ``RunError`` (a ``ValueError``) naming the file
+    and what is wrong; a directory that is not there is a ``FileNotFoundError``."""
+    from slas.recipe.checkpoint import RunError, read_json, read_tensors
 
     path = resolve_checkpoint(path)
     weights, cfg_file = path / "model.safetensors", path / "config.json"
-    if not weights.is_file() or not cfg_file.is_file():
+    if not path.is_dir() or not (weights.exists() or cfg_file.exists()):
         raise FileNotFoundError(
             f"no ShapesWorld checkpoint at {path}: expected model.safetensors and config.json "
             "(make one with `slas toyworld pretrain --out DIR`)"
         )
-    config = json.loads(cfg_file.read_text())
-    model = ToyT2I({k: config[k] for k in SIZES["M"]} | {"size": config.get("size", "?")})
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise RunError(f"{f}: missing; a ShapesWorld checkpoint directory holds model.safetensors and config.json")
+    config = read_json(cfg_file)
+    arch = {k: config.get(k) for k in SIZES["M"]} if isinstance(config, dict) else {}
+    ints = [arch.get(k) for k in ("heads", "text_hidden", "text_layers")] + list(arch.get("block_out_channels") or [])
+    names = list(arch.get("down_block_types") or []) + list(arch.get("up_block_types") or [])
+    if (not isinstance(config, dict) or not all(isinstance(arch[k], list) for k in _LISTS)
+            or not all(type(v) is int and v > 0 for v in ints) or not all(isinstance(v, str) for v in names)):
+        raise RunError(f"{cfg_file}: not a ShapesWorld model's config: it needs {', '.join(SIZES['M'])} "
+                       "(positive integers and lists of them, block type names)")
+    try:
+        model = ToyT2I(arch | {"size": config.get("size", "?")})
+    except Exception as e:  # diffusers / transformers refusing the layout (e.g. channels that heads do not divide)
+        raise RunError(f"{cfg_file}: does not describe a ShapesWorld model that can be built: "
+                       f"{' '.join(str(e).split())[:200]}") from None
     model.config = config
-    missing, unexpected = model.load_state_dict(dequantize_int8(load_file(str(weights))), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    try:
+        state = dequantize_int8(read_tensors(weights))
+    except (KeyError, RuntimeError, TypeError) as e:  # an int8 weight without its scale, or one of another shape
+        raise RunError(f"{weights}: its int8 weights and scales do not match ({e}); the file is corrupt") from None
+    want = model.state_dict()
+    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    bad = [k for k in set(want) & set(state) if state[k].shape != want[k].shape]
+    if missing or unexpected or bad:
+        detail = (f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+                  if missing or unexpected else
+                  f"{bad[0]} is {tuple(state[bad[0]].shape)}, the config's model {tuple(want[bad[0]].shape)}")
+        raise RunError(f"{weights} does not fit the model {cfg_file} describes: {detail}")
+    model.load_state_dict(state)
     return model.eval()
+
+
+_LISTS = ("block_out_channels", "down_block_types", "up_block_types")

@@ -35,6 +35,7 @@ from slas.apps.compare.planning import GRIDS, PLOTS, RunSpec, labels, parse_seed
 from slas.apps.compare.pool import DEFAULT_THREADS, default_jobs, execute
 from slas.apps.compare.results import run_result, write_results, write_summary
 from slas.config import ConfigError
+from slas.recipe.threads import load_warning
 
 __all__ = ["CompareResult", "RunSpec", "compare", "parse_seeds", "parse_sweep", "plan"]
 
@@ -68,6 +69,8 @@ def compare(config: str | None, methods: list[str], seeds: list[int], out: str |
         "overrides": overrides or [], "runs": [s.name for s in specs]}, indent=2) + "\n")
     log(f"compare: {len(specs)} runs ({len(labels(specs))} methods/sweep values x {len(seeds)} seeds) in {out}, "
         f"{jobs} at a time x {threads} threads")
+    if busy := load_warning(threads, min(jobs, len(specs)), "--threads N (or fewer --jobs)"):
+        log(busy)
     codes = execute(specs, out, jobs, threads, log, progress=progress)
     results = [run_result(s, gold_target, codes.get(s.name)) for s in specs]
     write_results(out / "results.csv", results)

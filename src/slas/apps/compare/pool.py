@@ -16,14 +16,14 @@ import yaml
 
 from slas.apps.compare.planning import CONFIGS, LOGS, RunSpec, status
 from slas.recipe.metrics import last_iteration
+from slas.recipe.threads import LOAD_CHECKED, usable_cores
 
 DEFAULT_THREADS = 2  # torch threads per training process: the ShapesWorld model scales to about 2 on CPU
 LOG_REFRESH_S = 60.0  # the progress bar's refresh when stderr is a file, not a terminal (1 s there)
 
 
 def default_jobs(threads: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, threads))
+    return max(1, usable_cores() // max(1, threads))
 
 
 def progress_text(running: list[RunSpec]) -> str:
@@ -44,7 +44,8 @@ def execute(specs: list[RunSpec], out: Path, jobs: int, threads: int, log=print,
     todo = [(s, st) for s, st in todo if st != "done"]
     (out / LOGS).mkdir(parents=True, exist_ok=True)
     (out / CONFIGS).mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # the runs' thread count; the load was checked here for all of them (slas.recipe.threads)
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), LOAD_CHECKED: "1"}
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     codes: dict[str, int] = {}
     queue = list(todo)

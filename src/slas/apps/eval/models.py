@@ -4,7 +4,6 @@ checkpoint, a diffusers pipeline, or the shipped ShapesWorld model. A run's trai
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from slas.algo.samplers import TimeShift
 from slas.apps.eval.options import EvalError, NotSupportedError
 from slas.policy.base import Backbone
 from slas.policy.generate import sampling_shift
-from slas.recipe.run_dir import RunError, is_run_dir, load_run
+from slas.recipe.run_dir import RunError, load_run, looks_like_run
 
 
 @dataclass
@@ -31,23 +30,26 @@ PIPELINE_BACKBONES = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3",
 
 def load_model(spec: str | None, ema: bool = True, device: str = "auto", resolution: int = 0,
                shapesworld_only: str | None = None) -> Model:
-    """``base``, a run directory, a ShapesWorld checkpoint directory, or a diffusers pipeline directory (``--model``
-    of ``slas eval``; errors are ``EvalError``s that name the flag).
+    """``base``, a run directory (or one of its ``checkpoints/iter_NNNNNN``), a ShapesWorld checkpoint directory, or a
+    diffusers pipeline directory (``--model`` of ``slas eval``; errors are ``EvalError``s that name the flag, or the
+    loaders' ``RunError``s that name the file). Every layout is checked before it is loaded.
 
-    A run gives its latest checkpoint, built from the run's own config.yaml: its EMA weights when ``ema`` and the run
-    keeps one (as training's own evaluation), else the policy's. ``device`` and ``resolution`` apply to diffusers
-    pipelines (``model.device`` / ``model.resolution``); a run keeps its own config's.
+    A run gives its latest checkpoint (a checkpoint directory: that one), built from the run's own config.yaml: its
+    EMA weights when ``ema`` and the run keeps one (as training's own evaluation), else the policy's. ``device`` and
+    ``resolution`` apply to diffusers pipelines (``model.device`` / ``model.resolution``); a run keeps its own
+    config's.
 
     ``shapesworld_only``: the command (``sample``, ``toyworld eval``) that samples ShapesWorld models only, from its
-    ``--checkpoint``: then ``spec`` is a run of the ``toy`` backbone (a run of another backbone is refused before it
-    is built), a ShapesWorld checkpoint directory, a shipped name (toy_S, toy_M, toy_L) or None (the shipped toy_M),
-    and the errors are the run's and the checkpoint's own (``RunError``, ``FileNotFoundError``).
+    ``--checkpoint``: then ``spec`` is a run of the ``toy`` backbone or one of its checkpoints (a run of another
+    backbone is refused before it is built), a ShapesWorld checkpoint directory, a shipped name (toy_S, toy_M, toy_L)
+    or None (the shipped toy_M), and the errors are the run's and the checkpoint's own (``RunError``,
+    ``FileNotFoundError``).
     """
     from slas.toyworld.backbone import ToyBackbone
     from slas.toyworld.evaluate import EVAL_STEPS
 
     if shapesworld_only is not None:
-        if spec is not None and is_run_dir(spec):
+        if spec is not None and looks_like_run(spec):
             def toy_runs_only(cfg) -> None:
                 if cfg.model.backbone != "toy":
                     raise RunError(f"{spec} trains a {cfg.model.backbone!r} model, and `slas {shapesworld_only}` "
@@ -65,14 +67,14 @@ def load_model(spec: str | None, ema: bool = True, device: str = "auto", resolut
         raise EvalError(f"--model {spec}: not a directory; expected a run directory of `slas train` (config.yaml), a "
                         "ShapesWorld checkpoint (model.safetensors + config.json), a diffusers pipeline directory "
                         "(model_index.json) or 'base'")
-    if is_run_dir(path):
+    if looks_like_run(path):
         try:
             return _load_run(path, ema)
         except RunError as e:
             raise EvalError(f"--model {e}") from None
-    if (path / "model_index.json").is_file():
+    if (path / "model_index.json").exists():
         return _load_pipeline(path, device, resolution)
-    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+    if (path / "model.safetensors").exists() or (path / "config.json").exists():  # the loader names a missing one
         return Model(ToyBackbone.from_checkpoint(path), f"ShapesWorld checkpoint {path}", True, EVAL_STEPS)
     raise EvalError(f"--model {spec}: holds neither config.yaml (a run), model_index.json (a diffusers pipeline) nor "
                     "model.safetensors + config.json (a ShapesWorld checkpoint)")
@@ -91,19 +93,17 @@ def _load_pipeline(path: Path, device: str, resolution: int) -> Model:
     """A local diffusers pipeline through its ``slas.policy`` adapter (``from_config`` of a default model section)."""
     from slas.config import ModelConfig
     from slas.policy import adapter_class, adapters
+    from slas.recipe import pipeline_folder
     from slas.toyworld.evaluate import EVAL_STEPS
 
-    try:
-        cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
-    except (json.JSONDecodeError, AttributeError):
-        raise EvalError(f"--model {path}: model_index.json is not a diffusers pipeline index") from None
+    cls = pipeline_folder.read_index(path)["_class_name"]
     name = PIPELINE_BACKBONES.get(cls)
     known = adapters()
     if name is None or name not in known:
         raise NotSupportedError(f"--model {path}: {cls} pipelines are not supported by `slas eval` yet: sampling goes "
                                 "through a slas.policy backbone adapter, and there is none for this pipeline class "
                                 f"(supported: {sorted(c for c, n in PIPELINE_BACKBONES.items() if n in known)})")
-    backbone = adapter_class(name).from_config(ModelConfig(backbone=name, path=str(path), device=device,
-                                                           resolution=resolution))
+    backbone = pipeline_folder.load(adapter_class(name), ModelConfig(backbone=name, path=str(path), device=device,
+                                                                     resolution=resolution))
     backbone.module.eval()
     return Model(backbone, f"{cls} {path}", False, EVAL_STEPS, sampling_shift(backbone, "auto"))  # --shift overrides
