@@ -34,6 +34,7 @@ from slas.algo import advantages
 from slas.algo.samplers.rollout import rollout
 from slas.algo.samplers.schedule import step_etas
 from slas.config import Config, ConfigError, derived
+from slas.config.paths import check_paths
 from slas.policy.base import index_cond
 from slas.policy.generate import EVAL_SEED_LIMIT
 from slas.recipe import checkpoint
@@ -53,6 +54,7 @@ from slas.recipe.objectives import Batch, Objective
 from slas.recipe.parallel import ParallelDenoiser, ProcessGroup
 from slas.recipe.prompts import PromptEncoder, PromptStream
 from slas.recipe.run_dir import RunDir
+from slas.recipe.run_lock import RunLock
 
 
 def _quiet(msg: str) -> None:
@@ -155,7 +157,9 @@ class TrainState:
 
 def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     """Build the run's state (resumed from its newest intact checkpoint when ``resume``); None when the run is
-    already finished. The run directory is made only after the config, prompts and rewards are checked."""
+    already finished. The files the config names, the prompts and the rewards are checked before the backbone loads,
+    and the config is written only after all of them."""
+    check_paths(cfg)  # every model, reward and prompt file is there: a missing one never costs a model load
     pg = distributed.init(cfg.dist.strategy, cfg.dist.timeout_min)
     log = log if pg.is_main else _quiet
     run = RunDir(cfg.run.out_dir)
@@ -173,6 +177,9 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
             f"{cfg.train.iterations}; to train it further: slas train --resume {run.root} train.iterations=N (N > {done})")
         pg.shutdown()
         return None
+    score_fn = build_reward(cfg)  # rewards and prompts before the backbone, the largest load
+    stream = PromptStream(train_prompts(cfg), cfg.run.seed)
+    eval_entries = eval_prompts(cfg)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
 
@@ -181,9 +188,6 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
                                 gather_rollout=cfg.dist.gather_rollout)
     named = {k: p for k, p in backbone.module.named_parameters() if p.requires_grad}
     optimizer, scheduler = build_optimizer(cfg, list(named.values()))
-    score_fn = build_reward(cfg)
-    stream = PromptStream(train_prompts(cfg), cfg.run.seed)
-    eval_entries = eval_prompts(cfg)
     sampler = build_sampler(cfg, backbone, cfg.sample.steps)
     rows = pg.share(cfg.train.prompts_per_iter * cfg.train.group_size, "train.prompts_per_iter x train.group_size")
     objective = build_objective(cfg, backbone=backbone, denoiser=denoiser, sampler=sampler, pg=pg, rows=rows,
@@ -219,10 +223,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     raises ``TrainingInterrupted``: ``--resume`` then continues exactly as if it had not stopped."""
     interrupts = _Interrupts()
     try:
-        state = setup(cfg, resume, log)
-        if state is None:
-            return Path(cfg.run.out_dir)
-        return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
+        with RunLock(RunDir(cfg.run.out_dir)):  # one run per folder, for the run's lifetime (rank 0 holds it)
+            state = setup(cfg, resume, log)
+            if state is None:
+                return Path(cfg.run.out_dir)
+            return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
     finally:
         interrupts.restore()
 
