@@ -96,6 +96,19 @@ def test_an_empty_model_folder_is_named_before_anything_loads(tmp_path, monkeypa
     assert not out.exists()
 
 
+def test_train_checks_rewards_and_prompts_before_the_backbone(tmp_path, monkeypatch, capsys):
+    import slas.recipe.train
+
+    monkeypatch.setattr(slas.recipe.train, "build_backbone", _never)
+    bad = tmp_path / "p.txt"
+    bad.write_text("a photo of a circle\na photo of a dragon\n")
+    one_error(capsys, main(["train", f"data.prompts={bad}", f"run.out_dir={tmp_path / 'r1'}"]), "p.txt:2", "dragon")
+    one_error(capsys, main(["train", "reward.weights={toy_score: 1.0, toy_pref: 1.0}",
+                            f"reward.options.toy_pref.checkpoint={tmp_path / 'no_pref'}", f"run.out_dir={tmp_path / 'r2'}"]),
+              f"no toy_pref checkpoint at {tmp_path / 'no_pref'}")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
 def test_an_empty_model_folder_through_the_adapter(tmp_path):
     from slas.recipe.builders import build_backbone
 

@@ -193,7 +193,8 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     objective = build_objective(cfg, backbone=backbone, denoiser=denoiser, sampler=sampler, pg=pg, rows=rows,
                                 optimizer=optimizer, scheduler=scheduler, named=named)
 
-    # everything above validated the config, prompts and rewards: only now is the run directory made
+    # everything above validated the config, prompts and rewards: only now is the config written (the folder is the
+    # run lock's, which removes it again when a start fails)
     if pg.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
