@@ -1,23 +1,36 @@
 """Fixtures shared across the test directories: a random-init XS ShapesWorld model, a 1-iteration run of it with
-labelled grids, the prompt files of the tiny real backbones, and tiny random GenEval detector models."""
+labelled grids, the prompt files of the tiny real backbones, and tiny random GenEval detector models.
+
+The suite runs one thread per process, whatever the environment says: before torch loads, OMP_NUM_THREADS and
+MKL_NUM_THREADS are set to 1 for this process and for every subprocess a test starts (`slas train`, torchrun, the
+reward server), and torch's own pool is pinned to 1 thread. With another job on the cores, torch's default of one
+thread per core makes each process wait for the busiest core at every parallel region (on 2 cores beside one other
+job the suite crawled: about 69 of 714 tests in 21 minutes, against 5.4 minutes for all of them on one thread), and
+the tests' models are too small to gain from a second thread.
+"""
 
 import json
 import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 # the shared helpers (_toyruns.py, _tinypipes.py, _fakeruns.py) live beside this file; the tests live in unit/,
 # integration/ and e2e/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tinypipes import PROMPTS
-from _toyruns import GRID_PROMPTS, tiny_overrides
-from slas.config import load_config
-from slas.recipe.train import train
-from slas.toyworld import model as toymodel
+from _tinypipes import PROMPTS  # noqa: E402
+from _toyruns import GRID_PROMPTS, tiny_overrides  # noqa: E402
+from slas.config import load_config  # noqa: E402
+from slas.recipe.train import train  # noqa: E402
+from slas.toyworld import model as toymodel  # noqa: E402
 
 # The suite trains beside itself and other jobs: the busy-cores warning of slas.recipe.threads would add a line to
 # outputs that tests compare exactly. tests/unit/recipe/test_threads.py and the e2e test of it turn it back on.

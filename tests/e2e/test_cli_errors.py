@@ -116,7 +116,10 @@ def test_a_shipped_config_by_name_from_any_directory(tmp_path, monkeypatch, caps
     assert main(["config", "show", "--config", "toy_dancegrpo"]) == 0
     out = capsys.readouterr().out
     assert "objective: ppo_sde" in out and "# the policy objective" in out  # values with their documentation
-    assert main(["config", "check", "toy_slas", "flux_slas.yaml"]) == 0
+    assert main(["config", "check", "toy_slas"]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", "flux_slas.yaml"]) == 2  # found; its model and reward files are not here
+    assert "error: flux_slas.yaml: 5 of the files the config names are not there" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command, default", [("sample", "(default: 8)"), ("sample", "(default: grid.png)"),

@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", help="YAML config or a shipped config's name (default: built-in defaults)")
     show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4")
     show.set_defaults(fn=cmd_config)
-    chk = cs.add_parser("check", help="validate config files (one error line for the first problem)")
+    chk = cs.add_parser("check", help="validate config files and check that every model, reward and prompt file "
+                        "they name is there (one error line for the first file with a problem, listing every "
+                        "missing file)")
     chk.add_argument("files", nargs="+", metavar="F", help="YAML config files or shipped config names")
     chk.set_defaults(fn=cmd_config)
 
@@ -237,8 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with dotted overrides accepted anywhere among the flags (`slas train --config F a.b=1
+    --no-progress c.d=2`): argparse takes a positional list only in one piece, and hands the pieces after the first
+    flag back as unknown arguments."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]  # in command-line order: a later override of a key wins
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from slas.config import ConfigError
     from slas.recipe.checkpoint import RunFailure  # a full disk, a dead torchrun process: one line, exit 1

@@ -52,6 +52,21 @@ def _read_prompts(args) -> list[dict]:
     return metas
 
 
+def writable_dir(folder: Path, what: str) -> None:
+    """Make ``folder`` (and its parents) and check that a file can be written in it; a CLIError naming ``what`` and
+    the reason otherwise (a read-only folder or file system, a file in the way)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:
+        raise CLIError(f"{what}: {folder} is a file, not a folder") from None
+    except OSError as e:
+        raise CLIError(f"{what}: cannot write in {folder}: {e.strerror or e}") from None
+
+
 def cmd_sample(args) -> None:
     from PIL import Image
 
@@ -60,19 +75,19 @@ def cmd_sample(args) -> None:
     from slas.toyworld import verify
     from slas.toyworld.evaluate import labelled_grid, verdict_record
 
-    if args.n < 1:
-        raise CLIError(f"-n must be >= 1, got {args.n}")
+    if args.n < 1 or args.steps < 1:
+        raise CLIError(f"-n and --steps must be >= 1, got {args.n} and {args.steps}")
     metas = prompts = _read_prompts(args)
+    out = Path(args.out)
+    img_dir = out.with_suffix("")
+    for folder in (out.parent, img_dir):  # before the model loads and samples: images that cannot be written are lost
+        writable_dir(folder, f"--out {out}")
     model = _shapesworld_model(args.checkpoint, "sample", ema=not args.no_ema)
     plist = [m["prompt"] for m in metas for _ in range(args.n)]
     seeds = [args.seed + i for i in range(len(plist))]
     bar = _progress(len(plist), "sampling")
     images = generate(model, plist, seeds, steps=args.steps, progress=bar.update)
     bar.close()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    img_dir = out.with_suffix("")
-    img_dir.mkdir(parents=True, exist_ok=True)
     metas_n = [m for m in metas for _ in range(args.n)]
     results = [verify(img, m) for img, m in zip(images, metas_n, strict=True)]
     verdicts = []  # one line per image: its file, prompt, seed and strict verdict with the reasons
@@ -101,9 +116,9 @@ def _toyworld_table(checkpoint: str | None, split_name: str, n_per_prompt: int, 
     from slas.toyworld import split, verify
     from slas.toyworld.evaluate import balanced_subset, evaluate_shapesworld, format_table, labelled_grid, plan
 
-    if n_per_prompt < 1 or images_per_tag < 0 or max_prompts < 0:
-        raise CLIError(f"--n-per-prompt must be >= 1, --images-per-tag and --max-prompts >= 0, got "
-                       f"{n_per_prompt}, {images_per_tag}, {max_prompts}")
+    if n_per_prompt < 1 or steps < 1 or images_per_tag < 0 or max_prompts < 0:
+        raise CLIError(f"--n-per-prompt and --steps must be >= 1, --images-per-tag and --max-prompts >= 0, got "
+                       f"{n_per_prompt}, {steps}, {images_per_tag}, {max_prompts}")
     entries = balanced_subset(split(split_name), max_prompts)
     total = len(plan(entries, n_per_prompt, images_per_tag, seed)[0])  # a bad --seed fails before the model loads
     model = _shapesworld_model(checkpoint, "toyworld eval", ema=ema)
@@ -133,15 +148,17 @@ def key_values(items: list[str] | None, flag: str, example: str) -> dict:
     """``--flag KEY=VALUE`` (repeatable) -> {KEY: VALUE parsed as YAML}; a malformed item is a CLIError."""
     import yaml
 
+    from slas.config.errors import short
+
     options: dict = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise CLIError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} {example}")
+            raise CLIError(f"{flag} {short(item)} must look like KEY=VALUE, e.g. {flag} {example}")
         try:
             options[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise CLIError(f"{flag} {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+            raise CLIError(f"{flag} {short(item)}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return options
 
 
@@ -235,10 +252,12 @@ def config_path(arg: str | None) -> str | None:
 def cmd_config(args) -> None:
     """`slas config show` (the resolved config, each field with its documentation) / `slas config check F`."""
     from slas.config import describe, load_config
+    from slas.config.paths import check_paths
 
     if args.action == "check":
         for f in args.files:
-            load_config(config_path(f))
+            cfg = load_config(config_path(f))
+            check_paths(cfg, f)  # the model, reward and prompt files it names, each one missing listed
             print(f"{f}: ok")
         return
     print(describe(load_config(config_path(args.config), args.overrides)), end="")

@@ -132,7 +132,7 @@ def _leaves(overrides: list[str]) -> list[tuple[str, object]]:
     out = []
     for ov in overrides:
         if "=" not in ov:
-            raise ConfigError(f"override {ov!r} must look like section.key=value, e.g. train.lr=1e-4")
+            raise ConfigError(f"override {short(ov)} must look like section.key=value, e.g. train.lr=1e-4")
         key, raw = ov.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
@@ -153,7 +153,7 @@ def _set_dotted(data: dict, key: str, value) -> None:
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {key!r}: {p!r} is not a section")
+            raise ConfigError(f"override {short(key)}: {short(p)} is not a section")
     node[parts[-1]] = value
 
 

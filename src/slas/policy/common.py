@@ -40,17 +40,48 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def local_dir(backbone: str, path: str | None) -> Path:
-    """The local diffusers folder of ``model.path``; a missing path is an error that says what to do."""
+    """The local diffusers folder of ``model.path``; a missing path, or a folder that is not a whole diffusers folder
+    (``diffusers_folder_problem``), is an error that says what to do."""
     if not path:
         raise ValueError(f"model.path is not set: backbone {backbone!r} loads its weights from a local diffusers folder "
                          "(docs/real-models.md)")
     p = Path(path).expanduser()
-    if not p.is_dir():
-        hint = f", e.g. `huggingface-cli download {HUB_IDS[backbone]} --local-dir {p}`" if backbone in HUB_IDS else ""
-        raise FileNotFoundError(f"model.path {str(p)!r} is not a directory: backbone {backbone!r} loads only from a "
-                                f"local diffusers folder (model_index.json, transformer/ or unet/, vae/, ...); "
-                                f"download it first{hint} (docs/real-models.md)")
+    problem = diffusers_folder_problem(p)
+    if problem:
+        hint = f", e.g. `hf download {HUB_IDS[backbone]} --local-dir {p}`" if backbone in HUB_IDS else ""
+        raise FileNotFoundError(f"model.path {str(p)!r} {problem}: backbone {backbone!r} loads only from a local "
+                                f"diffusers folder (model_index.json, transformer/ or unet/, vae/, ...); download it "
+                                f"first{hint} (docs/real-models.md)")
     return p
+
+
+# the subfolders of a diffusers folder that the adapters load (flux.py, sd3.py, sd.py from_config; the scheduler's config
+# for eval.shift auto, policy/schedule.py)
+LOADED_COMPONENTS = ("transformer", "unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+                     "text_encoder_3", "tokenizer_3", "scheduler")
+
+
+def diffusers_folder_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a diffusers folder as ``save_pretrained`` writes it (None when nothing does): not
+    a directory, no ``model_index.json`` (an empty or unfinished download), or a component folder that
+    ``model_index.json`` names missing. Checked before anything loads, so that a bad folder is one line naming it,
+    not a diffusers traceback after minutes of loading the other components."""
+    if not path.is_dir():
+        return "is not a directory"
+    index = path / "model_index.json"
+    if not index.is_file():
+        return "holds no model_index.json" + (" (the folder is empty)" if not any(path.iterdir()) else "")
+    try:
+        components = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"has an unreadable model_index.json ({e})"
+    # model_index.json: {"unet": ["diffusers", "UNet2DConditionModel"], "safety_checker": [null, null], "_class_name":
+    # ...}; a component saved as null is not on disk, and one the adapters never load (a safety checker) may be left out
+    missing = [k for k, v in components.items() if k in LOADED_COMPONENTS and isinstance(v, list) and len(v) == 2
+               and v[0] is not None and not (path / k).is_dir()]
+    if missing:
+        return f"lacks {', '.join(m + '/' for m in missing)} (named in its model_index.json; an unfinished download?)"
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

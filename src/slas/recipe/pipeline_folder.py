@@ -67,9 +67,11 @@ def check(path: Path) -> None:
 def load(adapter, model_cfg, **kwargs):
     """``adapter.from_config(model_cfg, **kwargs)`` (a ``slas.policy`` adapter class) over the checked folder
     ``model.path``: every failure of the loading libraries is one ``RunError`` naming the folder."""
-    from slas.policy.common import resolve_device
+    from slas.policy.common import local_dir, resolve_device
 
     path = Path(model_cfg.path).expanduser()
+    if not (path / INDEX).is_file():  # not a folder, an empty one or an unfinished download: what to fetch
+        local_dir(model_cfg.backbone, model_cfg.path)
     check(path)
     resolve_device(model_cfg.device)  # its own one-line error (no CUDA), before the catch-all below
     try:

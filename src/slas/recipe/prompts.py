@@ -3,14 +3,16 @@
 conditioning (``PromptEncoder``).
 
 One prompt per line; blank lines and lines starting with ``#`` are skipped, a trailing ``\\r`` is stripped (some
-upstream files have CRLF endings). A line starting with ``{`` is a JSON record with a ``"prompt"`` field (GenEval
-``evaluation_metadata.jsonl``, Flow-GRPO ``*_metadata.jsonl``, DPG-Bench): the whole record is the prompt's
-metadata, passed to the reward. Any other line is the prompt's text (HPD-v2 ``prompts.txt``, Flow-GRPO
-``dataset/*/train.txt``, T2I-CompBench); ``parse(text)``, when given (a world's grammar, e.g. ShapesWorld's), turns
-it into its metadata.
+upstream files have CRLF endings), and so is a UTF-8 byte-order mark at the start of the file (Windows editors write
+one; read as text it would be part of the first prompt). A line starting with ``{`` is a JSON record with a
+``"prompt"`` field (GenEval ``evaluation_metadata.jsonl``, Flow-GRPO ``*_metadata.jsonl``, DPG-Bench): the whole
+record is the prompt's metadata, passed to the reward. Any other line is the prompt's text (HPD-v2
+``prompts.txt``, Flow-GRPO ``dataset/*/train.txt``, T2I-CompBench); ``parse(text)``, when given (a world's grammar,
+e.g. ShapesWorld's), turns it into its metadata.
 
 Each prompt becomes a dict with at least ``"prompt"``, like a world's split entry. Every problem is a
-``PromptFileError`` (a ``ValueError``) naming the file and line.
+``PromptFileError`` (a ``ValueError``) naming the file and line; a message quotes at most ``short``'s 80 characters
+of a line, however long the line is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from slas.config.errors import short
 
 # prompt embeddings kept in memory (on the CPU) across iterations; FLUX's T5 at 512 tokens is 4-8 MB a prompt
 COND_CACHE_PROMPTS = 1024
@@ -35,7 +39,7 @@ TABULAR = (".csv", ".tsv", ".json", ".parquet", ".xlsx")  # not one prompt per l
 
 def _prompt_lines(text: str):
     """(line number, stripped text) of the lines that hold a prompt: not blank, not a ``#`` comment."""
-    for i, raw in enumerate(text.splitlines(), 1):
+    for i, raw in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         line = raw.rstrip("\r").strip()
         if line and not line.startswith("#"):
             yield i, line
@@ -70,7 +74,7 @@ def load_prompts(path: str | Path, parse: Callable[[str], dict] | None = None) -
                 raise PromptFileError(f"{p}:{i}: not a JSON record: {e}") from None
             if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
                 raise PromptFileError(f"{p}:{i}: a JSON record needs a non-empty string 'prompt' field, got "
-                                      f"{line[:80]!r}")
+                                      f"{short(line)}")
         elif parse is not None:
             try:
                 rec = parse(line)

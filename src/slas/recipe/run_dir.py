@@ -3,8 +3,8 @@ gives the trained weights it holds.
 
 ``run_dir/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object per logged iteration;
 slas.recipe.metrics writes and reads it), ``curves.png``, ``before_after.png``, ``samples/iter_NNNNNN.png`` (the
-evaluation grids), ``early_stop.json`` (when a world's monitor stopped the run) and ``checkpoints/iter_NNNNNN/``
-(slas.recipe.checkpoint).
+evaluation grids), ``early_stop.json`` (when a world's monitor stopped the run), ``checkpoints/iter_NNNNNN/``
+(slas.recipe.checkpoint) and, while a run trains, ``.lock`` (slas.recipe.run_lock).
 
 ``load_run`` is the one loader of trained weights behind ``slas sample``, ``slas toyworld eval``, ``slas eval --model
 RUN``, ``slas export`` and ``slas report``. It builds the backbone from the run's own config, loads the latest
@@ -71,6 +71,11 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def lock(self) -> Path:
+        """Held (``flock``) by the ``slas train`` that writes the folder, removed when it ends (slas.recipe.run_lock)."""
+        return self.root / ".lock"
 
     def grid(self, iteration: int, suffix: str = ".png") -> Path:
         """The evaluation grid of ``iteration`` (``suffix`` ``.jsonl``: its verdicts, where the world writes them)."""

@@ -34,6 +34,7 @@ from slas.algo import advantages
 from slas.algo.samplers.rollout import rollout
 from slas.algo.samplers.schedule import step_etas
 from slas.config import Config, ConfigError, derived
+from slas.config.paths import check_paths
 from slas.policy.base import index_cond
 from slas.policy.generate import EVAL_SEED_LIMIT
 from slas.recipe import checkpoint, failures, threads
@@ -53,6 +54,7 @@ from slas.recipe.objectives import Batch, Objective
 from slas.recipe.parallel import ParallelDenoiser, ProcessGroup
 from slas.recipe.prompts import PromptEncoder, PromptStream
 from slas.recipe.run_dir import RunDir
+from slas.recipe.run_lock import RunLock
 
 
 def _quiet(msg: str) -> None:
@@ -163,7 +165,9 @@ class TrainState:
 
 def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     """Build the run's state (resumed from its newest intact checkpoint when ``resume``); None when the run is
-    already finished. The run directory is made only after the config, prompts and rewards are checked."""
+    already finished. The files the config names, the prompts and the rewards are checked before the backbone loads,
+    and the config is written only after all of them."""
+    check_paths(cfg)  # every model, reward and prompt file is there: a missing one never costs a model load
     pg = distributed.init(cfg.dist.strategy, cfg.dist.timeout_min)
     log = log if pg.is_main else _quiet
     run = RunDir(cfg.run.out_dir)
@@ -183,6 +187,9 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
         return None
     # torch threads: run.threads, or the usable cores shared among this machine's processes; a line if they are busy
     n_threads = threads.configure(cfg.run.threads, "run.threads=N", int(os.environ.get("LOCAL_WORLD_SIZE", "1")), log)
+    score_fn = build_reward(cfg)  # rewards and prompts before the backbone, the largest load
+    stream = PromptStream(train_prompts(cfg), cfg.run.seed)
+    eval_entries = eval_prompts(cfg)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
 
@@ -192,15 +199,13 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
                                 compute_dtype=getattr(backbone, "dtype", torch.float32))
     named = {k: p for k, p in backbone.module.named_parameters() if p.requires_grad}
     optimizer, scheduler = build_optimizer(cfg, list(named.values()))
-    score_fn = build_reward(cfg)
-    stream = PromptStream(train_prompts(cfg), cfg.run.seed)
-    eval_entries = eval_prompts(cfg)
     sampler = build_sampler(cfg, backbone, cfg.sample.steps)
     rows = pg.share(cfg.train.prompts_per_iter * cfg.train.group_size, "train.prompts_per_iter x train.group_size")
     objective = build_objective(cfg, backbone=backbone, denoiser=denoiser, sampler=sampler, pg=pg, rows=rows,
                                 optimizer=optimizer, scheduler=scheduler, named=named)
 
-    # everything above validated the config, prompts and rewards: only now is the run directory made
+    # everything above validated the config, prompts and rewards: only now is the config written (the folder is the
+    # run lock's, which removes it again when a start fails)
     if pg.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -237,18 +242,21 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, log=print) -
     (slas.recipe.failures)."""
     interrupts = _Interrupts()
     run = RunDir(cfg.run.out_dir)
-    before = None if resume else failures.snapshot(run.root)
     try:
-        state = setup(cfg, resume, log)
-        if state is None:
-            return Path(cfg.run.out_dir)
-        return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
-    except BaseException as e:
-        removed = before is not None and failures.undo_failed_start(run, before)
-        failure = failures.explain(e, run, cfg, removed)
-        if failure is None:
-            raise
-        raise failure from e
+        with RunLock(run) as lock:  # one run per folder, for the run's lifetime (rank 0 holds it)
+            # taken under the lock: what a failed start removes is its own, never a running one's
+            before = None if resume else failures.ABSENT if run.root in lock.made else failures.snapshot(run.root)
+            try:
+                state = setup(cfg, resume, log)
+                if state is None:
+                    return Path(cfg.run.out_dir)
+                return loop(state, progress, log if state.pg.is_main else _quiet, interrupts)
+            except BaseException as e:
+                removed = before is not None and failures.undo_failed_start(run, before)
+                failure = failures.explain(e, run, cfg, removed)
+                if failure is None:
+                    raise
+                raise failure from e
     finally:
         interrupts.restore()
 

@@ -140,6 +140,19 @@ def _local(reward: str, path: str | None, option: str) -> Path:
     return p
 
 
+def _loaded(reward: str, option: str, path: Path, what: str, load):
+    """``load()``, whose failure on a folder transformers cannot read (an empty or partial download) is one ValueError
+    naming the option and the config key that point there; transformers' own message spans several lines and names
+    neither."""
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise ValueError(f"reward {reward!r}: cannot load a {what} from {option} {str(path)!r} "
+                         f"(reward.options.{reward}.{option} of a config): {first}") from None
+
+
 def _device_dtype(reward: str, device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     if dtype not in _DTYPES:
         raise ValueError(f"reward {reward!r}: dtype must be one of {list(_DTYPES)}, got {dtype!r}")
@@ -222,8 +235,9 @@ def load_clip(reward: str, model_path: str, processor_path: str | None, device: 
     dev, dt = _device_dtype(reward, device, dtype)
     from transformers import AutoTokenizer, CLIPModel  # after the checks: a bad option fails without the import
 
-    model = CLIPModel.from_pretrained(mp, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(pp, local_files_only=True)
+    model = _loaded(reward, "model_path", mp, "CLIPModel", lambda: CLIPModel.from_pretrained(mp, local_files_only=True))
+    tokenizer = _loaded(reward, "processor_path" if processor_path else "model_path", pp, "CLIP tokenizer",
+                        lambda: AutoTokenizer.from_pretrained(pp, local_files_only=True))
     return ClipFeatures(model, tokenizer, ClipPreprocess.from_pretrained(pp, model.config.vision_config.image_size),
                         dev, dt)
 
@@ -445,7 +459,8 @@ def hps(*, model_path: str, tokenizer_path: str, vision_heads: int = 16, text_he
     dev, dt = _device_dtype("hps", device, dtype)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tok_path, local_files_only=True)
+    tokenizer = _loaded("hps", "tokenizer_path", tok_path, "CLIP tokenizer",
+                        lambda: AutoTokenizer.from_pretrained(tok_path, local_files_only=True))
     if tokenizer.eos_token_id is None:
         raise ValueError(f"reward 'hps': the tokenizer in {tok_path} has no end-of-text token (the text tower pools it)")
     model = clip_from_openclip(load_weights(path), vision_heads=vision_heads, text_heads=text_heads,

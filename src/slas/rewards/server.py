@@ -16,6 +16,8 @@ protocol is in slas.rewards.wire.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hmac
 import ipaddress
 import json
@@ -312,13 +314,40 @@ class RewardHTTPServer(ThreadingHTTPServer):
 
 def make_server(reward: str, options: dict | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 max_bytes: int = DEFAULT_MAX_BYTES, batch_size: int = 256, **limits) -> RewardHTTPServer:
-    """Build registered reward ``reward`` with ``options`` (its model is loaded now, before binding) and bind a
-    server for it; ``port=0`` picks a free port (see ``.url``). ``limits``: ``token``, ``queue_size``,
-    ``time_limit``, ``cache_seconds`` (RewardHTTPServer). Call ``serve_forever()`` to serve."""
+    """Build registered reward ``reward`` with ``options`` (its model is loaded now, after a check that the address
+    can be bound and before binding it) and bind a server for it; ``port=0`` picks a free port (see ``.url``).
+    ``limits``: ``token``, ``queue_size``, ``time_limit``, ``cache_seconds`` (RewardHTTPServer). Call
+    ``serve_forever()`` to serve."""
     if reward == "remote":
         raise ValueError("the reward server cannot serve 'remote' (it would call itself or another server)")
+    with _naming_the_address(host, port):
+        _try_bind(host, port)  # a busy port fails now, not after the reward model has loaded
     scorer = build({reward: 1.0}, batch_size, {reward: options} if options else None)
-    return RewardHTTPServer((host, port), lambda im, pr, me: scorer(im, pr, me)[reward], reward, max_bytes, **limits)
+    with _naming_the_address(host, port):
+        return RewardHTTPServer((host, port), lambda im, pr, me: scorer(im, pr, me)[reward], reward, max_bytes,
+                                **limits)
+
+
+def _try_bind(host: str, port: int) -> None:
+    """Bind ``host:port`` and let go at once (what RewardHTTPServer will bind; port 0 always binds)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as socketserver does: only a listener blocks it
+        probe.bind((host, port))
+
+
+@contextlib.contextmanager
+def _naming_the_address(host: str, port: int):
+    """An OSError of binding, as one that says which address and what to do (the bare one reads "[Errno 98] Address
+    already in use")."""
+    try:
+        yield
+    except OSError as e:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        hint = ("another process listens there (a reward server already running?): stop it, or choose another --port "
+                "(0 picks a free one)" if e.errno == errno.EADDRINUSE else "check --host and --port")
+        raise OSError(f"cannot listen on {where}: {e.strerror or e}; {hint}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from slas.config.errors import short
 from slas.rewards import register
 from slas.toyworld.verifier import _COLORS_ARR, ASSIGN_DIST, VerifyResult, verify
 from slas.toyworld.world import COLORS, RELATIONS, SHAPES, PromptError, parse
@@ -61,7 +62,7 @@ def prepare_meta(prompt: str, meta: dict) -> dict:
                              "class/count/color/position)")
         return meta if "prompt" in meta else meta | {"prompt": prompt}
     if not isinstance(prompt, str):
-        raise ValueError(f"needs the prompt text (a ShapesWorld prompt) or metadata with 'include', got {prompt!r}")
+        raise ValueError(f"needs the prompt text (a ShapesWorld prompt) or metadata with 'include', got {short(prompt)}")
     try:
         parsed = parse(prompt)
     except PromptError as e:

@@ -20,6 +20,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from slas.config.errors import short
+
 # ----------------------------------------------------------------------------
 # Constants (read by the renderer, the verifier, the model and the tests).
 # ----------------------------------------------------------------------------
@@ -168,14 +170,15 @@ def parse(text: str) -> dict:
     norm = _normalise(text)
     if not norm:
         raise PromptError("empty prompt")
+    shown = short(text)  # the prompt as messages quote it: a 100 KB line is cut to 80 characters
     unknown = [w for w in norm.split() if w not in VOCAB_WORDS]
     if unknown:
         raise PromptError(
-            f"unknown word {unknown[0]!r} in prompt {text!r}; ShapesWorld knows colours {list(COLORS)}, "
+            f"unknown word {short(unknown[0], 40)} in prompt {shown}; ShapesWorld knows colours {list(COLORS)}, "
             f"shapes {list(SHAPES)}, counts {list(NUMBERS.values())} and relations {list(RELATIONS)}"
         )
     if not norm.startswith(PROMPT_PREFIX):
-        raise PromptError(f"prompt {text!r} must start with {PROMPT_PREFIX!r} (GenEval style)"
+        raise PromptError(f"prompt {shown} must start with {PROMPT_PREFIX!r} (GenEval style)"
                           + _did_you_mean([PROMPT_PREFIX + norm.removeprefix("photo of ").removeprefix("of ")]))
     body = norm[len(PROMPT_PREFIX):]
     for kind, pat in _PATTERNS:
@@ -190,7 +193,7 @@ def parse(text: str) -> dict:
             cls = next((s for s, w in expected.items() if w == word), None)
             if cls is None:
                 shape = _singular(word)
-                raise PromptError(f"in {text!r}: {g['n']!r} needs {'a plural' if n > 1 else 'a singular'} shape"
+                raise PromptError(f"in {shown}: {g['n']!r} needs {'a plural' if n > 1 else 'a singular'} shape"
                                   + _did_you_mean([f"{PROMPT_PREFIX}{g['n']} {PLURALS.get(shape, shape) if n > 1 else shape}"]))
             return make_meta("counting", [{"class": cls, "count": n}])
         o1 = {"class": g["s1"], "count": 1} | ({"color": g["c1"]} if g["c1"] else {})
@@ -199,31 +202,31 @@ def parse(text: str) -> dict:
         o2 = {"class": g["s2"], "count": 1} | ({"color": g["c2"]} if g["c2"] else {})
         if kind == "pair":
             if o1["class"] == o2["class"]:
-                raise PromptError(f"in {text!r}: the two objects must be different shapes (GenEval two_object)")
+                raise PromptError(f"in {shown}: the two objects must be different shapes (GenEval two_object)")
             if bool(g["c1"]) != bool(g["c2"]):
-                raise PromptError(f"in {text!r}: give a colour to both objects or to neither"
+                raise PromptError(f"in {shown}: give a colour to both objects or to neither"
                                   + _did_you_mean([f"{PROMPT_PREFIX}a {o1['class']} and a {o2['class']}"]))
             if g["c1"] and g["c1"] == g["c2"]:
-                raise PromptError(f"in {text!r}: the two colours must differ (GenEval color_attr)")
+                raise PromptError(f"in {shown}: the two colours must differ (GenEval color_attr)")
             return make_meta("color_attr" if g["c1"] else "two_object", [o1, o2])
         # position: "<o1> <rel> <o2>" means o1 is <rel> o2; GenEval stores the
         # reference object first and the relation on the second entry.
         if g["c1"] or g["c2"]:
             colours = [c for c in (g["c1"], g["c2"]) if c]
-            raise PromptError(f"in {text!r}: position prompts take no colours (GenEval position)" + _did_you_mean(
+            raise PromptError(f"in {shown}: position prompts take no colours (GenEval position)" + _did_you_mean(
                 [f"{PROMPT_PREFIX}a {o1['class']} {g['rel']} a {o2['class']}"]
                 + ([f"{PROMPT_PREFIX}a {g['c1']} {o1['class']} and a {g['c2']} {o2['class']}"] if len(colours) == 2
                    else [f"{PROMPT_PREFIX}a {colours[0]} {o1['class'] if g['c1'] else o2['class']}"])))
         if o1["class"] == o2["class"]:
-            raise PromptError(f"in {text!r}: the two objects must be different shapes")
+            raise PromptError(f"in {shown}: the two objects must be different shapes")
         return make_meta("position", [o2, o1 | {"position": [g["rel"], 0]}])
     m = _COLOURED_COUNT.match(body)
     if m:  # "three green triangles": GenEval's counting prompts take no colour
         n, c, shape = m["n"], m["c"], _singular(m["s"])
-        raise PromptError(f"in {text!r}: counting prompts take no colours (GenEval counting)" + _did_you_mean(
+        raise PromptError(f"in {shown}: counting prompts take no colours (GenEval counting)" + _did_you_mean(
             [f"{PROMPT_PREFIX}{n} {shape if n == 'one' else PLURALS.get(shape, shape)}", f"{PROMPT_PREFIX}a {c} {shape}"]))
     raise PromptError(
-        f"cannot parse prompt {text!r}; expected forms like 'a photo of a red circle', "
+        f"cannot parse prompt {shown}; expected forms like 'a photo of a red circle', "
         "'a photo of three squares', 'a photo of a circle left of a triangle', "
         "'a photo of a blue square and a white triangle'"
     )

@@ -60,5 +60,5 @@ def test_real_configs_validate_without_weights_and_fail_clearly_at_load(tmp_path
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
         assert cfg.model.backbone in ("flux", "sd", "sd3") and cfg.model.path
     cfg = load_config(ROOT / "configs" / "flux_dancegrpo.yaml", [f"model.path={tmp_path / 'nope'}"])
-    with pytest.raises(FileNotFoundError, match="model.path .* is not a directory.*huggingface-cli download"):
+    with pytest.raises(FileNotFoundError, match="model.path .* is not a directory.*hf download"):
         build_backbone(cfg)

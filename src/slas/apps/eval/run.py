@@ -27,10 +27,11 @@ def run_suite(opts: EvalOptions, model: Model | None = None, progress: Progress 
     """
     if opts.suite not in SUITES:
         raise EvalError(f"--suite must be one of {tuple(SUITES)}, got {opts.suite!r}")
+    # None = the option's default; a given 0 is refused, not read as "the default" (`--steps 0` sampled 20 steps)
     for name, value, low in (("--max-prompts", opts.max_prompts, 0), ("--images-per-tag", opts.images_per_tag, 0),
-                             ("--n-per-prompt", opts.n_per_prompt or 1, 1), ("--steps", opts.steps or 1, 1),
-                             ("--batch-size", opts.batch_size or 1, 1), ("--resolution", opts.resolution, 0)):
-        if value < low:
+                             ("--n-per-prompt", opts.n_per_prompt, 1), ("--steps", opts.steps, 1),
+                             ("--batch-size", opts.batch_size, 1), ("--resolution", opts.resolution, 0)):
+        if value is not None and value < low:
             raise EvalError(f"{name} must be >= {low}, got {value}")
     held = [f for f in (SUMMARY_FILE, RESULTS_FILE) if (opts.out / f).is_file()]
     if held and not opts.overwrite:  # before any model loads
