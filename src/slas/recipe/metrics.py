@@ -24,6 +24,7 @@ class MetricsLog:
         self.path = run.metrics
         self.main, self.rows = main, []
         self.tb = self.wandb = None
+        self._last_at: int | None = None  # byte offset of the last row written by this process (``amend``)
         if not main:
             return
         if keep_upto is None:
@@ -51,18 +52,38 @@ class MetricsLog:
         if not self.main:
             self.rows.append(row)
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        with self.path.open("ab") as f:
+            self._last_at = f.tell()
+            f.write((json.dumps(row) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
         self.rows.append(row)
-        step = row["iteration"]
+        self._loggers(row, row["iteration"])
+
+    def amend(self, values: dict) -> None:
+        """Add ``values`` to the last row this process wrote (run.log_memory: the peak memory of the checkpoint saved
+        after the row); the file's last line is rewritten in place. A no-op for {}."""
+        if not values or not self.rows:
+            return
+        self.rows[-1] = self.rows[-1] | values
+        if not self.main or self._last_at is None:
+            return
+        with self.path.open("r+b") as f:
+            f.seek(self._last_at)
+            f.write((json.dumps(self.rows[-1]) + "\n").encode())
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        self._loggers(values, self.rows[-1]["iteration"])
+
+    def _loggers(self, values: dict, step: int) -> None:
+        """TensorBoard and W&B, when configured."""
         if self.tb is not None:
-            for k, v in row.items():
+            for k, v in values.items():
                 if k != "iteration":
                     self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
-            self.wandb.log(row, step=step)
+            self.wandb.log(values, step=step)
 
     def plot(self, path: Path) -> None:
         if not self.main:
