@@ -170,7 +170,6 @@ class Objective:
             with phase("train"):
                 self.prepare(batch, n_idx, t_idx)
             for u in range(t.updates_per_iter):
-                self.optimizer.zero_grad(set_to_none=True)
                 span = slice(u * per_update, (u + 1) * per_update)
                 mbs = self.pg.micro_batches(n_idx[span], t_idx[span], self.rows, t.micro_batch)
                 step_used = int(batch.used[n_idx[span]].sum())  # the pairs of this step in the loss, every rank's
@@ -188,6 +187,9 @@ class Objective:
                 with phase("step"):
                     grad_norms.append(self.denoiser.clip_grad_norm_(self.params, t.max_grad_norm))
                     self.optimizer.step()
+                    # freed now, not before the next step: else one copy of the trained weights' size (the shards'
+                    # under FSDP) stays through the next rollout, evaluation and checkpoint
+                    self.optimizer.zero_grad(set_to_none=True)
                     self.scheduler.step()
                     if self.ema is not None:
                         with torch.no_grad():
