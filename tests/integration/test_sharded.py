@@ -88,7 +88,7 @@ def _config(folders, out: Path, tmp_path: Path, **extra) -> Path:
 
 
 def _rows(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(run)]
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "memory/"))} for r in read_metrics(run)]
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -98,12 +98,26 @@ def _max_diff(a: dict, b: dict) -> float:
 
 @pytest.fixture(scope="module")
 def sharded_runs(folders, tmp_path_factory):
-    """The same 3-iteration FLUX run in 1 process (unsharded) and in 2 processes under FSDP2."""
+    """The same 3-iteration FLUX run in 1 process (unsharded) and in 2 processes under FSDP2 (with run.log_memory)."""
     tmp = tmp_path_factory.mktemp("runs")
     one, two = tmp / "one", tmp / "two"
     launch(1, ["train", "--no-progress", "--config", str(_config(folders, one, tmp))])
-    launch(2, ["train", "--no-progress", "--config", str(_config(folders, two, tmp, **{"dist.strategy": "fsdp"}))])
+    launch(2, ["train", "--no-progress", "--config", str(_config(folders, two, tmp, **{"dist.strategy": "fsdp",
+                                                                                       "run.log_memory": True}))])
     return one, two
+
+
+def test_each_rank_measures_its_peak_memory_and_rank_0_logs_the_largest(sharded_runs):
+    one, two = sharded_runs
+    assert not any(k.startswith("memory/") for r in read_metrics(one) for k in r)
+    rows = read_metrics(two)
+    phases = ["encode", "rollout", "decode", "reward", "train", "step", "eval", "save"]
+    assert [sorted(k for k in r if k.startswith("memory/")) for r in rows] == [
+        sorted(f"memory/{p}_{s}" for p in ps for s in ("mib", "max_mib"))
+        for ps in (["load", "eval"], phases, phases, phases)]
+    for r in rows:
+        for k in (k for k in r if k.startswith("memory/") and not k.endswith("_max_mib")):
+            assert 100 < r[k] <= r[k.replace("_mib", "_max_mib")]  # MiB resident; the max over both ranks
 
 
 def test_sharded_run_evaluates_in_shares_and_matches_one_process(sharded_runs):
@@ -139,6 +153,7 @@ def test_sharded_resume_two_to_two_is_exact_with_old_and_ema(sharded_runs, tmp_p
         shutil.rmtree(b / "checkpoints" / name)
     launch(2, ["train", "--no-progress", "--resume", str(b)])
     assert _rows(b) == _rows(two)
+    assert {"memory/load_mib", "memory/resume_max_mib"} <= set(read_metrics(b)[2])  # the first row after resuming
     for name in ("model", "ema", "old"):
         assert _max_diff(checkpoint.read_weights(b / "checkpoints" / "iter_000003", name),
                          checkpoint.read_weights(two / "checkpoints" / "iter_000003", name)) == 0, name

@@ -96,6 +96,10 @@ class RunConfig:
     """also log to Weights & Biases (pip install 'slas[wandb]')"""
     wandb_mode: str = "offline"
     """W&B mode: offline (sync later with `wandb sync`) or online"""
+    log_memory: bool = False
+    """log the peak memory of each phase of every iteration (load, encode, rollout, decode, reward, train, step, eval,
+    save, resume) as memory/* metrics, per process: CUDA allocator peaks, or the peak resident set on the CPU
+    (docs/performance.md)"""
 
     def check(self) -> None:
         """This section's own rules."""

@@ -16,9 +16,10 @@ from slas.recipe.checkpoint import RunFailure
 from slas.recipe.run_dir import RunDir
 
 
-def _append(path: Path, data: bytes) -> None:
+def _append(path: Path, data: bytes) -> int:
     """Append ``data`` whole or not at all: a write that fails part-way (a full disk) is cut back off, so the file
-    never keeps a partial line. Unbuffered, so that nothing is left in a buffer to be flushed after the cut."""
+    never keeps a partial line. Unbuffered, so that nothing is left in a buffer to be flushed after the cut. Returns
+    the offset ``data`` starts at."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         start = os.fstat(fd).st_size
@@ -32,6 +33,7 @@ def _append(path: Path, data: bytes) -> None:
             raise
     finally:
         os.close(fd)
+    return start
 
 
 def _replace(path: Path, text: str) -> None:
@@ -54,6 +56,7 @@ class MetricsLog:
         self.path = run.metrics
         self.main, self.rows = main, []
         self.tb = self.wandb = None
+        self._last_at: int | None = None  # byte offset of the last row written by this process (``amend``)
         if not main:
             return
         if keep_upto is None:
@@ -84,18 +87,41 @@ class MetricsLog:
             self.rows.append(row)
             return
         try:
-            _append(self.path, (json.dumps(row) + "\n").encode())
+            self._last_at = _append(self.path, (json.dumps(row) + "\n").encode())
         except OSError as e:
             raise RunFailure(f"{self.path}: iteration {row['iteration']}'s row was not written ({e.strerror or e}); the "
                              "file keeps every earlier row whole") from e
         self.rows.append(row)
-        step = row["iteration"]
+        self._loggers(row, row["iteration"])
+
+    def amend(self, values: dict) -> None:
+        """Add ``values`` to the last row this process wrote (run.log_memory: the peak memory of the checkpoint saved
+        after the row); the file's last line is rewritten in place. A no-op for {}."""
+        if not values or not self.rows:
+            return
+        self.rows[-1] = self.rows[-1] | values
+        if not self.main or self._last_at is None:
+            return
+        with self.path.open("rb") as f:
+            f.seek(self._last_at)
+            old = f.read()
+        os.truncate(self.path, self._last_at)
+        try:
+            _append(self.path, (json.dumps(self.rows[-1]) + "\n").encode())
+        except OSError as e:
+            _append(self.path, old)  # the row as it was: it fits where it was
+            raise RunFailure(f"{self.path}: iteration {self.rows[-1]['iteration']}'s row could not take its "
+                             f"checkpoint's memory ({e.strerror or e}); the file keeps every row whole") from e
+        self._loggers(values, self.rows[-1]["iteration"])
+
+    def _loggers(self, values: dict, step: int) -> None:
+        """TensorBoard and W&B, when configured."""
         if self.tb is not None:
-            for k, v in row.items():
+            for k, v in values.items():
                 if k != "iteration":
                     self.tb.add_scalar(k, v, step)
         if self.wandb is not None:
-            self.wandb.log(row, step=step)
+            self.wandb.log(values, step=step)
 
     def plot(self, path: Path) -> None:
         if not self.main:

@@ -42,6 +42,7 @@ from slas.algo.samplers.schedule import stratified_bounds, stratified_steps, tra
 from slas.config import Config, derived
 from slas.policy.base import index_cond
 from slas.policy.common import cfg_free
+from slas.recipe.memory import OFF, PhaseMemory
 from slas.recipe.parallel import MicroBatch, ParallelDenoiser, ProcessGroup, swapped_params
 
 
@@ -89,10 +90,10 @@ class Objective:
     keep_trajectory = False
 
     def __init__(self, cfg: Config, *, backbone, denoiser: ParallelDenoiser, sampler, pg: ProcessGroup, rows: slice,
-                 optimizer, scheduler, named: dict[str, torch.nn.Parameter]):
+                 optimizer, scheduler, named: dict[str, torch.nn.Parameter], memory: PhaseMemory = OFF):
         self.cfg, self.backbone, self.denoiser, self.sampler, self.pg, self.rows = (cfg, backbone, denoiser, sampler,
                                                                                    pg, rows)
-        self.optimizer, self.scheduler, self.named = optimizer, scheduler, named
+        self.optimizer, self.scheduler, self.named, self.memory = optimizer, scheduler, named, memory
         self.params = list(named.values())
         t = cfg.train
         self.ema = _copy(named) if t.ema_decay > 0 else None
@@ -164,10 +165,11 @@ class Objective:
         per_update = total // t.updates_per_iter
         acc: dict[str, Tensor] = {}  # loss diagnostics, summed as tensors: no host sync per micro-batch
         grad_norms = []
+        phase = self.memory.phase  # run.log_memory: the peaks of the micro-batches ("train") and steps ("step")
         with self.context():
-            self.prepare(batch, n_idx, t_idx)
+            with phase("train"):
+                self.prepare(batch, n_idx, t_idx)
             for u in range(t.updates_per_iter):
-                self.optimizer.zero_grad(set_to_none=True)
                 span = slice(u * per_update, (u + 1) * per_update)
                 mbs = self.pg.micro_batches(n_idx[span], t_idx[span], self.rows, t.micro_batch)
                 step_used = int(batch.used[n_idx[span]].sum())  # the pairs of this step in the loss, every rank's
@@ -178,18 +180,23 @@ class Objective:
                     # used pairs (all ranks), the step's gradient is the exact mean over those pairs (x processes,
                     # because DDP / FSDP average over ranks)
                     scale = (w > 0).sum() * self.pg.size / max(step_used, 1)
-                    with self.denoiser.accumulate(sync=j == len(mbs) - 1):  # reduce once per optimizer step
+                    with phase("train"), self.denoiser.accumulate(sync=j == len(mbs) - 1):  # DDP: the last one
                         loss, st = self.micro_batch_loss(batch, mb, cond, w)
                         (loss * scale).backward()
                     _accumulate(acc, st, mb.pairs, total)
-                grad_norms.append(self.denoiser.clip_grad_norm_(self.params, t.max_grad_norm))
-                self.optimizer.step()
-                self.scheduler.step()
-                if self.ema is not None:
-                    with torch.no_grad():
-                        for k, p in self.named.items():
-                            self.ema[k].lerp_(p.detach(), 1 - t.ema_decay)
-        self.end_iteration(batch.iteration)
+                with phase("step"):
+                    grad_norms.append(self.denoiser.clip_grad_norm_(self.params, t.max_grad_norm))
+                    self.optimizer.step()
+                    # freed now, not before the next step: else one copy of the trained weights' size (the shards'
+                    # under FSDP) stays through the next rollout, evaluation and checkpoint
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        with torch.no_grad():
+                            for k, p in self.named.items():
+                                self.ema[k].lerp_(p.detach(), 1 - t.ema_decay)
+        with phase("step"):
+            self.end_iteration(batch.iteration)
         stats = {k: float(self.pg.all_reduce(v, "max" if k == "ratio_max_dev" else "sum")) for k, v in acc.items()}
         stats["grad_norm"] = float(np.mean([float(gn) for gn in grad_norms]))
         stats["lr"] = self.scheduler.get_last_lr()[0]

@@ -11,14 +11,15 @@ What crosses ranks in an iteration:
 
 - rewards (every component), prompt ids and group ids: ``ProcessGroup.gather``; advantages, and SLAS's batch std, are
   computed over the global batch on every rank (docs/distributed.md) and each rank takes its slice;
-- gradients: once per optimizer step. ``ParallelDenoiser.accumulate(sync=False)`` (DDP ``no_sync``, FSDP2
-  ``set_requires_gradient_sync(False)``) on every micro-batch but the last (DanceGRPO reduces
+- gradients: DDP all-reduces them once per optimizer step (``no_sync`` on every micro-batch but the last); FSDP2
+  reduce-scatters every micro-batch's, so they stay sharded (``ParallelDenoiser.accumulate``; DanceGRPO reduces
   after every (sample, timestep) backward, DanceGRPO train_grpo_flux.py:605-613);
 - the loss diagnostics: one all-reduce of a few numbers per iteration (no host sync per micro-batch).
 
-Only rank 0 writes: metrics, checkpoints, sample grids. Evaluation runs on rank 0 alone (the others wait in the
-next collective; ``dist.timeout_min`` bounds the wait); under FSDP every rank first joins the all-gather of the
-full weights (``ParallelDenoiser.gathered``), then rank 0 evaluates with them.
+Only rank 0 writes metrics and sample grids; under FSDP every rank writes its checkpoint shards. Evaluation of
+``data.eval_prompts`` on a sharded model runs on every rank, each its share of the prompts, one block unsharded at a
+time; otherwise rank 0 evaluates alone (the others wait in the next collective; ``dist.timeout_min`` bounds the
+wait), under FSDP after every rank joined the all-gather of the full weights (``ParallelDenoiser.gathered``).
 
 One process (no torchrun) with ``dist.strategy: ddp`` has no process group and no wrapper: the recipe is the plain
 single-process loop, bit for bit. ``fsdp`` in one process makes a one-member group so that ``fully_shard`` and the
@@ -356,9 +357,11 @@ def swapped_params(module: nn.Module, params: dict[str, Tensor]):
     """Temporarily run ``module`` with other values for the named parameters (the KL reference policy, or EMA
     weights for evaluation).
 
-    Plain and DDP parameters: their ``.data`` is swapped (no copy). FSDP2 parameters are copied in place instead:
-    FSDP all-gathers from the sharded storage, which a ``.data`` swap would not reach; every FSDP module is
-    resharded first, so no stale full weights survive, and again on exit (every rank must enter)."""
+    Plain and DDP parameters: their ``.data`` is swapped (no copy). FSDP2 parameters are exchanged with ``params``'s
+    tensors in place instead, one tensor at a time (``params`` holds the module's own values meanwhile): FSDP
+    all-gathers from the sharded storage, which a ``.data`` swap would not reach, and a copy of every shard would
+    hold one more copy of the trained weights per process. Every FSDP module is resharded first, so no stale full
+    weights survive, and again on exit (every rank must enter)."""
     if not params:
         yield
         return
@@ -374,19 +377,22 @@ def swapped_params(module: nn.Module, params: dict[str, Tensor]):
             for k, v in saved.items():
                 named[k].data = v
         return
-    with torch.no_grad():
-        for m in mods:  # frees gathered weights; a module's parameters are its shards again
-            m.reshard()
-        named = dict(module.named_parameters())
-        saved = {k: named[k].detach().clone() for k in params}
-        for k, v in params.items():
-            named[k].detach().copy_(v)
+    _exchange(module, mods, params)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for m in mods:
-                m.reshard()
-            named = dict(module.named_parameters())
-            for k, v in saved.items():
-                named[k].detach().copy_(v)
+        _exchange(module, mods, params)
+
+
+@torch.no_grad()
+def _exchange(module: nn.Module, mods: list[nn.Module], params: dict[str, Tensor]) -> None:
+    """Swap the values of ``module``'s FSDP2-sharded parameters and ``params`` (the same shards) in place, holding one
+    tensor's copy at a time; after resharding every FSDP module, so that their parameters are the shards."""
+    for m in mods:  # frees gathered weights; a module's parameters are its shards again
+        m.reshard()
+    named = dict(module.named_parameters())
+    for k, v in params.items():
+        p = named[k].detach()
+        held = p.clone()
+        p.copy_(v)
+        v.copy_(held)

@@ -49,6 +49,7 @@ from slas.recipe.builders import (
     train_prompts,
 )
 from slas.recipe.evaluation import before_after, change_lines, evaluate_iteration, evaluate_reward, proportion_text
+from slas.recipe.memory import PhaseMemory
 from slas.recipe.metrics import MetricsLog
 from slas.recipe.objectives import Batch, Objective
 from slas.recipe.parallel import ParallelDenoiser, ProcessGroup
@@ -137,22 +138,27 @@ class TrainState:
     rows: slice  # this process's samples of the global batch
     start: int  # the iteration the loop starts after (0, or the checkpoint's)
     adv_state: dict  # the estimator's running statistics ({} for a stateless one), carried from iteration to iteration
+    memory: PhaseMemory  # run.log_memory: the peak memory of each phase
     warned_wait: bool = False  # _warn_slow_wait said its line
 
     def save(self, it: int) -> Path | None:
-        """Checkpoint iteration ``it`` (every rank calls it; rank 0 returns the directory)."""
+        """Checkpoint iteration ``it`` (every rank calls it; rank 0 returns the directory); with run.log_memory its
+        peak joins iteration ``it``'s metrics row."""
         o = self.objective
-        return checkpoint.save(self.run.checkpoints, it, self.backbone.module, o.optimizer, o.scheduler, o.ema,
-                               {"sampler_position": self.stream.position, "advantage_state": self.adv_state},
-                               keep=self.cfg.run.keep_checkpoints,
-                               group=self.pg, sharded=self.denoiser.sharded, old=o.old)
+        with self.memory.phase("save"):
+            saved = checkpoint.save(self.run.checkpoints, it, self.backbone.module, o.optimizer, o.scheduler, o.ema,
+                                    {"sampler_position": self.stream.position, "advantage_state": self.adv_state},
+                                    keep=self.cfg.run.keep_checkpoints,
+                                    group=self.pg, sharded=self.denoiser.sharded, old=o.old)
+        self.metrics.amend(self.memory.row(self.pg))
+        return saved
 
     def evaluate_policy(self, it: int) -> dict:
         """The evaluation of iteration ``it`` with the EMA weights swapped in; {} on ranks other than 0. Sharded
         (FSDP) with data.eval_prompts: every rank generates its share, one block unsharded at a time; else rank 0
         evaluates (FSDP: after every rank joined the all-gather of the whole weights)."""
         self.backbone.module.eval()
-        with torch.no_grad(), self.denoiser.swapped(self.objective.ema or {}):
+        with self.memory.phase("eval"), torch.no_grad(), self.denoiser.swapped(self.objective.ema or {}):
             if self.denoiser.sharded and self.eval_entries is not None:
                 return evaluate_reward(self.backbone, self.cfg, self.run.root, it, self.eval_entries, self.score_fn,
                                        pg=self.pg)
@@ -187,22 +193,24 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
         return None
     # torch threads: run.threads, or the usable cores shared among this machine's processes; a line if they are busy
     n_threads = threads.configure(cfg.run.threads, "run.threads=N", int(os.environ.get("LOCAL_WORLD_SIZE", "1")), log)
-    score_fn = build_reward(cfg)  # rewards and prompts before the backbone, the largest load
-    stream = PromptStream(train_prompts(cfg), cfg.run.seed)
-    eval_entries = eval_prompts(cfg)
-    torch.manual_seed(cfg.run.seed)
-    random.seed(cfg.run.seed)
+    memory = PhaseMemory(cfg.run.log_memory, cfg.model.device)
+    with memory.phase("load"):  # the reward, the backbone (its shards), the optimizer, the objective's copies
+        score_fn = build_reward(cfg)  # rewards and prompts before the backbone, the largest load
+        stream = PromptStream(train_prompts(cfg), cfg.run.seed)
+        eval_entries = eval_prompts(cfg)
+        torch.manual_seed(cfg.run.seed)
+        random.seed(cfg.run.seed)
 
-    backbone = build_backbone(cfg, sharded=cfg.dist.strategy == "fsdp")
-    denoiser = ParallelDenoiser(backbone, pg, cfg.dist.strategy, compile=cfg.model.compile,
-                                gather_rollout=cfg.dist.gather_rollout,
-                                compute_dtype=getattr(backbone, "dtype", torch.float32))
-    named = {k: p for k, p in backbone.module.named_parameters() if p.requires_grad}
-    optimizer, scheduler = build_optimizer(cfg, list(named.values()))
-    sampler = build_sampler(cfg, backbone, cfg.sample.steps)
-    rows = pg.share(cfg.train.prompts_per_iter * cfg.train.group_size, "train.prompts_per_iter x train.group_size")
-    objective = build_objective(cfg, backbone=backbone, denoiser=denoiser, sampler=sampler, pg=pg, rows=rows,
-                                optimizer=optimizer, scheduler=scheduler, named=named)
+        backbone = build_backbone(cfg, sharded=cfg.dist.strategy == "fsdp")
+        denoiser = ParallelDenoiser(backbone, pg, cfg.dist.strategy, compile=cfg.model.compile,
+                                    gather_rollout=cfg.dist.gather_rollout,
+                                    compute_dtype=getattr(backbone, "dtype", torch.float32))
+        named = {k: p for k, p in backbone.module.named_parameters() if p.requires_grad}
+        optimizer, scheduler = build_optimizer(cfg, list(named.values()))
+        sampler = build_sampler(cfg, backbone, cfg.sample.steps)
+        rows = pg.share(cfg.train.prompts_per_iter * cfg.train.group_size, "train.prompts_per_iter x train.group_size")
+        objective = build_objective(cfg, backbone=backbone, denoiser=denoiser, sampler=sampler, pg=pg, rows=rows,
+                                    optimizer=optimizer, scheduler=scheduler, named=named, memory=memory)
 
     # everything above validated the config, prompts and rewards: only now is the config written (the folder is the
     # run lock's, which removes it again when a start fails)
@@ -211,8 +219,9 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
         run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start, adv_state = 0, {}
     if found is not None:
-        state = checkpoint.load(found[0], backbone.module, optimizer, scheduler, objective.ema,
-                                sharded=denoiser.sharded, old=objective.old, state=found[1])
+        with memory.phase("resume"):
+            state = checkpoint.load(found[0], backbone.module, optimizer, scheduler, objective.ema,
+                                    sharded=denoiser.sharded, old=objective.old, state=found[1])
         start, stream.position = state["iteration"], state["sampler_position"]
         adv_state = state.get("advantage_state", {})  # absent in checkpoints of stateless runs before it was saved
         log(f"resumed {run.root} from {found[0]} (iteration {start} of {cfg.train.iterations})")
@@ -224,7 +233,7 @@ def setup(cfg: Config, resume: bool, log) -> TrainState | None:
     etas = step_etas(cfg.sample.steps, cfg.sample.sde_window, cfg.sample.eta)  # [T] eta in the SDE window, else 0
     return TrainState(cfg, pg, run, backbone, denoiser, sampler, etas, objective, score_fn, stream,
                       PromptEncoder(backbone, cfg.model.train_text_encoder), eval_entries, metrics, rows, start,
-                      adv_state)
+                      adv_state, memory)
 
 
 # ----------------------------------------------------------------------------
@@ -265,14 +274,14 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
     """Iterations ``st.start + 1 .. train.iterations`` (and the base model's evaluation when starting at 0)."""
     from tqdm import tqdm
 
-    cfg, pg, backbone, objective = st.cfg, st.pg, st.backbone, st.objective
+    cfg, pg, backbone, objective, mem = st.cfg, st.pg, st.backbone, st.objective, st.memory.phase
     P, G = cfg.train.prompts_per_iter, cfg.train.group_size
     N = P * G
     if st.start == 0:
         t0 = time.time()
         row = {"iteration": 0, **st.evaluate_policy(0), "time/eval_s": time.time() - t0}
         _warn_slow_wait(st, row["time/eval_s"], log)
-        st.metrics.write(row)
+        st.metrics.write(row | st.memory.row(pg))
         _log_base(row, log)
     bar = tqdm(range(st.start + 1, cfg.train.iterations + 1), initial=st.start, total=cfg.train.iterations,
                desc="train", disable=not progress or not pg.is_main, dynamic_ncols=True)
@@ -288,25 +297,28 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
         metas = st.stream.next(P)
         prompts = [m["prompt"] for m in metas]
         prompt_ids = torch.arange(P).repeat_interleave(G)  # [N]; one group per prompt slot
-        cond = st.encoder(prompts)  # [P, ...]
+        with mem("encode"):
+            cond = st.encoder(prompts)  # [P, ...]
         if cfg.sample.same_noise_in_group:  # within a group only (DanceGRPO train_grpo_flux.py:333-350: per rank)
             noise = torch.randn(P, *backbone.sample_shape, generator=g).repeat_interleave(G, dim=0)  # [N, C, H, W]
         else:
             noise = torch.randn(N, *backbone.sample_shape, generator=g)
-        with st.denoiser.swapped(objective.rollout_weights()), st.denoiser.sampling():
+        with mem("rollout"), st.denoiser.swapped(objective.rollout_weights()), st.denoiser.sampling():
             # this process integrates its rows; step noise is drawn for all N
             ids = prompt_ids[st.rows]  # [n]
             ro = rollout(lambda x, tm, idx, c=cond, ids=ids: backbone.predict(x, tm, index_cond(c, ids[idx])),
                          noise[st.rows].to(backbone.device), st.sampler, eta=st.etas, generator=g, prompt_ids=ids,
                          group_ids=ids, batch_size=cfg.sample.batch_size, global_size=N, offset=st.rows.start,
                          keep_trajectory=objective.keep_trajectory)
-        images = backbone.decode(ro.x0)  # uint8 [n, H, W, 3], kept in memory
+        with mem("decode"):
+            images = backbone.decode(ro.x0)  # uint8 [n, H, W, 3], kept in memory
         row["time/rollout_s"] = time.time() - t0
 
         # ---- 2. SCORE: batched, in memory; every rank's scores --------------------------------------------
         t0 = time.time()
         metas_n = [metas[i] for i in ro.prompt_ids.tolist()]
-        scores = pg.gather_arrays(st.score_fn(images, [m["prompt"] for m in metas_n], metas_n))
+        with mem("reward"):
+            scores = pg.gather_arrays(st.score_fn(images, [m["prompt"] for m in metas_n], metas_n))
         r = torch.from_numpy(scores["total"])  # [N] float64
         row["time/reward_s"] = time.time() - t0
 
@@ -337,7 +349,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
             row |= st.evaluate_policy(it)
             row["time/eval_s"] = time.time() - t0
             _warn_slow_wait(st, row["time/eval_s"], log)
-        st.metrics.write(row)
+        st.metrics.write(row | st.memory.row(pg))
         if any(k.startswith("eval/") for k in row):
             st.metrics.plot(st.run.curves)
         # a world's monitor (rank 0) may ask to stop: e.g. ShapesWorld's, when the gold falls while the proxy rises;
