@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from slas import rewards
 from slas.config import ConfigError, load_config
-from slas.rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipPreprocess, clip_from_openclip
+from slas.rewards.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ClipPreprocess
+from slas.rewards.openclip import clip_from_openclip
 
 PROMPTS = ["a photo of a red cat", "a blue dog on a green mat", "two yellow birds", "a white circle left of a square"]
 WORDS = sorted({w for p in PROMPTS for w in p.split()})

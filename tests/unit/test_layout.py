@@ -10,6 +10,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "slas"
 RANK = {"plugins": 0, "algo": 0, "policy": 1, "rewards": 1, "evals": 2, "config": 3, "recipe": 4, "toyworld": 5,
         "apps": 6, "__main__": 7}
 GENERIC = ("plugins", "algo", "policy", "rewards", "evals", "config", "recipe")
+RESEARCH = SRC.parents[1] / "research"
+MAX_LINES = 500  # a file longer than this holds more than one concept: split it by concept
 
 
 def module_name(path: Path) -> str:
@@ -98,6 +100,19 @@ def test_generic_layers_never_import_toyworld():
     assert bad == []
 
 
-def test_the_checks_can_fail():
+def too_long(files) -> list[str]:
+    return [f"{f.name}: {n} lines" for f in files if (n := len(f.read_text().splitlines())) > MAX_LINES]
+
+
+def test_no_source_file_exceeds_the_cap():
+    files = sorted(SRC.rglob("*.py")) + sorted(RESEARCH.rglob("*.py"))
+    assert len(files) > 50 and any(f.is_relative_to(RESEARCH) for f in files)
+    assert too_long(files) == []
+
+
+def test_the_checks_can_fail(tmp_path):
+    long = tmp_path / "long.py"
+    long.write_text("x = 1\n" * (MAX_LINES + 1))
+    assert too_long([long]) == [f"long.py: {MAX_LINES + 1} lines"]
     assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
     assert upward({"algo": {"recipe"}}) == [("algo", "recipe")]
