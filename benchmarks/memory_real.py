@@ -18,6 +18,7 @@ fitted memory model, and the predicted per-GPU peak of the paper's recipes (docs
 
     .venv/bin/python benchmarks/memory_real.py --quick            # 7 runs, about 12 minutes on 2 busy cores
     .venv/bin/python benchmarks/memory_real.py                    # every run, about 45 minutes
+    .venv/bin/python benchmarks/memory_real.py --comm-only        # step 5's communication alone: 2 runs
 
 The last line: ``flux-dev full W=8: A GiB/GPU | flux-dev lora r128 W=1: B GiB | sd14 full W=1: C GiB | fit error: E%``.
 Everything lands in ``--out`` (models, runs, results.json); models are built once and reused.
@@ -271,6 +272,8 @@ def rel_error(pred: dict[str, float], meas: dict[str, float]) -> tuple[float, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="ppo_sde only, 3 + 3 fitted variants and the 2 checks")
+    ap.add_argument("--comm-only", action="store_true",
+                    help="only the gradients' communication: every micro-batch against once per step (2 runs)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "memory_real")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--comm", help=argparse.SUPPRESS)
@@ -313,6 +316,10 @@ def main() -> None:
             shutil.rmtree(run_dir / "checkpoints")  # GBs each
         return measured(run_dir), wall, run_dir
 
+    run.out = out
+    if args.comm_only:
+        comm_cost(run, counts)
+        return
     fit_sets = {"flux": (FLUX_FIT[:3] if args.quick else FLUX_FIT, FLUX_CHECK),
                 "sd": (SD_FIT[:3] if args.quick else SD_FIT, SD_CHECK)}
     objectives = ["ppo_sde"] if args.quick else ["ppo_sde", "nft"]
@@ -342,7 +349,8 @@ def main() -> None:
     fit_error = max(peak for peak, _ in errors.values())
 
     if not args.quick:
-        results["resume"], results["comm"] = extras(run, dirs[FLUX_FIT[0], "ppo_sde"], data_of(results), counts)
+        results["resume"] = resume_check(dirs[FLUX_FIT[0], "ppo_sde"], data_of(results))
+        results["comm"] = comm_cost(run, counts)
     shutil.rmtree(dirs[FLUX_FIT[0], "ppo_sde"] / "checkpoints", ignore_errors=True)
 
     gpu = gpu_setups(counts)
@@ -409,11 +417,8 @@ def data_of(results: dict) -> dict[str, float]:
     return results["flux"]["runs"][f"{FLUX_FIT[0].name} ppo_sde"]
 
 
-def extras(run, done: Path, first: dict[str, float], counts: dict[str, int]) -> tuple[dict, dict]:
-    """The checkpoint load of a resumed run (``done``: FLUX 0+1's one-iteration run, resumed for a second one), and
-    the sharded gradients' communication: FLUX 0+1 at 64 px with micro-batches of one pair (4 per process and
-    optimizer step), reduce-scattered every micro-batch (the recipe) and once per optimizer step (the accumulation
-    it replaced)."""
+def resume_check(done: Path, first: dict[str, float]) -> dict:
+    """The checkpoint load of a resumed run (``done``: FLUX 0+1's one-iteration run, resumed for a second one)."""
     v = FLUX_FIT[0]
     run_dir = done.parent / f"{done.name}_resumed"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -424,9 +429,17 @@ def extras(run, done: Path, first: dict[str, float], counts: dict[str, int]) -> 
     print(f"  {v.label}, ppo_sde, resumed for a second iteration: {time.perf_counter() - t0:.0f} s", flush=True)
     phase_table("FLUX 0+1, 64 px, ppo_sde: the first iteration, and the second after a resume (measured)",
                 {"iteration 1": first, "resumed, iteration 2": resumed})
+    return {"first": first, "resumed": resumed}
+
+
+def comm_cost(run, counts: dict[str, int]) -> dict:
+    """The sharded gradients' communication: FLUX 0+1 at 64 px with micro-batches of one pair (4 per process and
+    optimizer step), reduce-scattered every micro-batch (the recipe) and once per optimizer step (the accumulation
+    it replaced), counted and timed in the recipe."""
+    v = FLUX_FIT[0]
     comm, mem = {}, {}
     for mode in ("every micro-batch", "once per step"):
-        path = run_dir.parent / f"comm_{mode.split()[0]}"
+        path = run.out / "runs" / f"comm_{mode.split()[0]}"
         m, wall, rd = run(v, "ppo_sde", f"_comm_{mode.split()[0]}", extra=["train.micro_batch=1"], comm=path,
                           sync_once=mode == "once per step")
         from slas.recipe.metrics import read_metrics
@@ -448,7 +461,7 @@ def extras(run, done: Path, first: dict[str, float], counts: dict[str, int]) -> 
     full = 4 * counts["flux"] * 7 / 8  # fp32 gradients of FLUX.1-dev, ring reduce-scatter over 8 ranks: sent per rank
     print(f"FLUX.1-dev W=8, DanceGRPO: 18 micro-batches per optimizer step: {18 * full / 1e9:.0f} GB sent per rank "
           f"per step instead of {full / 1e9:.0f} GB (fp32 reduce_dtype), overlapped with the backward by FSDP2")
-    return {"first": first, "resumed": resumed}, {"comm": comm, "memory": mem}
+    return {"comm": comm, "memory": mem}
 
 
 if __name__ == "__main__":
