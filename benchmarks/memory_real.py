@@ -19,6 +19,7 @@ fitted memory model, and the predicted per-GPU peak of the paper's recipes (docs
     .venv/bin/python benchmarks/memory_real.py --quick            # 7 runs, about 12 minutes on 2 busy cores
     .venv/bin/python benchmarks/memory_real.py                    # every run, about 45 minutes
     .venv/bin/python benchmarks/memory_real.py --comm-only        # step 5's communication alone: 2 runs
+    .venv/bin/python benchmarks/memory_real.py --against TREE     # FLUX 0+1 per phase with TREE's slas, then this one's
 
 The last line: ``flux-dev full W=8: A GiB/GPU | flux-dev lora r128 W=1: B GiB | sd14 full W=1: C GiB | fit error: E%``.
 Everything lands in ``--out`` (models, runs, results.json); models are built once and reused.
@@ -106,14 +107,15 @@ def overrides(v: Variant, objective: str, folder: Path, reward: Path, prompts: P
     return [f"{k}={val}" for k, val in ov.items()]
 
 
-def launch(argv: list[str], comm: Path | None = None, sync_once: bool = False, timeout: float = 3600) -> float:
-    """``slas <argv>`` under ``torchrun --nproc_per_node 2`` through this file's child mode; returns the wall
-    seconds. A failed run raises with the end of its log."""
+def launch(argv: list[str], comm: Path | None = None, sync_once: bool = False, timeout: float = 3600,
+           src: Path = ROOT / "src") -> float:
+    """``slas <argv>`` (the package in ``src``) under ``torchrun --nproc_per_node 2`` through this file's child mode;
+    returns the wall seconds. A failed run raises with the end of its log."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(CPU["world"]),
            "--master_port", str(29500 + os.getpid() % 1000), str(Path(__file__).resolve()), "--child"]
     cmd += ["--comm", str(comm)] if comm else []
     cmd += ["--sync-once"] if sync_once else []
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     t0 = time.perf_counter()
     p = subprocess.run([*cmd, "--", *argv], env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode:
@@ -274,6 +276,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="ppo_sde only, 3 + 3 fitted variants and the 2 checks")
     ap.add_argument("--comm-only", action="store_true",
                     help="only the gradients' communication: every micro-batch against once per step (2 runs)")
+    ap.add_argument("--against", type=Path, metavar="TREE",
+                    help="before / after: FLUX 0+1 at 64 px (ppo_sde, nft) run with the slas of the checkout TREE, "
+                         "then with this one's (4 runs)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "memory_real")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--comm", help=argparse.SUPPRESS)
@@ -317,6 +322,9 @@ def main() -> None:
         return measured(run_dir), wall, run_dir
 
     run.out = out
+    if args.against:
+        before_after(args.against.resolve(), out, folder(FLUX_FIT[0]), reward, prompts)
+        return
     if args.comm_only:
         comm_cost(run, counts)
         return
@@ -430,6 +438,23 @@ def resume_check(done: Path, first: dict[str, float]) -> dict:
     phase_table("FLUX 0+1, 64 px, ppo_sde: the first iteration, and the second after a resume (measured)",
                 {"iteration 1": first, "resumed, iteration 2": resumed})
     return {"first": first, "resumed": resumed}
+
+
+def before_after(tree: Path, out: Path, folder: Path, reward: Path, prompts: Path) -> None:
+    """The per-phase peaks of FLUX 0+1 at 64 px, ppo_sde and nft, with the package and configs of the checkout
+    ``tree`` (before a change) and of this one (after it)."""
+    v, rows = FLUX_FIT[0], {}
+    for name, root in (("before", tree), ("after", ROOT)):
+        for o in ("ppo_sde", "nft"):
+            run_dir = out / "runs" / f"{v.name}_{o}_{name}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cfg = root / "configs" / "flux_dancegrpo.yaml"
+            wall = launch(["train", "--no-progress", "--config", str(cfg),
+                           *overrides(v, o, folder, reward, prompts, run_dir)], src=root / "src")
+            print(f"  {v.label}, {o}, {name} ({root}): {wall:.0f} s", flush=True)
+            rows[f"{name}, {o}"] = measured(run_dir)
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    phase_table(f"{v.label}: before ({tree}) and after ({ROOT}), measured", rows)
 
 
 def comm_cost(run, counts: dict[str, int]) -> dict:
