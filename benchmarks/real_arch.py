@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -91,15 +92,11 @@ def counts() -> dict[str, int]:
 
 
 def _tokenizers(prompts: list[str]):
-    """(CLIP, T5) tokenizers trained in-process on ``prompts`` (word-level T5 vocabulary): offline, a few KB."""
-    from transformers import CLIPTokenizer, T5Tokenizer
+    """(CLIP, T5) tokenizers trained in-process on ``prompts``: the tests' tiny tokenizers (tests/_tinypipes.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _tinypipes import tokenizers
 
-    clip = CLIPTokenizer(model_max_length=77).train_new_from_iterator(prompts * 20, vocab_size=1000)
-    words = sorted({w for p in prompts for w in p.split()})
-    chars = sorted({c for p in prompts for c in p if c != " "})
-    vocab = ([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [("\u2581" + w, -1.0) for w in words]
-             + [(c, -20.0) for c in chars])
-    return clip, T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+    return tokenizers(prompts)
 
 
 def _clip_text(tok, width: int, projection: bool = False):
