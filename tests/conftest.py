@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-# the shared helpers (_toyruns.py, _tinypipes.py, _fakeruns.py) live beside this file; the tests live in unit/,
+# the shared helpers (_toyruns.py, _tinypipes.py, _fakeruns.py, _fuzz.py) live beside this file; the tests live in unit/,
 # integration/ and e2e/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

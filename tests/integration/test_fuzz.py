@@ -16,50 +16,24 @@ import io
 import json
 import logging
 import math
-import os
-import signal
 import socket
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from _fuzz import bounded, no_hang
 from slas import rewards
 from slas.config import Config, ConfigError, load_config
 from slas.rewards.server import make_server
 from slas.rewards.wire import encode_images
 from slas.toyworld import all_prompts, parse
 from slas.toyworld.renderer import render
-
-_N = int(os.environ.get("SLAS_FUZZ_EXAMPLES", "0"))
-
-
-def _bounded(examples: int, deadline_ms: int = 5000):
-    """Small and derandomized by default (CI); SLAS_FUZZ_EXAMPLES=N: N random examples."""
-    return settings(max_examples=_N or examples, deadline=deadline_ms, derandomize=not _N, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large])
-
-
-@contextmanager
-def _no_hang(seconds: int = 20):
-    """A hard limit (SIGALRM): hypothesis's deadline only judges an example after it returns."""
-    def fire(signum, frame):
-        raise TimeoutError(f"no answer within {seconds} s: a hang")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _one_line(msg: str, limit: int = 1000) -> None:
@@ -136,7 +110,7 @@ def _load(tmp_path: Path, doc: bytes | None, overrides: list[str]):
         path = tmp_path / "fuzz.yaml"
         path.write_bytes(doc)
     try:
-        with _no_hang():
+        with no_hang(20):
             cfg = load_config(path, overrides)
     except ConfigError as e:
         _one_line(str(e))
@@ -151,13 +125,13 @@ def loaded_registries():
     load_config(None, [])  # imports the adapters, rewards and plugins once, outside the examples' deadline
 
 
-@_bounded(400)
+@bounded(400, deadline_ms=5000)
 @given(doc=yaml_documents(), overrides=override_lists() | st.just([]))
 def test_fuzz_config_yaml_documents(loaded_registries, tmp_path, doc, overrides):
     _load(tmp_path, doc, overrides)
 
 
-@_bounded(300)
+@bounded(300, deadline_ms=5000)
 @given(overrides=override_lists())
 def test_fuzz_config_overrides(loaded_registries, tmp_path, overrides):
     _load(tmp_path, None, overrides)
@@ -384,7 +358,7 @@ def requests(draw) -> tuple[bytes, int | None]:
     return body, n
 
 
-@_bounded(300, deadline_ms=20_000)
+@bounded(300, deadline_ms=20_000)
 @given(request=requests())
 def test_fuzz_reward_server_payloads(toy_server, request):
     body, n = request
@@ -412,7 +386,7 @@ def wire_requests(draw) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
-@_bounded(150, deadline_ms=20_000)
+@bounded(150, deadline_ms=20_000)
 @given(data=wire_requests())
 def test_fuzz_reward_server_wire(toy_server, data):
     reply = _raw(toy_server, data)

@@ -11,45 +11,20 @@ The examples are derandomized, so CI is reproducible; ``SLAS_FUZZ_EXAMPLES=N`` r
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from _fuzz import bounded, no_hang
 from _toyruns import tiny_overrides
 from slas.apps.cli import main
 
-_N = int(os.environ.get("SLAS_FUZZ_EXAMPLES", "0"))
 PROMPT = "a photo of a red circle"
-
-
-def _bounded(examples: int):
-    """Small and derandomized by default (CI); SLAS_FUZZ_EXAMPLES=N: N random examples."""
-    return settings(max_examples=_N or examples, deadline=None, derandomize=not _N, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large])
-
-
-@contextmanager
-def _no_hang(seconds: int = 60):
-    """A hard limit (SIGALRM): a loader that hangs on a damaged file fails the test instead of stalling it."""
-    def fire(signum, frame):
-        raise TimeoutError(f"no outcome within {seconds} s: a hang")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @st.composite
@@ -101,7 +76,7 @@ def _fuzz_one(pristine: Path, damage: tuple, argv, capsys, damaged: str = "") ->
         root = Path(tmp) / "subject"
         shutil.copytree(pristine, root)
         _damage(root / damaged / name, how, detail)
-        with _no_hang():
+        with no_hang(60):
             rc = main(argv(root, Path(tmp)))
         _check(capsys, rc, root)
 
@@ -147,20 +122,20 @@ RUN_FILES = ["config.yaml", *(f"checkpoints/iter_00000{i}/{f}" for i in (1, 2)
                                         "state.json"))]
 
 
-@_bounded(24)
+@bounded(24, deadline_ms=None)
 @given(damage=damages(RUN_FILES))
 def test_fuzz_a_run_directory_under_sample(run_dir, capsys, damage):
     _fuzz_one(run_dir, damage, _sample, capsys)
 
 
-@_bounded(10)
+@bounded(10, deadline_ms=None)
 @given(damage=damages(["model.safetensors", "ema.safetensors", "state.json"]))
 def test_fuzz_one_checkpoint_of_a_run_under_sample(run_dir, capsys, damage):
     _fuzz_one(run_dir, damage, lambda root, tmp: _sample(root / "checkpoints" / "iter_000001", tmp), capsys,
               damaged="checkpoints/iter_000001")
 
 
-@_bounded(12)
+@bounded(12, deadline_ms=None)
 @given(damage=damages(["metrics.jsonl", *RUN_FILES[1:]]))
 def test_fuzz_a_run_directory_under_resume(run_dir, capsys, damage):
     """--resume of the finished run: an intact latest checkpoint says it is finished; a damaged one is skipped with a
@@ -168,7 +143,7 @@ def test_fuzz_a_run_directory_under_resume(run_dir, capsys, damage):
     _fuzz_one(run_dir, damage, lambda root, tmp: ["train", "--no-progress", "--resume", str(root)], capsys)
 
 
-@_bounded(24)
+@bounded(24, deadline_ms=None)
 @given(damage=damages(["model.safetensors", "config.json"]))
 def test_fuzz_a_shapesworld_checkpoint_folder(tiny_ckpt, capsys, damage):
     _fuzz_one(tiny_ckpt, damage, _sample, capsys)
@@ -181,7 +156,7 @@ def _eval_pipeline(root: Path, tmp: Path) -> list[str]:
             "--steps", "1", "--no-images", "--out", str(tmp / "eval")]
 
 
-@_bounded(24)
+@bounded(24, deadline_ms=None)
 @given(data=st.data())
 def test_fuzz_a_diffusers_pipeline_folder(pipeline_dir, capsys, data):
     damage = data.draw(damages(_files(pipeline_dir)))
