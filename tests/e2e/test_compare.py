@@ -25,6 +25,11 @@ def tiny(ckpt, **extra):
 
 def test_seed_and_sweep_parsing():
     assert cmp.parse_seeds("3") == [0, 1, 2] and cmp.parse_seeds("4,7") == [4, 7]
+    assert cmp.parse_seeds("3,") == [3] and cmp.parse_seeds("0,") == [0]  # one seed: a trailing comma
+    with pytest.raises(ConfigError, match="--seeds 0,"):
+        cmp.parse_seeds("0")  # a count of none, not seed 0
+    with pytest.raises(ConfigError):
+        cmp.parse_seeds(",")
     assert cmp.parse_sweep("advantage.params.gamma=0.25,1") == ("advantage.params.gamma", [0.25, 1])
     with pytest.raises(ConfigError):
         cmp.parse_seeds("two")

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="base YAML config (default: built-in defaults = configs/toy_slas.yaml)")
     c.add_argument("--methods", default="slas,grpo,drgrpo,grpo_global_std",
                    help="comma-separated advantage estimators (default: %(default)s)")
-    c.add_argument("--seeds", default="3", help="a count (5 = seeds 0..4) or a comma list (default 3)")
+    c.add_argument("--seeds", default="3", help="a count (5 = seeds 0..4) or a comma list (0,3; 3, = seed 3 alone) (default 3)")
     c.add_argument("--out", required=True, help="output directory (run it again with the same arguments to resume)")
     c.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
                    help="sweep a config key for the methods that accept it, e.g. advantage.params.gamma=0.25,0.5,1,2 "

@@ -41,13 +41,14 @@ def parse_sweep(spec: str) -> tuple[str, list]:
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds."""
+    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"3,"`` -> seed 3 alone (a bare number is a count)."""
     try:
-        seeds = [int(s) for s in spec.split(",")] if "," in spec else list(range(int(spec)))
+        seeds = [int(s) for s in spec.split(",") if s.strip()] if "," in spec else list(range(int(spec)))
     except ValueError:
         raise ConfigError(f"--seeds {spec!r} must be a count (5 = seeds 0..4) or a comma list (0,3,7)") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds {spec!r}: give at least one seed, each >= 0 and distinct")
+        hint = f" (a bare number is a count; for seed {spec} alone write --seeds {spec},)" if spec.strip() == "0" else ""
+        raise ConfigError(f"--seeds {spec!r}: give at least one seed, each >= 0 and distinct{hint}")
     return seeds
 
 
