@@ -4,6 +4,8 @@ training reward, and paired intervals between two arms.
     .venv/bin/python research/slas_scale.py csv OUT [OUT ...] [--csv research/results/slas_scale.csv]
     .venv/bin/python research/slas_scale.py plot OUT [OUT ...] [--out research/results/slas_scale_plots]
     .venv/bin/python research/slas_scale.py paired ARM_A ARM_B [--model L] [--column final_heldout] [--csv PATH]
+    .venv/bin/python research/slas_scale.py windows OUT [OUT ...] [--every 10] [--unfinished]
+    .venv/bin/python research/slas_scale.py synthetic [--groups 4096] [--seed 0]
 
 ``OUT`` is an output folder of ``slas compare`` (its runs are ``OUT/runs/<arm>_s<seed>/``; only finished runs count,
 unfinished ones are listed on stderr; an (arm, model, seed) met twice keeps the first folder's run).
@@ -26,6 +28,20 @@ quantity, on one scale per row: the training reward (and its trailing 10-iterati
 sigma_B (``train/centered_std``), mean |A| over the informative samples and, for nft, mean |r - 1/2| over them. A
 dashed line marks where the training reward starts to fall back (``fall_back_start``: the first iteration after its
 best 10-iteration mean from which the trailing 10-iteration mean stays more than 0.05 below it).
+
+The net push is the signed mean of the advantages over the batch (``train/adv_mean``): 0 whenever every group's
+advantages sum to 0 (``grpo``, ``grpo_global_std``, ``slas`` with ``recenter``). SLAS's power breaks that sum: a group
+whose rewards are mostly high has a few large negative deviations and many small positive ones, and the power keeps
+the large ones and shrinks the small ones, so the group pushes away from the policy's own samples more than it pulls.
+For nft it is read as mean r - 1/2 (``train/r_mean``, logged before ``train/adv_mean`` existed).
+
+``windows`` prints a markdown table per run of the per-window means (default 10 iterations) of the training reward,
+the informative fraction, sigma_B, mean |A| and mean |r - 1/2| over the informative samples, and the net push, with
+the fall-back start; ``--unfinished`` includes runs that have not reached their last iteration.
+
+``synthetic`` prints, for batches of binary-reward groups of 8 whose per-prompt success rates are drawn from
+Beta(2m, 2(1 - m)) for a batch mean m, the mean |A| over the informative samples and the net push over them, for
+``grpo``, ``slas`` and ``slas`` with ``recenter`` (slas.algo.advantages at its defaults otherwise, no clip).
 
 ``paired`` prints the mean difference ARM_A - ARM_B of one column over the seeds both arms ran on one model, with
 its 95% Student-t interval (slas.evals.stats.t_interval of the per-seed differences) and whether it is resolved.
@@ -62,7 +78,17 @@ PUSH_KEYS = ("train/r_push_informative", "train/adv_abs_mean_informative")  # th
 PANELS = [("train/reward_mean", "training reward"), ("train/informative_frac", "informative fraction"),
           ("train/centered_std", "sigma_B (centred rewards)"),
           ("train/adv_abs_mean_informative", "mean |A|, informative samples"),
-          ("train/r_push_informative", "nft: mean |r - 1/2|, informative")]
+          ("train/r_push_informative", "nft: mean |r - 1/2|, informative"),
+          ("net_push", "net push: mean A (nft: mean r - 1/2)")]
+NET_PUSH = "net_push"
+
+
+def panel_series(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    """``series`` of a logged key, or of the net push (nft's mean r - 1/2 when logged, else ``train/adv_mean``)."""
+    if key != NET_PUSH:
+        return series(rows, key)
+    r_mean = series(rows, "train/r_mean")
+    return [(i, v - 0.5) for i, v in r_mean] if r_mean else series(rows, "train/adv_mean")
 
 
 def model_name(cfg) -> str:
@@ -74,8 +100,9 @@ def model_name(cfg) -> str:
         return str(cfg.model.checkpoint or cfg.model.backbone)
 
 
-def load(outs: list[Path]) -> list[dict]:
-    """The finished runs of ``slas compare`` folders: {"arm", "model", "seed", "rows", "dir"} each."""
+def load(outs: list[Path], unfinished: bool = False) -> list[dict]:
+    """The finished runs of ``slas compare`` folders (every run with some metrics if ``unfinished``):
+    {"arm", "model", "seed", "rows", "dir"} each."""
     runs, seen = [], {}
     for out in outs:
         folder = Path(out) / "runs"
@@ -88,7 +115,8 @@ def load(outs: list[Path]) -> list[dict]:
                 continue
             cfg = load_config(paths.config)
             rows = read_metrics(run)
-            if not rows or (rows[-1]["iteration"] < cfg.train.iterations and not paths.early_stop.is_file()):
+            if not rows or (not unfinished and rows[-1]["iteration"] < cfg.train.iterations
+                            and not paths.early_stop.is_file()):
                 print(f"unfinished: {run} ({rows[-1]['iteration'] if rows else 0}/{cfg.train.iterations})",
                       file=sys.stderr)
                 continue
@@ -212,7 +240,7 @@ def plot_runs(runs: list[dict], out: Path) -> list[Path]:
     for model, seed in sorted({(r["model"], r["seed"]) for r in runs}):
         group = {r["arm"]: r for r in runs if r["model"] == model and r["seed"] == seed}
         arms = sorted(group, key=lambda a: (a not in ("grpo", "slas"), a != "grpo", a))  # grpo, slas, then the rest
-        panels = [(k, t) for k, t in PANELS if any(series(group[a]["rows"], k) for a in arms)]
+        panels = [(k, t) for k, t in PANELS if any(panel_series(group[a]["rows"], k) for a in arms)]
         fig, axes = plt.subplots(len(panels), len(arms), figsize=(3.4 * len(arms), 1.9 * len(panels)),
                                  sharex="col", sharey="row", squeeze=False)  # arms on one scale per row
         for j, arm in enumerate(arms):
@@ -220,7 +248,9 @@ def plot_runs(runs: list[dict], out: Path) -> list[Path]:
             mark = fall_back_start(rows)
             for i, (key, title) in enumerate(panels):
                 ax = axes[i][j]
-                pts = series(rows, key)
+                pts = panel_series(rows, key)
+                if key == NET_PUSH:
+                    ax.axhline(0, color="grey", lw=0.5)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
                 if pts and key == "train/reward_mean":  # the trailing 10-iteration mean the fall-back mark reads
@@ -242,6 +272,66 @@ def plot_runs(runs: list[dict], out: Path) -> list[Path]:
     return written
 
 
+WINDOW_COLUMNS = [("train/reward_mean", "reward", 3), ("train/informative_frac", "informative", 2),
+                  ("train/centered_std", "sigma_B", 3), ("train/adv_abs_mean_informative", "mean abs(A), inf.", 2),
+                  ("train/r_push_informative", "mean abs(r - 1/2), inf.", 3), (NET_PUSH, "net push", 4)]
+
+
+def windows_table(run: dict, every: int = 10) -> str:
+    """A markdown table of the per-window means of the push diagnostics of one run, and its fall-back start."""
+    rows = run["rows"]
+    cols = [(k, t, d) for k, t, d in WINDOW_COLUMNS if panel_series(rows, k)]
+    last = max((r["iteration"] for r in rows), default=0)
+    mark = fall_back_start(rows)
+    lines = [f"{run['dir']} ({run['arm']}, model {run['model']}, seed {run['seed']}, {last} iterations; "
+             f"training reward falls back from iteration {mark if mark is not None else '-'})", "",
+             "| iterations | " + " | ".join(t for _, t, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for lo in range(1, last + 1, every):
+        hi = min(lo + every - 1, last)
+        cells = []
+        for key, _, digits in cols:
+            vals = [v for i, v in panel_series(rows, key) if lo <= i <= hi]
+            cells.append(f"{round(statistics.fmean(vals), digits) + 0.0:.{digits}f}" if vals else "")  # no "-0.0"
+        lines.append(f"| {lo}-{hi} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def synthetic(groups: int = 4096, seed: int = 0, means: tuple[float, ...] = (0.3, 0.5, 0.7, 0.85, 0.93)) -> list[dict]:
+    """Mean |A| and the net push over the informative samples of synthetic binary batches (groups of 8, success
+    rates ~ Beta(2m, 2(1 - m))), for grpo, slas and slas with recenter, no clip. One dict per batch mean m."""
+    import torch
+
+    from slas.algo.advantages import compute
+
+    gid = torch.arange(groups).repeat_interleave(8)  # [groups * 8]
+    out = []
+    draws = []
+    with torch.random.fork_rng(devices=[]):  # Beta.sample takes no generator: seed the global one, then restore it
+        for m in means:  # each batch mean from the same seed, whichever others are asked for
+            torch.manual_seed(seed)
+            rate = torch.distributions.Beta(2 * m, 2 * (1 - m)).sample((groups,))  # [groups]
+            draws.append((torch.rand(groups, 8) < rate[:, None]).double().flatten())  # [groups * 8]
+    for m, r in zip(means, draws, strict=True):
+        spread = r.view(groups, 8).amax(1) > r.view(groups, 8).amin(1)
+        inf = spread[gid]
+        x = {"batch_mean": m, "zero_spread": float(1 - spread.double().mean())}
+        for arm, name, params in (("grpo", "grpo", {}), ("slas", "slas", {}), ("slas recenter", "slas", {"recenter": True})):
+            a = compute(name, r, gid, adv_clip=None, **params)[inf]
+            x[arm] = (float(a.abs().mean()), float(a.mean()))
+        out.append(x)
+    return out
+
+
+def synthetic_table(res: list[dict]) -> str:
+    arms = ["grpo", "slas", "slas recenter"]
+    lines = ["| batch mean success | zero-spread groups | " + " | ".join(f"{a}: mean abs(A), net push" for a in arms)
+             + " |", "|---" * (2 + len(arms)) + "|"]
+    for x in res:
+        lines.append(f"| {x['batch_mean']:.2f} | {100 * x['zero_spread']:.0f}% | "
+                     + " | ".join(f"{x[a][0]:.2f}, {round(x[a][1], 3) + 0.0:+.3f}" for a in arms) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -257,7 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--model", help="the model both ran (needed when they share several)")
     q.add_argument("--column", default="final_heldout")
     q.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    w = sub.add_parser("windows", help="per-window means of the push diagnostics of each run, as markdown")
+    w.add_argument("outs", nargs="+", type=Path, metavar="OUT")
+    w.add_argument("--every", type=int, default=10)
+    w.add_argument("--unfinished", action="store_true", help="include runs that have not finished")
+    y = sub.add_parser("synthetic", help="the push and net push of synthetic binary batches, per estimator")
+    y.add_argument("--groups", type=int, default=4096)
+    y.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.cmd == "synthetic":
+        print(synthetic_table(synthetic(args.groups, args.seed)))
+        return 0
     if args.cmd == "paired":
         if not args.csv.is_file():
             print(f"error: {args.csv} does not exist; write it with `slas_scale.py csv OUT ...`", file=sys.stderr)
@@ -270,14 +370,19 @@ def main(argv: list[str] | None = None) -> int:
         print(paired_text(ci, args.arm_a, args.arm_b, args.column))
         return 0
     try:
-        runs = load(args.outs)
+        runs = load(args.outs, unfinished=args.cmd == "windows" and args.unfinished)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not runs:
         print(f"error: no finished runs under {[str(o) for o in args.outs]}", file=sys.stderr)
         return 2
-    if args.cmd == "csv":
+    if args.cmd == "windows":
+        if args.every < 1:
+            print(f"error: --every must be >= 1, got {args.every}", file=sys.stderr)
+            return 2
+        print("\n\n".join(windows_table(r, args.every) for r in runs))
+    elif args.cmd == "csv":
         table = write_csv(runs, args.csv)
         print(f"wrote {args.csv} ({len(table)} runs)")
     else:

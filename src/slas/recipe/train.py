@@ -384,6 +384,7 @@ def _train_row(r: torch.Tensor, finite: torch.Tensor, used: torch.Tensor, adv_st
         "train/reward_mean": float(r[finite].mean()) if finite.any() else float("nan"),
         "train/reward_std": float(r[finite].std()) if finite.sum() > 1 else 0.0,
         "train/adv_abs_mean": adv_stats["adv_abs_mean"],
+        "train/adv_mean": adv_stats["adv_mean"],  # signed, the net push: 0 whenever each group's advantages sum to 0
         "train/adv_clip_frac": adv_stats["clip_frac"],
         "train/zero_std_groups": adv_stats["zero_std_groups"],
         "train/centered_std": adv_stats["centered_std"],  # SLAS's sigma_B, whatever the estimator

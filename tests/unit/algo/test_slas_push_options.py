@@ -138,3 +138,17 @@ def test_equal_reward_groups_stay_exactly_zero_fp32(params, value):
 def test_bad_values_say_what_is_allowed(params, needle):
     with pytest.raises(ValueError, match=needle):
         validate("slas", **params)
+
+
+def test_net_push_of_a_mostly_successful_group_is_negative_and_recenter_removes_it():
+    # the 3-of-4 group shapes to [-9, 1, 1, 1]/16: the power breaks the group's zero sum, so the batch's signed mean is
+    # (-6/16 x 48/7) / 12 = -3/14 (a net push away from the policy's own samples); grpo and recenter keep it at 0
+    _, stats = compute_with_stats("slas", R3, G3)
+    assert stats["adv_mean"] == pytest.approx(-3 / 14, rel=1e-6)
+    _, stats = compute_with_stats("slas", R3, G3, recenter=True)
+    assert stats["adv_mean"] == pytest.approx(0.0, abs=1e-12)
+    _, stats = compute_with_stats("grpo", R3, G3)
+    assert stats["adv_mean"] == pytest.approx(0.0, abs=1e-12)
+    # mirrored rewards (1-of-4 successes) push the other way: a net pull
+    _, stats = compute_with_stats("slas", 1 - R3, G3)
+    assert stats["adv_mean"] == pytest.approx(3 / 14, rel=1e-6)

@@ -127,3 +127,37 @@ def test_plots_one_figure_per_model_and_seed(outs, tmp_path):
 def test_not_a_compare_folder_is_one_error_line(tmp_path, capsys):
     assert sc.main(["csv", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} is not an output folder of `slas compare`")
+
+
+def test_net_push_reads_nft_r_mean_else_adv_mean():
+    rows = [{"iteration": 1, "train/r_mean": 0.48, "train/adv_mean": -0.3}, {"iteration": 2, "train/r_mean": 0.5}]
+    assert sc.panel_series(rows, sc.NET_PUSH) == [(1, pytest.approx(-0.02)), (2, 0.0)]
+    rows = [{"iteration": 1, "train/adv_mean": -0.3}]
+    assert sc.panel_series(rows, sc.NET_PUSH) == [(1, -0.3)]
+    assert sc.panel_series(rows, "train/adv_mean") == [(1, -0.3)]
+
+
+def test_windows_table_by_hand(outs, capsys):
+    # finished runs only, unless --unfinished: slas-sigma_decay0.9_s0 stopped at 20 of 40
+    assert sc.main(["windows", str(outs[0])]) == 0
+    text = capsys.readouterr().out
+    assert "sigma_decay" not in text
+    s0 = text.split("runs/slas_s0")[1]
+    assert s0.startswith(" (slas, model L, seed 0, 40 iterations; training reward falls back from iteration 27)")
+    # RISE_FALL's 10-iteration means 0.41, 0.61, 0.5, 0.5; SLAS_PUSH's |A| 1 then 3, |r - 1/2| 0.1 then 0.15
+    assert "| 1-10 | 0.410 | 1.00 | 0.100 |" in s0 and "| 31-40 | 0.500 | 3.00 | 0.150 |" in s0
+    assert sc.main(["windows", str(outs[0]), "--unfinished", "--every", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "slas-sigma_decay0.9_s0 (slas-sigma_decay0.9, model L, seed 0, 20 iterations" in text
+    assert "| 1-20 | 0.510 |" in text.split("runs/slas_s0")[1]
+    assert sc.main(["windows", str(outs[0]), "--every", "0"]) == 2
+
+
+def test_synthetic_net_push_by_estimator():
+    res = {x["batch_mean"]: x for x in sc.synthetic(groups=512, seed=0, means=(0.3, 0.85))}
+    for x in res.values():  # per-group centring keeps every group's sum at 0
+        assert x["grpo"][1] == pytest.approx(0.0, abs=1e-9) and x["slas recenter"][1] == pytest.approx(0.0, abs=1e-9)
+    # SLAS's power: mostly-failing groups pull (net > 0), mostly-succeeding ones push away (net < 0)
+    assert res[0.3]["slas"][1] > 0.1 and res[0.85]["slas"][1] < -0.3
+    assert res[0.85]["zero_spread"] > res[0.3]["zero_spread"]
+    assert sc.synthetic(groups=512, seed=0, means=(0.3,)) == [res[0.3]]  # seeded
