@@ -404,8 +404,11 @@ def slas(
       ``"after_informative"``: the std of the shaped values over the informative groups' samples only (ddof 0), so
       the samples that train get unit std however many groups saturate (``"after"`` counts the saturated groups'
       zeros, and its informative advantages grow as their fraction falls).
-    - ``recenter`` (default False): subtract the per-group mean of the shaped values (the power breaks the zero group
-      mean of r - mean_g); applied before the ``"after"`` division, so that mode returns unit batch std.
+    - ``recenter`` (default False): subtract the per-group mean of the shaped values; applied before the ``"after"``
+      division, so that mode returns unit batch std. The power breaks the zero group mean of r - mean_g: a group of
+      mostly high rewards has a few large negative deviations, which the power keeps, and many small positive ones,
+      which it shrinks, so the group pushes away from the policy's own samples more than it pulls (a net push,
+      logged as ``adv_mean`` < 0; 3 of 4 successes give [-9, 1, 1, 1]/16 before sigma). docs/slas-at-scale.md.
     - ``eps`` (default 1e-8) is *relative*: eps' = eps * (max r - min r) over the finite batch, so the result is
       exactly invariant to reward scale and shift, and a zero-spread batch gives 0 (0/0 is mapped to 0).
     - ``sigma_decay`` in [0, 1) (default 0: off; ``normalize="before"`` only): a sigma that cannot shrink faster
