@@ -9,10 +9,14 @@ minus 2 points; debris not above iteration 0's plus 5; out-of-domain strict (the
 0's. ``--max-minutes M`` adds a bound on the logged wall time (rollout + reward + train + eval), which measures the
 machine as much as the recipe: seed 0 logged 8.4 minutes alone on 2 idle cores, and 108 on 2 cores shared with
 other jobs, with the same numbers (use ``--max-minutes 10`` on 2 idle cores). Exit status 1 when a run fails one.
+
+A run with a ``fresh_heldout.json`` (``slas toyworld eval --checkpoint RUN --split test --images-per-tag 48 --seed S
+--json RUN/fresh_heldout.json``: the final model's held-out strict gold on fresh noise) gets a column for it.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from slas.config import load_config
 from slas.recipe.metrics import read_metrics, series
 from slas.recipe.run_dir import RunDir
 
+FRESH_FILE = "fresh_heldout.json"
 TIME_KEYS = ("time/rollout_s", "time/reward_s", "time/train_s", "time/eval_s")
 COLS = [("held-out", "eval/gold_accuracy"), ("in-domain", "eval/id/gold_accuracy")]
 
@@ -31,7 +36,14 @@ def row(run: Path) -> dict:
     if not rows:
         raise SystemExit(f"error: {run} has no {RunDir(run).metrics.name} rows")
     out = {"run": str(run), "seed": load_config(RunDir(run).config).run.seed, "iterations": rows[-1]["iteration"],
-           "minutes": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS) / 60}
+           "minutes": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS) / 60, "fresh": np.nan, "fresh_seed": ""}
+    fresh = Path(run) / FRESH_FILE
+    if fresh.is_file():
+        try:
+            got = json.loads(fresh.read_text())
+            out["fresh"], out["fresh_seed"] = float(got["overall_strict"]), got.get("seed", "")
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: {fresh} is not the JSON of `slas toyworld eval --json` ({e})") from None
     for name, key in COLS + [("exact count", "eval/exact_count"), ("debris", "eval/debris")]:
         s = series(rows, key)
         out[name] = (s[0][1], s[-1][1], max(v for _, v in s)) if s else (np.nan,) * 3
@@ -78,23 +90,28 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     rs = [row(Path(a)) for a in argv]
+    fresh = any(not np.isnan(r["fresh"]) for r in rs)
     print("| run | seed | held-out base | final | best | in-domain base | final | best | exact count base -> final | "
-          "debris base -> final | iterations | minutes (logged) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "debris base -> final | iterations | minutes (logged) |" + (" held-out final, fresh noise (eval seed) |"
+                                                                    if fresh else ""))
+    print("|---" * (12 + fresh) + "|")
 
     def pct(x):
-        return f"{100 * x:.1f}"
+        return f"{100 * x:.1f}" if not np.isnan(x) else ""
 
     for r in rs:
         h, i, e, d = r["held-out"], r["in-domain"], r["exact count"], r["debris"]
         print(f"| {Path(r['run']).name} | {r['seed']} | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | "
               f"{pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
-              f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | {r['iterations']} | {r['minutes']:.1f} |")
+              f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | {r['iterations']} | {r['minutes']:.1f} |"
+              + ((f" {pct(r['fresh'])} ({r['fresh_seed']}) |" if not np.isnan(r["fresh"]) else " |") if fresh else ""))
     if len(rs) > 1:
         m = {k: np.mean([r[k] for r in rs], axis=0) for k in ("held-out", "in-domain", "exact count", "debris")}
         h, i, e, d = m["held-out"], m["in-domain"], m["exact count"], m["debris"]
+        fresh_mean = np.mean([r["fresh"] for r in rs])  # NaN (an empty cell) unless every run has one
         print(f"| mean | | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | {pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
-              f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | | {np.mean([r['minutes'] for r in rs]):.1f} |")
+              f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | | {np.mean([r['minutes'] for r in rs]):.1f} |"
+              + (f" {pct(fresh_mean)} |" if fresh else ""))
     if not checking:
         return 0
     failed = 0
