@@ -26,7 +26,6 @@ from slas.config import load_config
 from slas.recipe.metrics import read_metrics, series
 from slas.recipe.run_dir import RunDir
 
-FRESH_FILE = "fresh_heldout.json"
 TIME_KEYS = ("time/rollout_s", "time/reward_s", "time/train_s", "time/eval_s")
 COLS = [("held-out", "eval/gold_accuracy"), ("in-domain", "eval/id/gold_accuracy")]
 
@@ -37,7 +36,7 @@ def row(run: Path) -> dict:
         raise SystemExit(f"error: {run} has no {RunDir(run).metrics.name} rows")
     out = {"run": str(run), "seed": load_config(RunDir(run).config).run.seed, "iterations": rows[-1]["iteration"],
            "minutes": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS) / 60, "fresh": np.nan, "fresh_seed": ""}
-    fresh = Path(run) / FRESH_FILE
+    fresh = RunDir(run).fresh_heldout
     if fresh.is_file():
         try:
             got = json.loads(fresh.read_text())

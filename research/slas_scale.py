@@ -72,7 +72,6 @@ from slas.toyworld.model import resolve_checkpoint  # noqa: E402
 COLUMNS = ["arm", "model", "seed", "base_heldout", "final_heldout", "best_heldout", "final_indomain", "fell_back",
            "late_push"]
 FRESH = "fresh_heldout"
-FRESH_FILE = "fresh_heldout.json"
 DEFAULT_CSV = HERE / "results" / "slas_scale.csv"
 PUSH_KEYS = ("train/r_push_informative", "train/adv_abs_mean_informative")  # the first one a run logged
 PANELS = [("train/reward_mean", "training reward"), ("train/informative_frac", "informative fraction"),
@@ -146,7 +145,7 @@ def late_push(rows: list[dict]) -> float:
 
 def fresh_heldout(run: Path) -> float:
     """``overall_strict`` of RUN/fresh_heldout.json in percent (NaN when there is none)."""
-    path = Path(run) / FRESH_FILE
+    path = RunDir(run).fresh_heldout
     if not path.is_file():
         return math.nan
     return 100 * json.loads(path.read_text())["overall_strict"]

@@ -4,7 +4,9 @@ gives the trained weights it holds.
 ``run_dir/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON object per logged iteration;
 slas.recipe.metrics writes and reads it), ``curves.png``, ``before_after.png``, ``samples/iter_NNNNNN.png`` (the
 evaluation grids), ``early_stop.json`` (when a world's monitor stopped the run), ``checkpoints/iter_NNNNNN/``
-(slas.recipe.checkpoint) and, while a run trains, ``.lock`` (slas.recipe.run_lock).
+(slas.recipe.checkpoint), while a run trains, ``.lock`` (slas.recipe.run_lock), and ``fresh_heldout.json`` where the
+final model was evaluated on fresh noise (``slas toyworld eval --seed S --json``; benchmarks/run_table.py and
+research/slas_scale.py read it).
 
 ``load_run`` is the one loader of trained weights behind ``slas sample``, ``slas toyworld eval``, ``slas eval --model
 RUN``, ``slas export`` and ``slas report``. It builds the backbone from the run's own config, loads the latest
@@ -59,6 +61,10 @@ class RunDir:
     @property
     def early_stop(self) -> Path:
         return self.root / "early_stop.json"
+
+    @property
+    def fresh_heldout(self) -> Path:
+        return self.root / "fresh_heldout.json"
 
     @property
     def samples(self) -> Path:
