@@ -53,4 +53,5 @@ def launch(world: int, argv: list[str], timeout: float = 300, env: dict[str, str
     for p in procs:
         if p.is_alive():
             p.kill()
-    assert [p.exitcode for p in procs] == [0] * world, f"slas {' '.join(argv)} failed in {world} processes"
+    codes = [p.exitcode for p in procs]  # negative: killed by that signal (-9: the timeout above)
+    assert codes == [0] * world, f"slas {' '.join(argv)} failed in {world} processes: exit codes {codes}"

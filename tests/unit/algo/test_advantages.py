@@ -113,6 +113,23 @@ def test_slas_recenter_table():
     close(compute("slas", R1, G1, recenter=True), [-1.5, 0, 1.5, -1.5, 0, 1.5])
 
 
+def test_slas_recenter_on_binary_groups_is_a_group_weight_on_the_centred_reward():
+    # A binary group with success rate p: c = r - mean_g is 1 - p or -p; the power gives (1-p)^2 and -p^2 (over
+    # sigma_B^2), whose group mean is p (1-p) (1-2p). Subtracting it leaves c (p^2 + (1-p)^2) / sigma_B^2: the same
+    # two values as the linear centred reward, times a group weight w(p) in [1/2, 1] (1/2 for a split group, ~1 for a
+    # lopsided one). docs/slas-at-scale.md, "The mechanism".
+    successes = [1, 2, 4, 6, 7, 8]
+    r = torch.tensor([float(i < k) for k in successes for i in range(8)], dtype=F64)
+    g = torch.arange(len(successes)).repeat_interleave(8)
+    p = torch.tensor(successes, dtype=F64).repeat_interleave(8) / 8
+    c = r - p
+    var_b = (c**2).mean()
+    close(compute("slas", r, g, recenter=True, adv_clip=None), ((p**2 + (1 - p) ** 2) * c / var_b).tolist())
+    # without recenter the 7-of-8 group sums to (7 x 1/64 - 49/64) / sigma_B^2 = -42/64 / sigma_B^2, not 0
+    a = compute("slas", r, g, adv_clip=None)
+    assert a[g == 4].sum().item() == pytest.approx(-42 / 64 / var_b.item(), rel=1e-6)
+
+
 def test_slas_after_table():
     # example 1: A' = dev (gamma 1: sign(x) x^2 of +-1 is +-1); std_B(A') = sqrt(4/6) -> A = +-sqrt(1.5)
     s = math.sqrt(1.5)
