@@ -18,7 +18,8 @@ _spec.loader.exec_module(sc)
 
 DOC = ROOT / "docs" / "slas-at-scale.md"
 LABELS = {"grpo": "grpo", "slas": "slas", "slas-recenterTrue": "slas, `recenter: true`",
-          "slas-gamma0.5": "slas, `gamma: 0.5`"}
+          "slas-gamma0.5": "slas, `gamma: 0.5`",
+          "slas-recenterTrue-normalizeafterinformative": "slas, `recenter: true`, `normalize: after_informative`"}
 
 
 def _doc_rows() -> dict[tuple[str, int], list[str]]:
