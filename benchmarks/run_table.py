@@ -16,7 +16,6 @@ A run with a ``fresh_heldout.json`` (``slas toyworld eval --checkpoint RUN --spl
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -36,13 +35,12 @@ def row(run: Path) -> dict:
         raise SystemExit(f"error: {run} has no {RunDir(run).metrics.name} rows")
     out = {"run": str(run), "seed": load_config(RunDir(run).config).run.seed, "iterations": rows[-1]["iteration"],
            "minutes": sum(r.get(k, 0.0) for r in rows for k in TIME_KEYS) / 60, "fresh": np.nan, "fresh_seed": ""}
-    fresh = RunDir(run).fresh_heldout
-    if fresh.is_file():
-        try:
-            got = json.loads(fresh.read_text())
-            out["fresh"], out["fresh_seed"] = float(got["overall_strict"]), got.get("seed", "")
-        except (ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: {fresh} is not the JSON of `slas toyworld eval --json` ({e})") from None
+    try:
+        fresh = RunDir(run).read_fresh_heldout()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if fresh is not None:
+        out["fresh"], out["fresh_seed"] = fresh
     for name, key in COLS + [("exact count", "eval/exact_count"), ("debris", "eval/debris")]:
         s = series(rows, key)
         out[name] = (s[0][1], s[-1][1], max(v for _, v in s)) if s else (np.nan,) * 3
@@ -98,12 +96,15 @@ def main(argv: list[str]) -> int:
     def pct(x):
         return f"{100 * x:.1f}" if not np.isnan(x) else ""
 
+    def fresh_cell(r):  # an empty cell for a run without fresh_heldout.json
+        return f" {pct(r['fresh'])} ({r['fresh_seed']}) |" if not np.isnan(r["fresh"]) else " |"
+
     for r in rs:
         h, i, e, d = r["held-out"], r["in-domain"], r["exact count"], r["debris"]
         print(f"| {Path(r['run']).name} | {r['seed']} | {pct(h[0])} | {pct(h[1])} | {pct(h[2])} | "
               f"{pct(i[0])} | {pct(i[1])} | {pct(i[2])} | "
               f"{pct(e[0])} -> {pct(e[1])} | {pct(d[0])} -> {pct(d[1])} | {r['iterations']} | {r['minutes']:.1f} |"
-              + ((f" {pct(r['fresh'])} ({r['fresh_seed']}) |" if not np.isnan(r["fresh"]) else " |") if fresh else ""))
+              + (fresh_cell(r) if fresh else ""))
     if len(rs) > 1:
         m = {k: np.mean([r[k] for r in rs], axis=0) for k in ("held-out", "in-domain", "exact count", "debris")}
         h, i, e, d = m["held-out"], m["in-domain"], m["exact count"], m["debris"]

@@ -145,10 +145,8 @@ def late_push(rows: list[dict]) -> float:
 
 def fresh_heldout(run: Path) -> float:
     """``overall_strict`` of RUN/fresh_heldout.json in percent (NaN when there is none)."""
-    path = RunDir(run).fresh_heldout
-    if not path.is_file():
-        return math.nan
-    return 100 * json.loads(path.read_text())["overall_strict"]
+    got = RunDir(run).read_fresh_heldout()
+    return math.nan if got is None else 100 * got[0]
 
 
 def row(run: dict) -> dict:

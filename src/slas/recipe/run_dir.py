@@ -17,6 +17,7 @@ samples with it swapped in). The old policy is training state, never sampled. Ev
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,19 @@ class RunDir:
     @property
     def fresh_heldout(self) -> Path:
         return self.root / "fresh_heldout.json"
+
+    def read_fresh_heldout(self) -> tuple[float, Any] | None:
+        """``fresh_heldout.json``'s held-out strict gold (``overall_strict``, a fraction) and its eval ``seed`` (``""``
+        when absent); None when the run has no such file. ValueError when the file is not the JSON of
+        ``slas toyworld eval --json``."""
+        path = self.fresh_heldout
+        if not path.is_file():
+            return None
+        try:
+            got = json.loads(path.read_text())
+            return float(got["overall_strict"]), got.get("seed", "")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path} is not the JSON of `slas toyworld eval --json` ({e!r})") from None
 
     @property
     def samples(self) -> Path:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "run_table.py"
-_spec = importlib.util.spec_from_file_location("run_table", _PATH)
-rt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rt)
+from _scripts import load_script
+
+rt = load_script("benchmarks/run_table.py")
 
 
 def _run(tmp_path: Path, name: str, seed: int, final: float, fresh: dict | None = None) -> Path:

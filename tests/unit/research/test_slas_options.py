@@ -1,15 +1,11 @@
 """research/slas_options.py: the option table's quantities on hand-made reward batches (no rollout)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "slas_options", Path(__file__).resolve().parents[3] / "research" / "slas_options.py")
-so = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(so)
+from _scripts import load_script
+
+so = load_script("research/slas_options.py")
 
 
 def test_option_rows_scale_clip_zero_and_agreement():

@@ -4,20 +4,16 @@ late push, the paired interval and the figures."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 from scipy.stats import t as student_t
 
-RESEARCH = Path(__file__).resolve().parents[3] / "research"
-sys.path.insert(0, str(RESEARCH))
-_spec = importlib.util.spec_from_file_location("slas_scale", RESEARCH / "slas_scale.py")
-sc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sc)
+from _scripts import load_script
+
+sc = load_script("research/slas_scale.py")  # puts research/ on sys.path, for research/study/
 from study.stats import fall_back_start, reward_drop  # noqa: E402
 
 T = 40

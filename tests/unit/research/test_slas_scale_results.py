@@ -3,18 +3,13 @@ table, and the paired intervals recomputed from the CSV's rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "research"))
-_spec = importlib.util.spec_from_file_location("slas_scale", ROOT / "research" / "slas_scale.py")
-sc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sc)
+from _scripts import ROOT, load_script
+
+sc = load_script("research/slas_scale.py")
 
 DOC = ROOT / "docs" / "slas-at-scale.md"
 LABELS = {"grpo": "grpo", "slas": "slas", "slas-recenterTrue": "slas, `recenter: true`",

@@ -1,7 +1,6 @@
 """research/study_tables.py and the package research/study/: per-run quantities, pairing by seed, the verdicts,
 unfinished runs."""
 
-import importlib.util
 import json
 import math
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from _scripts import load_script
 from slas.evals.stats import t_interval
 from slas.recipe.run_dir import RunDir
 
@@ -23,9 +23,7 @@ from study.runs import MATCHED, SLAS_STEP, detail_arms, load_runs, part2_runs  #
 from study.stats import ci_text, gold_stats, iteration_text, reach, run_stats, stop_iteration  # noqa: E402
 from study.verdicts import claim_lines, gold_verdicts, hack_verdict, scale_verdict  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("study_tables", RESEARCH / "study_tables.py")
-study_tables = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(study_tables)
+study_tables = load_script("research/study_tables.py")
 
 
 def write_run(root: Path, part: str, name: str, evals: list[dict], iterations: int = 4, rewards=None,
