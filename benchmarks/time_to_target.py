@@ -5,6 +5,7 @@ for each policy objective x advantage estimator, at several seeds, with each arm
     .venv/bin/python benchmarks/time_to_target.py [--out runs/time_to_target] [--seeds 3] [--jobs 2] [--threads 1]
         [--objectives ppo_sde,nft,awm] [--methods grpo,slas] [overrides ...]
     .venv/bin/python benchmarks/time_to_target.py --table-only [--out ...]   # tables from finished runs
+    .venv/bin/python benchmarks/time_to_target.py --table-only --objectives awm --methods A,B --paired A,B
 
 Each objective's runs are one ``slas compare`` of its shipped config (``OBJECTIVE_CONFIGS``) over the methods and
 seeds, into ``OUT/<objective>/`` (resumable: finished runs are skipped). A target is reached at the first
@@ -14,6 +15,10 @@ evaluation (so it does not count the time the run waited for the other job on a 
 count. An arm reports the mean over the seeds that reached the target, and how many did; "not reached in N
 iterations" when none did.
 Writes ``OUT/time_to_target.json`` and ``OUT/time_to_target.md`` (the table in docs/performance.md).
+``--paired A,B`` adds, per objective, A − B paired by seed (over the seeds both arms finished) with a 95% Student-t
+interval: final held-out points and iterations to each target (a seed that missed a target in either arm is left
+out of that column, and the column says how many seeds it has). A and B are method or ``slas compare --sweep`` arm
+names (the runs' folder names without ``_s<seed>``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 from slas.apps.compare import compare
 from slas.apps.compare.planning import RUNS
 from slas.config import load_config
+from slas.evals.stats import t_interval
 from slas.recipe.metrics import read_metrics, series
 from slas.recipe.run_dir import RunDir
 
@@ -119,6 +125,32 @@ def table(arms: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _ci_cell(ci: dict, fmt: str) -> str:
+    half = "n/a" if not math.isfinite(ci["half"]) else format(ci["half"], fmt)
+    return f"{ci['mean']:+{fmt}} ± {half}" if ci["n"] else "-"
+
+
+def paired_table(arms: list[dict], arm_a: str, arm_b: str) -> str:
+    """Per objective, ``arm_a`` − ``arm_b`` paired by seed: final held-out (points) and iterations to each target."""
+    lines = [f"| {arm_a} − {arm_b} | seeds | final held-out (pts) | "
+             + " | ".join(f"iterations to +{round(r * 100)} pts (seeds)" for r in RISES) + " |",
+             "|---" * (3 + len(RISES)) + "|"]
+    by_key = {(a["objective"], a["method"]): {x["seed"]: x for x in a["seeds"]} for a in arms}
+    for obj in dict.fromkeys(a["objective"] for a in arms):
+        sa, sb = by_key.get((obj, arm_a), {}), by_key.get((obj, arm_b), {})
+        seeds = sorted(set(sa) & set(sb))
+        if not seeds:
+            continue
+        final = t_interval([100.0 * (sa[s]["final"] - sb[s]["final"]) for s in seeds])
+        cells = [obj, ",".join(map(str, seeds)), _ci_cell(final, ".1f")]
+        for rise in RISES:
+            key = f"iters_{round(rise * 100)}"
+            ci = t_interval([sa[s][key] - sb[s][key] for s in seeds])
+            cells.append(f"{_ci_cell(ci, '.0f')} ({ci['n']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/time_to_target")
@@ -128,11 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objectives", default="ppo_sde,nft,awm")
     ap.add_argument("--methods", default="grpo,slas")
     ap.add_argument("--table-only", action="store_true", help="only read finished runs and write the tables")
+    ap.add_argument("--paired", action="append", default=[], metavar="A,B",
+                    help="also print A - B paired by seed (method or sweep arm names); repeatable")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. train.iterations=60")
     args = ap.parse_args(argv)
     out = Path(args.out)
     objectives = args.objectives.split(",")
     methods = args.methods.split(",")
+    pairs = [p.split(",") for p in args.paired]
+    bad = next((p for p in pairs if len(p) != 2 or not all(x in methods for x in p)), None)
+    if bad is not None:
+        sys.exit(f"error: --paired takes two of --methods ({', '.join(methods)}) as A,B, got {','.join(bad)!r}")
     unknown = [o for o in objectives if o not in OBJECTIVE_CONFIGS]
     if unknown:
         sys.exit(f"error: unknown objective {unknown[0]!r}; known: {', '.join(OBJECTIVE_CONFIGS)}")
@@ -142,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     jobs=args.jobs, threads=args.threads, command=" ".join(sys.argv))
     arms = collect(out, objectives, methods)
     (out / "time_to_target.json").write_text(json.dumps(arms, indent=2) + "\n")
-    md = table(arms)
+    md = "\n\n".join([table(arms)] + [paired_table(arms, a, b) for a, b in pairs])
     (out / "time_to_target.md").write_text(md + "\n")
     print(md)
     print(f"wrote {out / 'time_to_target.json'} and {out / 'time_to_target.md'}")
