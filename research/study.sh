@@ -68,8 +68,9 @@ part2() {
   compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_S" "${hack[@]}" model.checkpoint=toy_S
   # 5. the main arms under the other forward-process objective (AWM, which also learns: docs/performance.md); before
   #    L because the AWM comparison costs about half of an L one
+  #    (with uniform levels, the recipe's before it took AWM's stratified ones)
   compare --config configs/toy_awm_slas.yaml --seeds 5 --jobs "$JOBS" --threads 1 --methods grpo,slas \
-    --out "$OUT/part2_awm"
+    --out "$OUT/part2_awm" forward.time_sampling=uniform
   # 3b. L (twice M's cost per run) on the gold reward and under the proxy
   compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_scale_L" model.checkpoint=toy_L
   compare "${c2[@]}" --methods grpo,slas --out "$OUT/part2_hack_scale_L" "${hack[@]}" model.checkpoint=toy_L
