@@ -34,7 +34,7 @@ import numpy as np
 from slas.apps.compare import compare
 from slas.apps.compare.planning import RUNS
 from slas.config import load_config
-from slas.evals.stats import t_interval
+from slas.evals.stats import ci_text, t_interval
 from slas.recipe.metrics import read_metrics, series
 from slas.recipe.run_dir import RunDir
 
@@ -125,11 +125,6 @@ def table(arms: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _ci_cell(ci: dict, fmt: str) -> str:
-    half = "n/a" if not math.isfinite(ci["half"]) else format(ci["half"], fmt)
-    return f"{ci['mean']:+{fmt}} ± {half}" if ci["n"] else "-"
-
-
 def paired_table(arms: list[dict], arm_a: str, arm_b: str) -> str:
     """Per objective, ``arm_a`` − ``arm_b`` paired by seed: final held-out (points) and iterations to each target."""
     lines = [f"| {arm_a} − {arm_b} | seeds | final held-out (pts) | "
@@ -142,11 +137,11 @@ def paired_table(arms: list[dict], arm_a: str, arm_b: str) -> str:
         if not seeds:
             continue
         final = t_interval([100.0 * (sa[s]["final"] - sb[s]["final"]) for s in seeds])
-        cells = [obj, ",".join(map(str, seeds)), _ci_cell(final, ".1f")]
+        cells = [obj, ",".join(map(str, seeds)), ci_text(final, digits=1, n=False)]
         for rise in RISES:
             key = f"iters_{round(rise * 100)}"
             ci = t_interval([sa[s][key] - sb[s][key] for s in seeds])
-            cells.append(f"{_ci_cell(ci, '.0f')} ({ci['n']})")
+            cells.append(f"{ci_text(ci, digits=0, n=False)} ({ci['n']})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

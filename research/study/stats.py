@@ -8,7 +8,7 @@ import functools
 import math
 import statistics
 
-from slas.evals.stats import t_interval
+from slas.evals.stats import ci_text, t_interval
 from slas.recipe.metrics import best_value, first_value, last_value, series
 from slas.toyworld.monitor import should_stop
 
@@ -153,15 +153,6 @@ def fmt(values: list[float], scale: float = 1.0, digits: int = 3, sign: bool = F
     ci = t_interval(vals)
     s = f"{scale * ci['mean']:+.{digits}f}" if sign else f"{scale * ci['mean']:.{digits}f}"
     return s if math.isnan(ci["half"]) else f"{s} ± {scale * ci['half']:.{digits}f}"
-
-
-def ci_text(ci: dict, sc: float = 1, digits: int = 3, unit: str = "", n: bool = True) -> str:
-    """``+mean ± half unit (n = N)`` of a t interval, scaled; no ``± half`` where there is no spread (one pair),
-    ``–`` where there is nothing to pair (e.g. no seed where both runs reached a target)."""
-    if not ci["n"]:
-        return "–" + (" (n = 0)" if n else "")
-    half = "" if math.isnan(ci["half"]) else f" ± {sc * ci['half']:.{digits}f}"
-    return f"{sc * ci['mean']:+.{digits}f}{half}{unit}" + (f" (n = {ci['n']})" if n else "")
 
 
 def side(ci: dict) -> int:

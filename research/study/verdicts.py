@@ -3,10 +3,10 @@ scale, 5 fidelity): supported, contradicted or not supported, from the paired 95
 
 from __future__ import annotations
 
-from slas.evals.stats import t_interval, welch
+from slas.evals.stats import ci_text, t_interval, welch
 
 from .gold_tables import GOLD_COLS
-from .stats import TAGS, ci_text, is_hacked, paired, run_stats, side
+from .stats import TAGS, is_hacked, paired, run_stats, side
 
 SEEDS = 5  # seeds per arm of the study: a proxy part with fewer pairs gets no verdict yet
 

@@ -5,7 +5,7 @@ intervals treat the *prompt* as the unit of resampling (a cluster), not the imag
 the ordinary i.i.d. interval.
 
 Over a few training runs (one number per seed), ``t_interval`` is the Student-t interval of a mean and ``welch`` that of
-the difference of two independent groups of runs.
+the difference of two independent groups of runs; ``ci_text`` writes either as ``+mean ± half``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["MIN_N", "Z95", "format_proportion", "mean_ci", "paired_bootstrap", "resolved", "t_interval", "welch", "wilson"]
+__all__ = ["MIN_N", "Z95", "ci_text", "format_proportion", "mean_ci", "paired_bootstrap", "resolved", "t_interval", "welch",
+           "wilson"]
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 # The fewest images behind an accuracy for a difference of two accuracies to be presented as a gain or a loss:
@@ -108,6 +109,15 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict:
     mean = float(y.mean())
     half = float(student_t.ppf((1 + level) / 2, n - 1) * y.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     return {"mean": mean, "half": half, "ci": [mean - half, mean + half], "n": n}
+
+
+def ci_text(ci: dict, sc: float = 1, digits: int = 3, unit: str = "", n: bool = True) -> str:
+    """``+mean ± half unit (n = N)`` of a t interval, scaled; no ``± half`` where there is no spread (one pair),
+    ``–`` where there is nothing to pair (e.g. no seed where both runs reached a target)."""
+    if not ci["n"]:
+        return "–" + (" (n = 0)" if n else "")
+    half = "" if math.isnan(ci["half"]) else f" ± {sc * ci['half']:.{digits}f}"
+    return f"{sc * ci['mean']:+.{digits}f}{half}{unit}" + (f" (n = {ci['n']})" if n else "")
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], clusters: Sequence[Hashable],

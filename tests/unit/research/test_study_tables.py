@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from _scripts import load_script
-from slas.evals.stats import t_interval
+from slas.evals.stats import ci_text, t_interval
 from slas.recipe.run_dir import RunDir
 
 RESEARCH = Path(__file__).resolve().parents[3] / "research"
@@ -20,7 +20,7 @@ from study.part2 import part2  # noqa: E402
 from study.plots import part2_plots  # noqa: E402
 from study.proxy_tables import hack_table, paired_table, scale_table  # noqa: E402
 from study.runs import MATCHED, SLAS_STEP, detail_arms, load_runs, part2_runs  # noqa: E402
-from study.stats import ci_text, gold_stats, iteration_text, reach, run_stats, stop_iteration  # noqa: E402
+from study.stats import gold_stats, iteration_text, reach, run_stats, stop_iteration  # noqa: E402
 from study.verdicts import claim_lines, gold_verdicts, hack_verdict, scale_verdict  # noqa: E402
 
 study_tables = load_script("research/study_tables.py")

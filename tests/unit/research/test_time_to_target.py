@@ -41,7 +41,7 @@ def test_paired_differences_by_seed(tmp_path, capsys):
     assert lines[lines.index(next(x for x in lines if x.startswith("| a − b |"))) + 2] == (
         # final a - b: +7, +2, -1 points -> mean 2.667, sd 4.041, t_{0.975,2} 4.303: half 10.04
         # to +5: seeds 0 and 1 reached in both: 20 - 40 = -20 twice (sd 0: half 0); to +10: b never -> no seed
-        "| awm | 0,1,2 | +2.7 ± 10.0 | -20 ± 0 (2) | - (0) |")
+        "| awm | 0,1,2 | +2.7 ± 10.0 | -20 ± 0 (2) | – (0) |")
 
 
 def test_paired_names_must_be_methods(tmp_path):
