@@ -7,6 +7,7 @@ same with two fresh interpreters; docs/distributed.md)."""
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import socket
@@ -27,7 +28,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, argv: list[str], env: dict[str, str]) -> None:
+def _worker(rank: int, world: int, port: int, argv: list[str], env: dict[str, str], hang_s: float) -> None:
+    # a rank still running after hang_s prints every thread's stack to the test's captured stderr and exits 1, so
+    # that a hang reports where it is instead of only "still alive at the timeout"
+    faulthandler.dump_traceback_later(hang_s, exit=True)
     os.environ.update(env)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
@@ -35,7 +39,13 @@ def _worker(rank: int, world: int, port: int, argv: list[str], env: dict[str, st
     torch.set_num_threads(1)  # the same kernels in every process: per-sample results do not depend on the run
     from slas.apps.cli import main
 
-    sys.exit(main(argv))
+    code = main(argv)
+    # the rank's work is done (its files written, the process group left): leave without the interpreter's teardown,
+    # as multiprocessing's children do after their target, but skipping its finalizers and thread joins, where a
+    # 2-process run once stayed alive for minutes after both ranks had finished (rank 0 exited 0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 def launch(world: int, argv: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> None:
@@ -45,7 +55,8 @@ def launch(world: int, argv: list[str], timeout: float = 300, env: dict[str, str
         _CTX = mp.get_context("forkserver")
         _CTX.set_forkserver_preload(PRELOAD)
     port = free_port()
-    procs = [_CTX.Process(target=_worker, args=(r, world, port, argv, env or {})) for r in range(world)]
+    procs = [_CTX.Process(target=_worker, args=(r, world, port, argv, env or {}, max(1.0, timeout - 20)))
+             for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -53,5 +64,6 @@ def launch(world: int, argv: list[str], timeout: float = 300, env: dict[str, str
     for p in procs:
         if p.is_alive():
             p.kill()
+            p.join()
     codes = [p.exitcode for p in procs]  # negative: killed by that signal (-9: the timeout above)
     assert codes == [0] * world, f"slas {' '.join(argv)} failed in {world} processes: exit codes {codes}"
