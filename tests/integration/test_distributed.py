@@ -6,16 +6,22 @@ Processes are launched as torchrun would (tests/_torchrun.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from _torchrun import launch
-from slas.recipe import checkpoint
+from _toyruns import tiny_overrides
+from slas.config import load_config
+from slas.recipe import checkpoint, parallel
+from slas.recipe.builders import build_backbone
 
 # Only the attention weights train: with all UNet parameters, biases that feed a GroupNorm of one channel per group
 # (the XS model's 8-channel blocks) have a gradient that is exactly 0 in exact arithmetic, so it is pure rounding
@@ -141,3 +147,23 @@ def test_fsdp_matches_and_its_sharded_checkpoint_resumes_in_one_process(runs, ti
     assert not (f / "checkpoints" / "iter_000002" / "model.safetensors").exists()  # nothing is gathered whole
     assert _max_diff(_weights(one, 3), _weights(f, 3)) < WEIGHT_TOL  # read from the shards
     assert _max_diff(_weights(one, 3, "ema"), _weights(f, 3, "ema")) < WEIGHT_TOL  # the sharded EMA
+
+
+def test_close_frees_the_ddp_wrapper_while_the_process_group_is_still_registered(tiny_ckpt, tmp_path):
+    """ParallelDenoiser.close() frees DDP (and its C++ Reducer) before shutdown() leaves the group: freed after it,
+    the Reducer ran the gloo group's destructor under the GIL and could deadlock with the group's worker thread, so a
+    finished rank never exited (benchmarks/torchrun_exit.py)."""
+    cfg = load_config(None, tiny_overrides(tiny_ckpt, tmp_path / "run"))
+    backbone = build_backbone(cfg)
+    pg = parallel.init("fsdp")  # a one-member gloo group in this process; DDP over it is DDP's usual code path
+    try:
+        den = parallel.ParallelDenoiser(backbone, dataclasses.replace(pg, size=2), "ddp")
+        wrapper = weakref.ref(den._ddp)
+        assert wrapper() is not None
+        den.close()
+        assert wrapper() is None and dist.is_initialized()  # gone, and the group not yet destroyed
+        x, t, cond = torch.randn(1, *backbone.sample_shape), torch.tensor([0.5]), backbone.encode_prompts(["a red circle"])
+        torch.testing.assert_close(den(x, t, cond), backbone.predict(x, t, cond))  # it still predicts, unwrapped
+    finally:
+        pg.shutdown()
+    assert not dist.is_initialized()

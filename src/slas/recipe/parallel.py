@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import warnings
 from dataclasses import dataclass
@@ -299,6 +300,19 @@ class ParallelDenoiser:
     @property
     def sharded(self) -> bool:
         return self.strategy == "fsdp"
+
+    def close(self) -> None:
+        """Free the DDP wrapper now, before ``ProcessGroup.shutdown`` leaves the group (a no-op without one).
+
+        DDP's C++ Reducer holds a reference to the gloo process group. Freed last (with the run's state, after
+        ``destroy_process_group``), it ran the group's destructor while holding the GIL; the destructor waits for the
+        group's worker thread, which may at that moment be freeing the last barrier's work, whose tensors need the
+        GIL to be freed: a deadlock, in which a finished rank never exits (3 of 60 two-process runs on the CPU before
+        this, 0 of 100 after: benchmarks/torchrun_exit.py). Freed here, the Reducer drops its reference while the
+        group is still registered, and the group goes in ``destroy_process_group``, whose binding releases the GIL."""
+        if self._ddp is not None:
+            self._ddp = None
+            gc.collect()  # the wrapper may sit in a reference cycle (module hooks): free it now, not at some later gc
 
     def __call__(self, x: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         if self._ddp is not None:

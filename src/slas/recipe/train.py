@@ -362,6 +362,7 @@ def loop(st: TrainState, progress: bool, log, interrupts: _Interrupts) -> Path:
             bar.close()
             log(f"interrupted by {signal.Signals(signum).name} after iteration {it} of {cfg.train.iterations}: saved "
                 f"{saved}; continue with `slas train --resume {st.run.root}`")
+            st.denoiser.close()
             pg.shutdown()
             raise TrainingInterrupted(signum, saved)
         if stop:
@@ -441,4 +442,5 @@ def _finish(st: TrainState, log) -> None:
         if before_after(st.run, first["iteration"], final["iteration"]):
             extra = f", {st.run.before_after.name}"
     log(f"run directory: {st.run.root} (metrics.jsonl, curves.png{extra}, samples/, checkpoints/)")
+    st.denoiser.close()
     st.pg.shutdown()
