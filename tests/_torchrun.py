@@ -39,13 +39,7 @@ def _worker(rank: int, world: int, port: int, argv: list[str], env: dict[str, st
     torch.set_num_threads(1)  # the same kernels in every process: per-sample results do not depend on the run
     from slas.apps.cli import main
 
-    code = main(argv)
-    # the rank's work is done (its files written, the process group left): leave without the interpreter's teardown,
-    # as multiprocessing's children do after their target, but skipping its finalizers and thread joins, where a
-    # 2-process run once stayed alive for minutes after both ranks had finished (rank 0 exited 0)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
+    sys.exit(main(argv))  # the interpreter's own exit, as under torchrun: a hang there fails the test
 
 
 def launch(world: int, argv: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> None:

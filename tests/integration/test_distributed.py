@@ -157,6 +157,7 @@ def test_close_frees_the_ddp_wrapper_while_the_process_group_is_still_registered
     backbone = build_backbone(cfg)
     pg = parallel.init("fsdp")  # a one-member gloo group in this process; DDP over it is DDP's usual code path
     try:
+        # size 2 makes it wrap the denoiser in DDP, as a rank of a 2-process run does
         den = parallel.ParallelDenoiser(backbone, dataclasses.replace(pg, size=2), "ddp")
         wrapper = weakref.ref(den._ddp)
         assert wrapper() is not None
